@@ -1,0 +1,219 @@
+"""The `baihua` command: each command parses its flags and calls library code."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+from tqdm import tqdm
+
+from app.settings import load_settings
+
+cli = typer.Typer(
+    help="baihua (白化): sentence embeddings with whitening and retrieval.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_cli = typer.Typer(help="List and prepare models.", no_args_is_help=True)
+cli.add_typer(models_cli, name="models")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@cli.callback()
+def quiet_libraries() -> None:
+    """Our own progress bars and one-line errors only: no per-load bars from transformers."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+def user_errors(func: F) -> F:
+    """Turn errors a user can fix into one line on stderr and exit code 1, not a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from encoder import ModelLoadError
+        from encoder.corpus import CorpusError
+        from whitening import ArtifactError
+
+        try:
+            return func(*args, **kwargs)
+        except (CorpusError, ArtifactError, ModelLoadError, ValueError, FileNotFoundError) as err:
+            typer.echo(f"baihua: error: {err}", err=True)
+            raise typer.Exit(1) from err
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress_bar(total: int, initial: int, desc: str) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, unit="sent", file=sys.stderr)
+
+
+ModelOpt = Annotated[
+    str | None, typer.Option(help="Preset name (see `baihua models list`), local folder or hub id.")
+]
+PoolingOpt = Annotated[
+    str | None,
+    typer.Option(help="cls, pooler, last-avg or first-last-avg (default: preset's)."),
+]
+MaxLengthOpt = Annotated[int | None, typer.Option(help="Token limit per text (default 64).")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML settings file.")]
+TextTypeOpt = Annotated[
+    str, typer.Option(help="query or passage: selects the model's prefix (e5: 'query: ').")
+]
+
+
+def check_text_type(text_type: str) -> Literal["query", "passage"]:
+    if text_type not in ("query", "passage"):
+        raise ValueError(f"--text-type must be query or passage, got {text_type!r}")
+    return text_type  # type: ignore[return-value]
+
+
+@cli.command()
+@user_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the index lives (default ./data).")
+    ] = None,
+    model: ModelOpt = None,
+    whitening: Annotated[Path | None, typer.Option(help="Fitted transform folder.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Start the HTTP service: /embed, /search, /documents, /v1/embeddings, /metrics."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = load_settings(
+        config, host=host, port=port, data_dir=data_dir, model=model, whitening=whitening
+    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+@cli.command()
+@user_errors
+def embed(
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts; read from stdin when none.")
+    ] = None,
+    model: ModelOpt = None,
+    pooling: PoolingOpt = None,
+    max_length: MaxLengthOpt = None,
+    whitening: Annotated[
+        Path | None, typer.Option(help="Fitted transform folder from `baihua fit`.")
+    ] = None,
+    text_type: TextTypeOpt = "query",
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or npy.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Embed texts: JSON lines {"text", "embedding"} or a .npy matrix."""
+    import numpy as np
+    import orjson
+
+    from app.components import build_pipeline
+
+    if fmt not in ("jsonl", "npy"):
+        raise ValueError(f"--format must be jsonl or npy, got {fmt!r}")
+    kind = check_text_type(text_type)
+    if not texts:
+        texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise ValueError("no texts: pass them as arguments or one per line on stdin")
+    settings = load_settings(
+        config, model=model, pooling=pooling, max_length=max_length, whitening=whitening
+    )
+    vectors = build_pipeline(settings).embed(texts, text_type=kind).vectors
+    sink = output.open("wb") if output else sys.stdout.buffer
+    try:
+        if fmt == "npy":
+            np.save(sink, vectors)
+        else:
+            for text, vector in zip(texts, vectors, strict=True):
+                line = {"text": text, "embedding": vector}
+                sink.write(orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+    finally:
+        if output:
+            sink.close()
+
+
+@cli.command()
+@user_errors
+def fit(
+    input: Annotated[Path, typer.Option("--input", help="Corpus: lines, TSV pairs or JSONL.")],
+    out: Annotated[Path, typer.Option(help="Artifact folder to write.")],
+    model: ModelOpt = None,
+    pooling: PoolingOpt = None,
+    max_length: MaxLengthOpt = None,
+    n_components: Annotated[
+        int | None, typer.Option(help="Dimensions kept (k); default all.")
+    ] = None,
+    beta: Annotated[float, typer.Option(help="Su's β: how much of the mean to remove.")] = 1.0,
+    gamma: Annotated[float, typer.Option(help="Su's γ: 1 whitens, 0 only rotates.")] = 1.0,
+    text_type: TextTypeOpt = "query",
+    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Fit whitening offline over a corpus; resumable after a crash or Ctrl-C."""
+    from app.components import build_encoder
+    from app.jobs import FitJob
+    from encoder.corpus import count_sentences
+
+    total = count_sentences(input)  # a bad line fails here, before the model loads
+    settings = load_settings(
+        config, model=model, pooling=pooling, max_length=max_length, batch_size=batch_size
+    )
+    job = FitJob(
+        input,
+        out,
+        build_encoder(settings),
+        n_components=n_components,
+        beta=beta,
+        gamma=gamma,
+        text_type=check_text_type(text_type),
+    )
+    done = job.plan(total)
+    if done:
+        typer.echo(f"resuming from checkpoint: {done}/{total} sentences done", err=True)
+    with progress_bar(total, done, "fit") as bar:
+        whitening = job.run(progress=bar.update)
+    typer.echo(
+        f"wrote {out}: {whitening.n_features_in_} → {whitening.n_components_} dims "
+        f"from {whitening.n_samples_seen_} sentences",
+        err=True,
+    )
+
+
+@models_cli.command("list")
+def models_list() -> None:
+    """Presets usable as --model."""
+    from encoder.models import load_presets
+
+    for spec in load_presets().values():
+        typer.echo(f"{spec.name}\t{spec.source}\tpooling={spec.pooling}")
+
+
+@models_cli.command("prepare")
+@user_errors
+def models_prepare(
+    name: Annotated[str, typer.Argument(help="Preset to prepare.")] = "me5-small",
+    config: ConfigOpt = None,
+) -> None:
+    """Expand a bundled model into the cache now instead of on first use."""
+    from encoder.models import model_path, resolve_model
+
+    settings = load_settings(config)
+    typer.echo(model_path(resolve_model(name), settings.cache_dir))
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,27 @@
+"""Build the long-lived parts (encoder, pipeline) from settings: one place for CLI and server."""
+
+from __future__ import annotations
+
+from app.settings import Settings
+from encoder import EmbeddingPipeline, Encoder
+
+
+def build_encoder(settings: Settings) -> Encoder:
+    return Encoder(
+        settings.model,
+        pooling=settings.pooling,
+        max_length=settings.max_length,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        dtype=settings.dtype,
+        num_threads=settings.num_threads,
+        cache_dir=settings.cache_dir,
+    )
+
+
+def build_pipeline(settings: Settings) -> EmbeddingPipeline:
+    """The encoder plus the configured transform artifact, checked against each other."""
+    from whitening import load_transform
+
+    transform = load_transform(settings.whitening) if settings.whitening else None
+    return EmbeddingPipeline(build_encoder(settings), transform)
