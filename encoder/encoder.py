@@ -80,15 +80,15 @@ class Encoder:
         path = model_path(self.spec, cache_dir)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            model, loading_info = AutoModel.from_pretrained(path, output_loading_info=True)
+            transformer, loading_info = AutoModel.from_pretrained(path, output_loading_info=True)
         except OSError as err:
             raise ModelLoadError(
                 f"cannot load model {self.spec.name!r} from {path!r}: it is not a preset, not a "
                 f"local folder, and the hub could not provide it ({err.__class__.__name__})"
             ) from err
         if any(key.startswith("pooler.") for key in loading_info["missing_keys"]):
-            model.pooler = None  # a randomly initialised pooler must never produce vectors
-        self.model = model.to(self.device).eval()
+            transformer.pooler = None  # a randomly initialised pooler must never produce vectors
+        self.model = transformer.to(self.device).eval()
         self.dim: int = self.model.config.hidden_size
         self.has_pooler = getattr(self.model, "pooler", None) is not None
 
