@@ -40,12 +40,11 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from encoder import ModelLoadError
-        from encoder.corpus import CorpusError
-        from whitening import ArtifactError
 
+        # CorpusError, DatasetError, ArtifactError and bad flag values are all ValueErrors.
         try:
             return func(*args, **kwargs)
-        except (CorpusError, ArtifactError, ModelLoadError, ValueError, FileNotFoundError) as err:
+        except (ValueError, FileNotFoundError, ModelLoadError) as err:
             typer.echo(f"baihua: error: {err}", err=True)
             raise typer.Exit(1) from err
 
@@ -191,6 +190,68 @@ def fit(
         f"from {whitening.n_samples_seen_} sentences",
         err=True,
     )
+
+
+def split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+@cli.command("eval")
+@user_errors
+def eval_sts(
+    data_dir: Annotated[Path, typer.Option(help="Folder of task folders <T>/<T>.{split}.data.")],
+    model: Annotated[str, typer.Option(help="Models, comma-separated.")] = "me5-small",
+    pooling: Annotated[str | None, typer.Option(help="Poolings, comma-separated.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Default: every task folder.")] = None,
+    whitening: Annotated[
+        str, typer.Option(help="Transforms: none, full, N, rot-N, b<β>g<γ>-<N|full>.")
+    ] = "none,full,256,128,rot-256",
+    fit_on: Annotated[str, typer.Option(help="task, test, or a corpus file.")] = "task",
+    splits: Annotated[str, typer.Option(help="Splits to score, comma-separated.")] = "test",
+    max_length: Annotated[
+        int | None, typer.Option(help="Token limit (default: 64, 128 for PAWSX).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Write .json, .csv or .md.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Vector cache folder.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """STS Spearman × 100 for models × poolings × transforms (the BERT-whitening table)."""
+    from app.components import build_encoder
+    from encoder import default_cache_dir
+    from encoder.corpus import iter_corpus
+    from eval.datasets import task_names
+    from eval.report import FORMATS, markdown, write_report
+    from eval.sts import StsEval
+    from eval.transforms import parse_transform
+
+    if output is not None and output.suffix.lower() not in FORMATS:
+        raise ValueError(f"--output {output}: use a .json, .csv or .md file name")
+    transforms = [parse_transform(name) for name in split_list(whitening)]
+    fit_texts: str | list[str] = fit_on
+    if fit_on not in ("task", "test"):
+        fit_texts = list(iter_corpus(Path(fit_on)))
+    results = []
+    for name in split_list(model):
+        settings = load_settings(config, model=name, batch_size=batch_size, cache_dir=cache_dir)
+        encoder = build_encoder(settings)
+        poolings = split_list(pooling) if pooling else [encoder.pooling]
+        with tqdm(desc=f"encode {name}", unit="sent", file=sys.stderr) as bar:
+            grid = StsEval(
+                data_dir=data_dir,
+                tasks=split_list(tasks) if tasks else task_names(data_dir),
+                poolings=poolings,
+                transforms=transforms,
+                cache_dir=(settings.cache_dir or default_cache_dir()) / "vectors",
+                fit_on=fit_texts,
+                splits=split_list(splits),
+                max_length=max_length,
+                progress=bar.update,
+            )
+            results += grid.run(encoder)
+    typer.echo(markdown(results))
+    if output is not None:
+        write_report(results, output)
 
 
 @models_cli.command("list")

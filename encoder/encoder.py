@@ -119,19 +119,22 @@ class Encoder:
         poolings: Sequence[str],
         *,
         text_type: TextType = "query",
+        max_length: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Encoded:
         """Every requested pooling from one forward pass per batch.
 
-        `progress` is called with the number of texts finished after each batch.
+        `max_length` overrides the encoder's token limit for this call; `progress` is called
+        with the number of texts finished after each batch.
         """
+        max_length = max_length or self.max_length
         check_poolings(poolings)
         if "pooler" in poolings and not self.has_pooler:
             raise ValueError(
                 f"model {self.name!r} has no pooler layer; use cls, last-avg or first-last-avg"
             )
         prefixed = [self.prefix(text_type) + text for text in texts]
-        ids, n_tokens = self._tokenize(prefixed)
+        ids, n_tokens = self._tokenize(prefixed, max_length)
         out = {p: np.empty((len(texts), self.dim), dtype=np.float32) for p in poolings}
         need_all_layers = "first-last-avg" in poolings
         for batch in length_sorted_batches([len(i) for i in ids], self.batch_size):
@@ -140,15 +143,15 @@ class Encoder:
                 out[name][batch] = vectors
             if progress:
                 progress(len(batch))
-        return Encoded(out, n_tokens > self.max_length, n_tokens)
+        return Encoded(out, n_tokens > max_length, n_tokens)
 
-    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:
+    def _tokenize(self, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
         """Token ids cut to max_length, and each text's untruncated token count."""
         if not texts:
             return [], np.zeros(0, dtype=np.int64)
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        ids = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         n_tokens = np.array([len(i) for i in ids])
-        at_limit = np.flatnonzero(n_tokens >= self.max_length)
+        at_limit = np.flatnonzero(n_tokens >= max_length)
         if len(at_limit):
             full = self.tokenizer([texts[i] for i in at_limit])["input_ids"]
             n_tokens[at_limit] = [len(i) for i in full]

@@ -1,0 +1,1 @@
+"""STS and retrieval evaluation over task folders."""

@@ -1,0 +1,63 @@
+"""The transform grammar of `baihua eval --whitening`: none, full, N, rot-N, b0.5g0.5-N, flow."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from whitening import Whitening
+
+Method = Literal["none", "whitening", "flow"]
+_CUSTOM = re.compile(r"^b(?P<beta>\d+(?:\.\d+)?)g(?P<gamma>\d+(?:\.\d+)?)-(?P<k>\d+|full)$")
+
+
+@dataclass(frozen=True)
+class TransformSpec:
+    """`full` whitens without truncation, `N` whitens to N dims, `rot-N` is β = γ = 0 (rotation
+    plus truncation), `b<β>g<γ>-<N|full>` any of Su's generalisations."""
+
+    name: str
+    method: Method
+    n_components: int | None = None
+    beta: float = 1.0
+    gamma: float = 1.0
+
+
+def _dims(text: str, name: str) -> int | None:
+    if text == "full":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"unknown transform {name!r}: {text!r} is not a dimension or 'full'")
+    return int(text)
+
+
+def parse_transform(name: str) -> TransformSpec:
+    if name in ("none", "flow"):
+        return TransformSpec(name, name)  # type: ignore[arg-type]
+    if name.startswith("rot-"):
+        return TransformSpec(name, "whitening", _dims(name[4:], name), beta=0.0, gamma=0.0)
+    if match := _CUSTOM.match(name):
+        k = _dims(match["k"], name)
+        return TransformSpec(name, "whitening", k, float(match["beta"]), float(match["gamma"]))
+    if name == "full" or name.isdigit():
+        return TransformSpec(name, "whitening", _dims(name, name))
+    raise ValueError(
+        f"unknown transform {name!r}; use none, full, N, rot-N, rot-full, b<β>g<γ>-<N|full> or flow"
+    )
+
+
+def fit_transform(spec: TransformSpec, fit_vectors: np.ndarray) -> Whitening | None:
+    """The fitted transform for `spec` (None for `none`)."""
+    if spec.method == "none":
+        return None
+    if spec.method == "flow":
+        raise ValueError("transform 'flow' is not available yet (BERT-flow lands with issue 5)")
+    k = spec.n_components
+    if k is not None and k > fit_vectors.shape[1]:
+        raise ValueError(
+            f"transform {spec.name!r} keeps {k} dims but the vectors have {fit_vectors.shape[1]}"
+        )
+    return Whitening(k, beta=spec.beta, gamma=spec.gamma).fit(fit_vectors)
