@@ -14,7 +14,9 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
+from encoder.models import config_dir
+
+DEFAULT_CONFIG = config_dir() / "default.yaml"
 
 
 class Settings(BaseSettings):

@@ -30,10 +30,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "baihua"
 
 
+def config_dir() -> Path:
+    """`BAIHUA_CONFIG_DIR`, else the repository's `configs/` (an installed copy sets the env)."""
+    return Path(
+        os.environ.get("BAIHUA_CONFIG_DIR") or Path(__file__).resolve().parents[1] / "configs"
+    )
+
+
 def presets_dir() -> Path:
-    """`BAIHUA_CONFIG_DIR/presets`, else the repository's `configs/presets`."""
-    root = os.environ.get("BAIHUA_CONFIG_DIR") or Path(__file__).resolve().parents[1] / "configs"
-    return Path(root) / "presets"
+    return config_dir() / "presets"
 
 
 def load_presets(directory: Path | None = None) -> dict[str, ModelSpec]:
