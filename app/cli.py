@@ -21,6 +21,8 @@ cli = typer.Typer(
 )
 models_cli = typer.Typer(help="List and prepare models.", no_args_is_help=True)
 cli.add_typer(models_cli, name="models")
+index_cli = typer.Typer(help="Build the service's index offline.", no_args_is_help=True)
+cli.add_typer(index_cli, name="index")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,11 +42,12 @@ def user_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from encoder import ModelLoadError
+        from index import StoreLockedError
 
         # CorpusError, DatasetError, ArtifactError and bad flag values are all ValueErrors.
         try:
             return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, ModelLoadError) as err:
+        except (ValueError, FileNotFoundError, ModelLoadError, StoreLockedError) as err:
             typer.echo(f"baihua: error: {err}", err=True)
             raise typer.Exit(1) from err
 
@@ -190,6 +193,39 @@ def fit(
         f"from {whitening.n_samples_seen_} sentences",
         err=True,
     )
+
+
+@index_cli.command("build")
+@user_errors
+def index_build(
+    input: Annotated[Path, typer.Option("--input", help="Corpus: lines, TSV pairs or JSONL.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The service's data folder (default ./data).")
+    ] = None,
+    model: ModelOpt = None,
+    whitening: Annotated[Path | None, typer.Option(help="Fitted transform folder.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Embed a corpus as passages into the index; rerun to resume. JSONL may give `id` and
+    `payload`; other corpora get their sentence position as id."""
+    from app.components import build_pipeline, open_store
+    from app.jobs import IndexBuildJob
+    from encoder.corpus import count_sentences
+
+    total = count_sentences(input)
+    settings = load_settings(
+        config, data_dir=data_dir, model=model, whitening=whitening, batch_size=batch_size
+    )
+    pipeline = build_pipeline(settings)
+    with open_store(settings, pipeline.dim) as store:
+        job = IndexBuildJob(input, store, pipeline)
+        done = job.done()
+        if done:
+            typer.echo(f"resuming: {done}/{total} documents already indexed", err=True)
+        with progress_bar(total, done, "index") as bar:
+            job.run(progress=bar.update)
+        typer.echo(f"{settings.data_dir / 'index'}: {len(store)} documents", err=True)
 
 
 def split_list(value: str) -> list[str]:

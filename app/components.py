@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.settings import Settings
 from encoder import EmbeddingPipeline, Encoder
+from index import VectorStore
 
 
 def build_encoder(settings: Settings) -> Encoder:
@@ -25,3 +26,8 @@ def build_pipeline(settings: Settings) -> EmbeddingPipeline:
 
     transform = load_transform(settings.whitening) if settings.whitening else None
     return EmbeddingPipeline(build_encoder(settings), transform)
+
+
+def open_store(settings: Settings, dim: int) -> VectorStore:
+    """The persistent index in `<data_dir>/index`, created when missing."""
+    return VectorStore.open(settings.data_dir / "index", dim=dim, factory=settings.index_factory)

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from encoder import Encoder
-from encoder.corpus import CorpusError, iter_corpus
+from encoder import EmbeddingPipeline, Encoder
+from encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
 from encoder.encoder import TextType
+from index import VectorStore
 from whitening import Moments, Whitening
+
+T = TypeVar("T")
 
 Progress = Callable[[int], None]
 
 
-def chunked(items: Iterator[str], size: int) -> Iterator[list[str]]:
+def chunked(items: Iterator[T], size: int) -> Iterator[list[T]]:
     while chunk := list(itertools.islice(items, size)):
         yield chunk
 
@@ -93,3 +99,70 @@ class FitJob:
         )
         shutil.rmtree(self.checkpoint.parent, ignore_errors=True)
         return whitening
+
+
+@dataclass
+class IndexBuildJob:
+    """Corpus → pipeline (passages) → store, resumable and idempotent.
+
+    Ids come from a JSONL record's `id`, else the sentence's position in the corpus, and every
+    chunk is upserted: rerunning after a crash or on the same corpus never duplicates documents.
+    `<store>/build-progress.json` records how far the last run got, so a rerun skips that part.
+    """
+
+    corpus: Path
+    store: VectorStore
+    pipeline: EmbeddingPipeline
+    chunk_size: int = 1024
+
+    @property
+    def progress_file(self) -> Path:
+        assert self.store.path is not None, "a build job needs a persistent store"
+        return self.store.path / "build-progress.json"
+
+    def _identity(self) -> dict[str, str]:
+        return {"corpus": str(self.corpus.resolve()), "model": self.pipeline.encoder.name}
+
+    def done(self) -> int:
+        """Documents a previous run of this job already stored."""
+        if self.progress_file.is_file():
+            record = json.loads(self.progress_file.read_text())
+            if record.get("identity") == self._identity():
+                return int(record["documents_done"])
+        return 0
+
+    def run(self, progress: Progress | None = None) -> int:
+        """Store every document; returns how many the corpus holds."""
+        done = self.done()
+        documents = itertools.islice(corpus_documents(self.corpus), done, None)
+        for chunk in chunked(documents, self.chunk_size):
+            ids, texts, payloads = zip(*chunk, strict=True)
+            vectors = self.pipeline.embed(list(texts), text_type="passage", progress=progress)
+            self.store.upsert(list(ids), vectors.vectors, list(texts), list(payloads))
+            done += len(chunk)
+            record = {"identity": self._identity(), "documents_done": done}
+            write_json_atomic(self.progress_file, record)
+        self.store.save()
+        return done
+
+
+def corpus_documents(corpus: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """(id, text, payload) per sentence: JSONL's `id` and `payload` fields (else the other
+    fields), or the sentence's position for plain and TSV corpora."""
+    position = 0
+    for line_no, texts, record in iter_corpus_records(corpus):
+        for text in texts:
+            doc_id = record.get("id", position)
+            if not isinstance(doc_id, int) or isinstance(doc_id, bool) or doc_id < 0:
+                raise CorpusError(f"{corpus}:{line_no}: id must be a non-negative integer")
+            payload = record.get("payload")
+            if payload is None:
+                payload = {k: v for k, v in record.items() if k not in ("id", "text")}
+            yield doc_id, text, payload
+            position += 1
+
+
+def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
