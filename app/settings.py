@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -59,16 +59,16 @@ class Settings(BaseSettings):
         return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
 
 
-def load_settings(config: Path | None = None, **overrides: object) -> Settings:
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Settings from `config` (else $BAIHUA_CONFIG, else configs/default.yaml), env, then the
     overrides that are not None (CLI flags left unset)."""
     if config is None and os.environ.get("BAIHUA_CONFIG"):
         config = Path(os.environ["BAIHUA_CONFIG"])
-    settings_cls = Settings
+    settings_cls: type[Settings] = Settings
     if config is not None:
         if not config.is_file():
             raise FileNotFoundError(f"config file {config} does not exist")
-        settings_cls = type(
+        settings_cls = type(  # type: ignore[assignment]
             "Settings",
             (Settings,),
             {"model_config": {**Settings.model_config, "yaml_file": config}},

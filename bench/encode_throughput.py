@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers.utils import logging as hf_logging
 
 from encoder import Encoder
 from encoder.models import model_path, resolve_model
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    hf_logging.set_verbosity_error()
 
     from sentence_transformers import SentenceTransformer, models
 

@@ -1,0 +1,104 @@
+"""Documents in the vector store: embedded through the batcher, with ids assigned when omitted.
+
+The store is thread-safe (searches in parallel, writes alone) and commits every write to its
+database before returning, so an acknowledged write survives a crash; its `save()` only writes an
+index snapshot that spares a rebuild on the next start, which the server does on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.batcher import EmbedOptions, MicroBatcher
+from index import Document, Hit, VectorStore
+
+PASSAGE = EmbedOptions(text_type="passage")
+QUERY = EmbedOptions(text_type="query")
+
+
+@dataclass
+class Written:
+    ids: list[int]
+    truncated: list[bool]
+
+
+@dataclass
+class Found:
+    hits: list[list[Hit]]
+    truncated: list[bool]
+
+
+class DocumentIndex:
+    """Add, get, delete and search documents; blocking store calls run off the event loop."""
+
+    def __init__(self, store: VectorStore, batcher: MicroBatcher) -> None:
+        self.store = store
+        self.batcher = batcher
+        # Orders id assignment with the write it belongs to; held in the worker thread, so a
+        # request cancelled mid-write cannot let another writer take its ids.
+        self._write_lock = threading.Lock()
+        ids = store.ids()
+        self._next_id = int(ids[-1]) + 1 if len(ids) else 0
+
+    async def add(
+        self,
+        texts: Sequence[str],
+        payloads: Sequence[dict[str, Any]],
+        ids: Sequence[int | None],
+        *,
+        upsert: bool = False,
+    ) -> Written:
+        """Embed the texts as passages and store them; `None` ids get new ones.
+
+        Raises `index.DuplicateIdError` when an id exists and `upsert` is false.
+        """
+        embedded = await self.batcher.embed(texts, PASSAGE)
+        assigned = await asyncio.to_thread(
+            self._write, ids, embedded.vectors, texts, payloads, upsert
+        )
+        return Written(assigned, embedded.truncated.tolist())
+
+    async def search(
+        self, queries: Sequence[str], top_k: int, filter: dict[str, Any] | None = None
+    ) -> Found:
+        embedded = await self.batcher.embed(queries, QUERY)
+        hits = await asyncio.to_thread(self.store.search, embedded.vectors, top_k, filter)
+        return Found(hits, embedded.truncated.tolist())
+
+    async def get(self, id: int) -> Document | None:
+        return await asyncio.to_thread(self.store.get, id)
+
+    async def delete(self, id: int) -> bool:
+        """Whether the document existed."""
+        return await asyncio.to_thread(self.store.delete, [id]) > 0
+
+    def _write(
+        self,
+        ids: Sequence[int | None],
+        vectors: np.ndarray,
+        texts: Sequence[str],
+        payloads: Sequence[dict[str, Any]],
+        upsert: bool,
+    ) -> list[int]:
+        with self._write_lock:
+            assigned = self._assign_ids(ids)
+            write = self.store.upsert if upsert else self.store.add
+            write(assigned, vectors, texts, payloads)
+        return assigned
+
+    def _assign_ids(self, ids: Sequence[int | None]) -> list[int]:
+        """Keep given ids; give the others the next ids above every id seen so far."""
+        given = [i for i in ids if i is not None]
+        self._next_id = max([self._next_id, *(i + 1 for i in given)])
+        assigned = []
+        for i in ids:
+            if i is None:
+                i, self._next_id = self._next_id, self._next_id + 1
+            assigned.append(i)
+        return assigned

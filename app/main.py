@@ -1,0 +1,82 @@
+"""The FastAPI app: `create_app(settings)` for `baihua serve`, with pipeline and store handed in
+by tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.metrics import Metrics, MetricsMiddleware
+from app.routes import api_router
+from app.service import load_service
+from app.settings import Settings
+from encoder import EmbeddingPipeline
+from index import VectorStore
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Chinese-first sentence embeddings with whitening and FAISS retrieval.
+
+With `api_key` set, every route except `/healthz`, `/readyz` and these docs needs
+`Authorization: Bearer <key>`.
+"""
+
+
+def create_app(
+    settings: Settings,
+    pipeline: EmbeddingPipeline | None = None,
+    store: VectorStore | None = None,
+) -> FastAPI:
+    """The HTTP service; what is not handed in is built from `settings` after startup.
+
+    The model and index load in the background so the process answers `/healthz` at once;
+    `/readyz` and the other routes answer 503 until they are loaded.
+    """
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(_load(app, settings, metrics, pipeline, store))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            if app.state.service is not None:
+                await app.state.service.close()
+
+    app = FastAPI(
+        title="baihua",
+        description=DESCRIPTION,
+        version=importlib.metadata.version("baihua"),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = None
+    app.state.not_ready_reason = "the model and index are loading"
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    return app
+
+
+async def _load(
+    app: FastAPI,
+    settings: Settings,
+    metrics: Metrics,
+    pipeline: EmbeddingPipeline | None,
+    store: VectorStore | None,
+) -> None:
+    try:
+        app.state.service = await load_service(settings, metrics, pipeline, store)
+    except Exception as err:
+        logger.exception("could not load the model or the index")
+        app.state.not_ready_reason = f"loading failed: {type(err).__name__}: {err}"

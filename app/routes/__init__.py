@@ -1,0 +1,14 @@
+"""All routes; everything but the health probes sits behind the optional API key."""
+
+from fastapi import APIRouter, Depends
+
+from app.routes import documents, embed, health, metrics, openai, search
+from app.security import require_api_key
+
+protected = APIRouter(dependencies=[Depends(require_api_key)])
+for module in (embed, search, documents, openai, metrics):
+    protected.include_router(module.router)
+
+api_router = APIRouter()
+api_router.include_router(health.router)
+api_router.include_router(protected)

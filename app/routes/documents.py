@@ -1,0 +1,38 @@
+from fastapi import APIRouter, HTTPException, status
+
+from app.deps import ServiceDep, SettingsDep
+from app.schemas import Deleted, Document, DocumentId, DocumentsRequest, DocumentsResponse
+
+router = APIRouter(prefix="/documents", tags=["documents"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def add_documents(
+    body: DocumentsRequest, service: ServiceDep, settings: SettingsDep
+) -> DocumentsResponse:
+    """Embed (as passages) and store documents; omitted ids are assigned and returned.
+    An existing id is a 409 unless `upsert` is true."""
+    body.check_limits(settings)
+    docs = body.documents
+    written = await service.documents.add(
+        [doc.text for doc in docs],
+        [doc.payload for doc in docs],
+        [doc.id for doc in docs],
+        upsert=body.upsert,
+    )
+    return DocumentsResponse(ids=written.ids, truncated=written.truncated)
+
+
+@router.get("/{id}")
+async def get_document(id: DocumentId, service: ServiceDep) -> Document:
+    document = await service.documents.get(id)
+    if document is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {id}")
+    return Document.model_validate(document, from_attributes=True)
+
+
+@router.delete("/{id}")
+async def delete_document(id: DocumentId, service: ServiceDep) -> Deleted:
+    if not await service.documents.delete(id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {id}")
+    return Deleted(id=id)

@@ -1,0 +1,20 @@
+from fastapi import APIRouter
+
+from app.deps import ServiceDep, SettingsDep
+from app.schemas import SearchRequest, SearchResponse
+
+router = APIRouter(tags=["search"])
+
+
+@router.post("/search")
+async def search(body: SearchRequest, service: ServiceDep, settings: SettingsDep) -> SearchResponse:
+    """The `top_k` documents nearest to the query (or to each of `queries`), best first."""
+    body.check_limits(settings)
+    found = await service.documents.search(body.texts_to_embed(), body.top_k, body.filter)
+    if body.query is not None:
+        return SearchResponse.model_validate(
+            {"results": found.hits[0], "truncated": found.truncated[0]}, from_attributes=True
+        )
+    return SearchResponse.model_validate(
+        {"results": found.hits, "truncated": found.truncated}, from_attributes=True
+    )

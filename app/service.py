@@ -1,0 +1,62 @@
+"""The long-lived parts of a running server: built once (off the event loop), closed on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from app.batcher import MicroBatcher
+from app.components import build_pipeline, open_store
+from app.documents import DocumentIndex
+from app.metrics import Metrics
+from app.settings import Settings
+from encoder import EmbeddingPipeline
+from index import VectorStore
+
+
+@dataclass
+class Service:
+    pipeline: EmbeddingPipeline
+    batcher: MicroBatcher
+    documents: DocumentIndex
+    owns_store: bool
+
+    @property
+    def model(self) -> str:
+        return self.pipeline.encoder.name
+
+    async def close(self) -> None:
+        """Finish with the encoder, then snapshot the index so the next start need not rebuild."""
+        await self.batcher.close()
+        store = self.documents.store
+        if store.path is not None:
+            await asyncio.to_thread(store.save)
+        if self.owns_store:
+            await asyncio.to_thread(store.close)
+
+
+async def load_service(
+    settings: Settings,
+    metrics: Metrics,
+    pipeline: EmbeddingPipeline | None = None,
+    store: VectorStore | None = None,
+) -> Service:
+    """Build what was not handed in: the model, then the index sized to its output vectors."""
+    if pipeline is None:
+        pipeline = await asyncio.to_thread(build_pipeline, settings)
+    owns_store = store is None
+    if store is None:
+        store = await asyncio.to_thread(open_store, settings, pipeline.dim)
+    elif store.dim != pipeline.dim:
+        raise ValueError(f"the store holds {store.dim}-dim vectors; the model makes {pipeline.dim}")
+    batcher = MicroBatcher(
+        pipeline,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        queue_size=settings.queue_size,
+        observe_batch=metrics.observe_batch,
+    )
+    batcher.start()
+    documents = await asyncio.to_thread(DocumentIndex, store, batcher)
+    metrics.track(queue_depth=batcher.queue_depth, index_size=store.__len__)
+    return Service(pipeline, batcher, documents, owns_store)

@@ -1,0 +1,126 @@
+"""Throughput of `POST /embed` under 8 concurrent clients, as a ratio to `pipeline.embed` called
+in process on the same batches: what the HTTP layer and micro-batching cost (or gain).
+
+    .venv/bin/python bench/embed_throughput.py                 # me5-small, 64 requests
+    .venv/bin/python bench/embed_throughput.py --model path/to/folder --requests 32
+
+The server is the real one, `baihua serve`, started in its own process on a free port with a
+temporary data directory; each request carries 32 short Chinese sentences. Both sides use the
+settings' defaults (max length, batch size, dtype, whitening), and alternate over `--rounds`
+rounds because the machine is noisy; the median ratio is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from app.components import build_pipeline
+from app.settings import load_settings
+from encoder import EmbeddingPipeline
+
+SUBJECTS = ["我", "他们", "老师", "这家公司", "小明", "我的朋友", "银行", "网友"]
+VERBS = ["喜欢", "不想", "正在", "昨天开始", "怎么", "可以", "打算", "已经"]
+OBJECTS = ["吃火锅", "办信用卡", "学习中文", "还款", "看电影", "去北京出差", "修改密码", "买手机"]
+
+
+def batches(n_requests: int, batch_size: int = 32) -> list[list[str]]:
+    """Distinct short sentences (5-12 characters), cycled into `n_requests` batches."""
+    sentences = [s + v + o for s, v, o in itertools.product(SUBJECTS, VERBS, OBJECTS)]
+    cycle = itertools.cycle(sentences)
+    return [[next(cycle) for _ in range(batch_size)] for _ in range(n_requests)]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(model: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-c", "from app.cli import main; main()", "serve"]
+    command += ["--model", model, "--port", str(port), "--data-dir", str(data_dir)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)  # uvicorn's access log
+
+
+def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"the server at {url} was not ready after {timeout:.0f} s")
+
+
+def in_process_seconds(pipeline: EmbeddingPipeline, work: list[list[str]]) -> float:
+    start = time.perf_counter()
+    for texts in work:
+        pipeline.embed(texts)
+    return time.perf_counter() - start
+
+
+def http_seconds(url: str, work: list[list[str]], clients: int) -> float:
+    """Wall time for `clients` threads, each with its own keep-alive connection, to post all."""
+    shares = [work[i::clients] for i in range(clients)]
+
+    def post_all(share: list[list[str]]) -> None:
+        with httpx.Client(base_url=url, timeout=300) as http:
+            for texts in share:
+                http.post("/embed", json={"texts": texts}).raise_for_status()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(post_all, shares))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="me5-small", help="preset, local folder or hub id")
+    parser.add_argument("--requests", type=int, default=64, help="requests of 32 sentences")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    work = batches(args.requests)
+    n = sum(len(texts) for texts in work)
+    pipeline = build_pipeline(load_settings(model=args.model))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = start_server(args.model, port, Path(data_dir))
+        try:
+            wait_ready(url, server)
+            pipeline.embed(work[0])  # warm-up: first calls allocate
+            http_seconds(url, work[: args.clients], args.clients)
+            ratios = []
+            for round in range(args.rounds):
+                t_local = in_process_seconds(pipeline, work)
+                t_http = http_seconds(url, work, args.clients)
+                ratios.append(t_local / t_http)
+                print(f"round {round + 1}: in process {n / t_local:7.1f} sentences/s, "
+                      f"/embed with {args.clients} clients {n / t_http:7.1f} sentences/s, "
+                      f"ratio {ratios[-1]:.2f}")  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    print(f"/embed throughput / in-process throughput: {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
