@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from serving import free_port, start_server, wait_ready
 
 from app.components import build_pipeline
 from app.settings import load_settings
@@ -39,32 +37,6 @@ def batches(n_requests: int, batch_size: int = 32) -> list[list[str]]:
     sentences = [s + v + o for s, v, o in itertools.product(SUBJECTS, VERBS, OBJECTS)]
     cycle = itertools.cycle(sentences)
     return [[next(cycle) for _ in range(batch_size)] for _ in range(n_requests)]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(model: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from app.cli import main; main()", "serve"]
-    command += ["--model", model, "--port", str(port), "--data-dir", str(data_dir)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL)  # uvicorn's access log
-
-
-def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"the server at {url} was not ready after {timeout:.0f} s")
 
 
 def in_process_seconds(pipeline: EmbeddingPipeline, work: list[list[str]]) -> float:
@@ -103,7 +75,7 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(args.model, port, Path(data_dir))
+        server = start_server(port, Path(data_dir), "--model", args.model)
         try:
             wait_ready(url, server)
             pipeline.embed(work[0])  # warm-up: first calls allocate

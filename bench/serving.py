@@ -1,0 +1,38 @@
+"""Start the real `baihua serve` in its own process for the HTTP benchmarks."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(port: int, data_dir: Path, *flags: str) -> subprocess.Popen[bytes]:
+    """`baihua serve --port PORT --data-dir DATA_DIR FLAGS…`, access log silenced."""
+    command = [sys.executable, "-c", "from app.cli import main; main()", "serve"]
+    command += ["--port", str(port), "--data-dir", str(data_dir), *flags]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+
+
+def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"the server at {url} was not ready after {timeout:.0f} s")
