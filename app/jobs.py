@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
 from encoder.encoder import TextType
 from index import VectorStore
 from whitening import Moments, Whitening
+from whitening.artifact import write_atomic
 
 T = TypeVar("T")
 
@@ -141,7 +141,7 @@ class IndexBuildJob:
             self.store.upsert(list(ids), vectors.vectors, list(texts), list(payloads))
             done += len(chunk)
             record = {"identity": self._identity(), "documents_done": done}
-            write_json_atomic(self.progress_file, record)
+            write_atomic(self.progress_file, json.dumps(record).encode())
         self.store.save()
         return done
 
@@ -160,9 +160,3 @@ def corpus_documents(corpus: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
                 payload = {k: v for k, v in record.items() if k not in ("id", "text")}
             yield doc_id, text, payload
             position += 1
-
-
-def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)

@@ -40,24 +40,27 @@ def _parse_line(line: str, fmt: str, where: str) -> tuple[list[str], dict]:
     return [record["text"]], record
 
 
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its end) for every line of a UTF-8 file."""
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file")
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                yield line_no, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise CorpusError(f"{path}:{line_no}: not valid UTF-8 (byte {err.start})") from err
+
+
 def iter_corpus_records(path: Path) -> Iterator[tuple[int, list[str], dict]]:
     """(line number, texts on the line, the JSON record or {}) for every non-blank line.
 
     Blank lines are skipped; any other line that does not parse is a CorpusError naming it.
     """
-    if not path.is_file():
-        raise CorpusError(f"{path}: no such file")
     fmt = corpus_format(path)
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            where = f"{path}:{line_no}"
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                raise CorpusError(f"{where}: not valid UTF-8 (byte {err.start})") from err
-            if not line.strip():
-                continue
-            texts, record = _parse_line(line, fmt, where)
+    for line_no, line in read_lines(path):
+        if line.strip():
+            texts, record = _parse_line(line, fmt, f"{path}:{line_no}")
             yield line_no, texts, record
 
 

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from whitening.artifact import write_atomic
+
 Encode = Callable[[list[str], list[str]], dict[str, np.ndarray]]
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_atomic(path, buffer.getvalue())
 
 
 class VectorCache:
@@ -40,7 +42,7 @@ class VectorCache:
         self.vectors = {
             path.stem: vectors[: len(self.texts)]
             for path in self.folder.glob("*.npy")
-            if ".tmp" not in path.name and len(vectors := np.load(path)) >= len(self.texts)
+            if len(vectors := np.load(path)) >= len(self.texts)
         }
 
     def get(
@@ -66,7 +68,7 @@ class VectorCache:
 
     def _save(self) -> None:
         for pooling, vectors in self.vectors.items():
-            _atomic_save(self.folder / f"{pooling}.npy", vectors)
-        tmp = self.folder / "texts.json.tmp"
-        tmp.write_text(json.dumps(self.texts, ensure_ascii=False))
-        os.replace(tmp, self.folder / "texts.json")
+            _save_npy(self.folder / f"{pooling}.npy", vectors)
+        write_atomic(
+            self.folder / "texts.json", json.dumps(self.texts, ensure_ascii=False).encode()
+        )

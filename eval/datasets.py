@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from encoder.corpus import read_lines
+
 SPLITS = ("train", "valid", "test")
 
 
@@ -38,27 +40,22 @@ class StsTask:
 
 def read_split(path: Path) -> StsSplit:
     split = StsSplit()
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            where = f"{path}:{line_no}"
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                raise DatasetError(f"{where}: not valid UTF-8") from err
-            columns = line.split("\t")
-            if len(columns) != 3:
-                raise DatasetError(
-                    f"{where}: expected text1<TAB>text2<TAB>label, got {len(columns)} columns"
-                )
-            try:
-                label = float(columns[2])
-            except ValueError as err:
-                raise DatasetError(f"{where}: label {columns[2]!r} is not a number") from err
-            if not math.isfinite(label):
-                raise DatasetError(f"{where}: label {columns[2]!r} is not finite")
-            split.text1.append(columns[0])
-            split.text2.append(columns[1])
-            split.labels.append(label)
+    for line_no, line in read_lines(path):
+        where = f"{path}:{line_no}"
+        columns = line.split("\t")
+        if len(columns) != 3:
+            raise DatasetError(
+                f"{where}: expected text1<TAB>text2<TAB>label, got {len(columns)} columns"
+            )
+        try:
+            label = float(columns[2])
+        except ValueError as err:
+            raise DatasetError(f"{where}: label {columns[2]!r} is not a number") from err
+        if not math.isfinite(label):
+            raise DatasetError(f"{where}: label {columns[2]!r} is not finite")
+        split.text1.append(columns[0])
+        split.text2.append(columns[1])
+        split.labels.append(label)
     if not split.labels:
         raise DatasetError(f"{path}: no pairs")
     return split
