@@ -1,8 +1,11 @@
-"""Post-hoc transforms of sentence vectors: BERT-whitening, streaming moments, artifacts."""
+"""Post-hoc transforms of sentence vectors: BERT-whitening, BERT-flow, streaming moments,
+artifacts."""
 
 from whitening.artifact import (
     ArtifactError,
     ArtifactMismatchError,
+    FlowParams,
+    LoadableTransform,
     Transform,
     TransformMetadata,
     check_compatible,
@@ -12,12 +15,16 @@ from whitening.artifact import (
     register_transform,
     save_artifact,
 )
+from whitening.flow import Flow
 from whitening.moments import Moments, check_array
 from whitening.whitening import NotFittedError, Whitening
 
 __all__ = [
     "ArtifactError",
     "ArtifactMismatchError",
+    "Flow",
+    "FlowParams",
+    "LoadableTransform",
     "Moments",
     "NotFittedError",
     "Transform",

@@ -40,8 +40,32 @@ def _library_version() -> str:
         return "0+unknown"
 
 
+class FlowParams(pydantic.BaseModel):
+    """Hyperparameters of a BERT-flow Glow and of its training (see ``whitening.Flow``).
+
+    Stored in the metadata so a flow can be rebuilt from its weights; ``Flow`` also validates its
+    hyperparameters with this model, so the constraints live in one place.
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, strict=True)
+
+    n_levels: int = pydantic.Field(ge=1)
+    n_steps: int = pydantic.Field(ge=1)
+    hidden: int = pydantic.Field(ge=1)
+    lr: float = pydantic.Field(gt=0.0, allow_inf_nan=False)
+    epochs: int = pydantic.Field(ge=1)
+    # ActNorm's data-dependent initialisation needs a variance, hence two vectors per batch.
+    batch_size: int = pydantic.Field(ge=2)
+    weight_decay: float = pydantic.Field(ge=0.0, allow_inf_nan=False)
+    seed: int = pydantic.Field(ge=0)
+
+
 class TransformMetadata(pydantic.BaseModel):
-    """What a fitted transform was fitted on and with; stored as ``transform.json``."""
+    """What a fitted transform was fitted on and with; stored as ``transform.json``.
+
+    ``beta`` and ``gamma`` are required for whitening and meaningless for a flow, which needs
+    ``flow`` instead.
+    """
 
     model_config = pydantic.ConfigDict(frozen=True)
 
@@ -51,12 +75,21 @@ class TransformMetadata(pydantic.BaseModel):
     max_length: int = pydantic.Field(gt=0)
     n_features_in: int = pydantic.Field(gt=0)
     n_components: int = pydantic.Field(gt=0)
-    beta: float
-    gamma: float
+    beta: float | None = None
+    gamma: float | None = None
     eigenvalue_floor: float = pydantic.Field(default=0.0, ge=0.0)
+    flow: FlowParams | None = None
     n_samples: int = pydantic.Field(ge=0)
     library_version: str = pydantic.Field(default_factory=_library_version)
     created: pydantic.AwareDatetime = pydantic.Field(default_factory=lambda: datetime.now(UTC))
+
+    @pydantic.model_validator(mode="after")
+    def _check_method_fields(self) -> TransformMetadata:
+        if self.method == "whitening" and (self.beta is None or self.gamma is None):
+            raise ValueError("whitening metadata needs beta and gamma")
+        if self.method == "flow" and self.flow is None:
+            raise ValueError("flow metadata needs its flow hyperparameters")
+        return self
 
 
 class Transform(Protocol):
@@ -65,6 +98,19 @@ class Transform(Protocol):
     metadata: TransformMetadata
 
     def transform(self, X: Any) -> np.ndarray: ...
+
+
+class LoadableTransform:
+    """Base of the transforms that ``from_pretrained`` loads; that sets ``metadata``."""
+
+    metadata: TransformMetadata
+
+    def check_compatible(self, *, model: str, pooling: str) -> None:
+        """Raise ArtifactMismatchError if this was loaded from an artifact fitted for another
+        model or pooling; a transform fitted in memory carries no record and is trusted."""
+        metadata = getattr(self, "metadata", None)
+        if metadata is not None:
+            check_compatible(metadata, model=model, pooling=pooling)
 
 
 _LOADERS: dict[str, Callable[[Path], Transform]] = {}
@@ -156,7 +202,9 @@ def save_artifact(
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         _write_synced(staging / WEIGHTS_FILE, weights)
-        _write_synced(staging / METADATA_FILE, metadata.model_dump_json(indent=2).encode())
+        _write_synced(
+            staging / METADATA_FILE, metadata.model_dump_json(indent=2, exclude_none=True).encode()
+        )
         _fsync_dir(staging)
         _move_into_place(staging, path)
     except BaseException:

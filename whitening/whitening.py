@@ -13,8 +13,8 @@ import numpy as np
 
 from whitening.artifact import (
     ArtifactError,
+    LoadableTransform,
     TransformMetadata,
-    check_compatible,
     load_artifact,
     register_transform,
     save_artifact,
@@ -32,7 +32,7 @@ def _moments_of(X: np.ndarray) -> Moments:
     return moments
 
 
-class Whitening:
+class Whitening(LoadableTransform):
     """Maps x to ``(x − β·μ) · U[:, :k] · Λ[:k]^(−γ/2)``, with Σ = U Λ Uᵀ the covariance.
 
     β = γ = 1 is BERT-whitening: the fitted vectors get zero mean and identity covariance, which
@@ -81,8 +81,6 @@ class Whitening:
         Set by ``from_pretrained`` only: what the loaded transform was fitted for.
     """
 
-    metadata: TransformMetadata
-
     def __init__(
         self,
         n_components: int | None = None,
@@ -130,13 +128,6 @@ class Whitening:
             block = X[start : start + BLOCK_ROWS].astype(np.float64)
             out[start : start + BLOCK_ROWS] = (block - shift) @ self.components_
         return out
-
-    def check_compatible(self, *, model: str, pooling: str) -> None:
-        """Raise ArtifactMismatchError if this was loaded from an artifact fitted for another
-        model or pooling; a transform fitted in memory carries no record and is trusted."""
-        metadata = getattr(self, "metadata", None)
-        if metadata is not None:
-            check_compatible(metadata, model=model, pooling=pooling)
 
     def fit_transform(self, X: Any) -> np.ndarray:
         """Fit on ``X`` and return it transformed."""
@@ -205,6 +196,8 @@ class Whitening:
                     f"{path}: tensor {name!r} should have shape {shape} but has {found}; "
                     "the artifact is corrupt, fit it again"
                 )
+        # The metadata validator requires both for whitening.
+        assert metadata.beta is not None and metadata.gamma is not None
         whitening = cls(
             n_components=k,
             beta=metadata.beta,

@@ -13,6 +13,7 @@ from whitening import (
     ArtifactMismatchError,
     TransformMetadata,
     Whitening,
+    artifact,
     check_compatible,
     load_artifact,
     load_transform,
@@ -123,8 +124,15 @@ def test_load_transform_dispatches_on_method_and_sets_metadata(tmp_path: Path) -
     np.testing.assert_array_equal(loaded.transform(x), w.transform(x))
 
 
-def test_load_transform_of_an_unavailable_method_says_so(tmp_path: Path) -> None:
-    save_artifact(tmp_path / "flow", {"w": np.zeros(2)}, _metadata(method="flow"))
+def test_load_transform_of_an_unavailable_method_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flow = dict(
+        n_levels=1, n_steps=1, hidden=4, lr=1e-3, epochs=1, batch_size=2, weight_decay=0.0, seed=0
+    )
+    save_artifact(tmp_path / "flow", {"w": np.zeros(2)}, _metadata(method="flow", flow=flow))
+    # As in a build without the flow loader.
+    monkeypatch.delitem(artifact._LOADERS, "flow")
     with pytest.raises(ArtifactError, match="'flow' transform, which this version"):
         load_transform(tmp_path / "flow")
     with pytest.raises(ArtifactError, match="'flow' transform, not whitening"):
