@@ -23,6 +23,11 @@ models_cli = typer.Typer(help="List and prepare models.", no_args_is_help=True)
 cli.add_typer(models_cli, name="models")
 index_cli = typer.Typer(help="Build the service's index offline.", no_args_is_help=True)
 cli.add_typer(index_cli, name="index")
+eval_retrieval_cli = typer.Typer(
+    help="Retrieval evaluation on BEIR folders (corpus.jsonl, queries.jsonl, qrels/).",
+    no_args_is_help=True,
+)
+cli.add_typer(eval_retrieval_cli, name="eval-retrieval")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,6 +75,12 @@ ConfigOpt = Annotated[Path | None, typer.Option(help="YAML settings file.")]
 TextTypeOpt = Annotated[
     str, typer.Option(help="query or passage: selects the model's prefix (e5: 'query: ').")
 ]
+
+
+def check_method(method: str) -> Literal["whitening", "flow"]:
+    if method not in ("whitening", "flow"):
+        raise ValueError(f"--method must be whitening or flow, got {method!r}")
+    return method  # type: ignore[return-value]
 
 
 def check_text_type(text_type: str) -> Literal["query", "passage"]:
@@ -156,6 +167,7 @@ def fit(
     model: ModelOpt = None,
     pooling: PoolingOpt = None,
     max_length: MaxLengthOpt = None,
+    method: Annotated[str, typer.Option(help="whitening or flow (BERT-flow).")] = "whitening",
     n_components: Annotated[
         int | None, typer.Option(help="Dimensions kept (k); default all.")
     ] = None,
@@ -165,7 +177,7 @@ def fit(
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Fit whitening offline over a corpus; resumable after a crash or Ctrl-C."""
+    """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C."""
     from app.components import build_encoder
     from app.jobs import FitJob
     from encoder.corpus import count_sentences
@@ -178,6 +190,7 @@ def fit(
         input,
         out,
         build_encoder(settings),
+        method=check_method(method),
         n_components=n_components,
         beta=beta,
         gamma=gamma,
@@ -187,10 +200,10 @@ def fit(
     if done:
         typer.echo(f"resuming from checkpoint: {done}/{total} sentences done", err=True)
     with progress_bar(total, done, "fit") as bar:
-        whitening = job.run(progress=bar.update)
+        transform = job.run(progress=bar.update)
     typer.echo(
-        f"wrote {out}: {whitening.n_features_in_} → {whitening.n_components_} dims "
-        f"from {whitening.n_samples_seen_} sentences",
+        f"wrote {out}: {method}, {transform.n_features_in_} → {transform.n_components_} dims "
+        f"from {transform.n_samples_seen_} sentences",
         err=True,
     )
 
@@ -288,6 +301,93 @@ def eval_sts(
     typer.echo(markdown(results))
     if output is not None:
         write_report(results, output)
+
+
+@eval_retrieval_cli.command("run")
+@user_errors
+def eval_retrieval_run(
+    data_dir: Annotated[
+        Path, typer.Option(help="A BEIR folder, or a folder of them (one table row set each).")
+    ],
+    model: Annotated[str, typer.Option(help="Models, comma-separated.")] = "me5-small",
+    pooling: Annotated[str | None, typer.Option(help="Poolings, comma-separated.")] = None,
+    whitening: Annotated[
+        str,
+        typer.Option(help="Transforms fitted on the corpus: none, full, N, rot-N, b<β>g<γ>-<N>."),
+    ] = "none",
+    rerank: Annotated[str, typer.Option(help="none, geodesic; comma-separated.")] = "none",
+    top_k: Annotated[int, typer.Option(help="Hits per query; Recall@top-k is reported.")] = 100,
+    index: Annotated[str, typer.Option(help="FAISS index_factory string.")] = "Flat",
+    search_params: Annotated[str, typer.Option(help="FAISS search settings, e.g. nprobe=16.")] = "",
+    split: Annotated[str, typer.Option(help="Reads qrels/<split>.tsv.")] = "test",
+    max_length: MaxLengthOpt = None,
+    output: Annotated[Path | None, typer.Option(help="Write .json, .csv or .md.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Vector cache folder.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """MRR@10, Recall@1/10/top-k, nDCG@10, QPS and index bytes per transform × rerank."""
+    from app.components import build_encoder
+    from encoder import default_cache_dir
+    from eval.beir import beir_folders, load_beir
+    from eval.report import FORMATS
+    from eval.retrieval import RetrievalEval, check_reranks, check_top_k, markdown, write_report
+    from eval.transforms import parse_transform
+
+    if output is not None and output.suffix.lower() not in FORMATS:
+        raise ValueError(f"--output {output}: use a .json, .csv or .md file name")
+    transforms = [parse_transform(name) for name in split_list(whitening)]
+    reranks = check_reranks(split_list(rerank))
+    check_top_k(top_k)
+    datasets = [load_beir(folder, split) for folder in beir_folders(data_dir)]
+    results = []
+    for name in split_list(model):
+        settings = load_settings(
+            config, model=name, max_length=max_length, batch_size=batch_size, cache_dir=cache_dir
+        )
+        encoder = build_encoder(settings)
+        with tqdm(desc=f"encode {name}", unit="sent", file=sys.stderr) as bar:
+            grid = RetrievalEval(
+                datasets=datasets,
+                poolings=split_list(pooling) if pooling else [encoder.pooling],
+                transforms=transforms,
+                cache_dir=(settings.cache_dir or default_cache_dir()) / "vectors",
+                reranks=reranks,
+                top_k=top_k,
+                factory=index,
+                search_params=search_params,
+                max_length=settings.max_length,
+                geodesic_k=settings.geodesic_k,
+                geodesic_candidates=settings.geodesic_candidates,
+                geodesic_hops=settings.geodesic_hops,
+                progress=bar.update,
+            )
+            results += grid.run(encoder)
+    typer.echo(markdown(results))
+    if output is not None:
+        write_report(results, output)
+
+
+@eval_retrieval_cli.command("build")
+@user_errors
+def eval_retrieval_build(
+    data_dir: Annotated[Path, typer.Option(help="Folder of STS task folders.")],
+    out: Annotated[Path, typer.Option(help="Writes one BEIR folder per task here.")],
+    tasks: Annotated[str | None, typer.Option(help="Default: every task folder.")] = None,
+    split: Annotated[str, typer.Option(help="STS split to turn into qrels/<split>.tsv.")] = "test",
+    min_label: Annotated[float, typer.Option(help="Pairs labelled at least this match.")] = 1.0,
+) -> None:
+    """STS pair tasks as BEIR folders: matching text1s query their text2s among all text2s."""
+    from eval.beir import build_from_sts
+    from eval.datasets import task_names
+
+    names = split_list(tasks) if tasks else task_names(data_dir)
+    for dataset in build_from_sts(data_dir, names, split, out, min_label):
+        typer.echo(
+            f"wrote {out / dataset.name}: {len(dataset.queries)} queries, "
+            f"{len(dataset.corpus)} documents",
+            err=True,
+        )
 
 
 @models_cli.command("list")

@@ -3,6 +3,7 @@
 The store is thread-safe (searches in parallel, writes alone) and commits every write to its
 database before returning, so an acknowledged write survives a crash; its `save()` only writes an
 index snapshot that spares a rebuild on the next start, which the server does on shutdown.
+Every write marks the geodesic graph stale; it is rebuilt in the background (index/geodesic.py).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from app.batcher import EmbedOptions, MicroBatcher
-from index import Document, Hit, VectorStore
+from index import Document, GeodesicReranker, Hit, VectorStore
 
 PASSAGE = EmbedOptions(text_type="passage")
 QUERY = EmbedOptions(text_type="query")
@@ -37,9 +38,12 @@ class Found:
 class DocumentIndex:
     """Add, get, delete and search documents; blocking store calls run off the event loop."""
 
-    def __init__(self, store: VectorStore, batcher: MicroBatcher) -> None:
+    def __init__(
+        self, store: VectorStore, batcher: MicroBatcher, reranker: GeodesicReranker
+    ) -> None:
         self.store = store
         self.batcher = batcher
+        self.reranker = reranker
         # Orders id assignment with the write it belongs to; held in the worker thread, so a
         # request cancelled mid-write cannot let another writer take its ids.
         self._write_lock = threading.Lock()
@@ -65,10 +69,16 @@ class DocumentIndex:
         return Written(assigned, embedded.truncated.tolist())
 
     async def search(
-        self, queries: Sequence[str], top_k: int, filter: dict[str, Any] | None = None
+        self,
+        queries: Sequence[str],
+        top_k: int,
+        filter: dict[str, Any] | None = None,
+        *,
+        rerank: Literal["none", "geodesic"] = "none",
     ) -> Found:
         embedded = await self.batcher.embed(queries, QUERY)
-        hits = await asyncio.to_thread(self.store.search, embedded.vectors, top_k, filter)
+        search = self._search_geodesic if rerank == "geodesic" else self.store.search
+        hits = await asyncio.to_thread(search, embedded.vectors, top_k, filter)
         return Found(hits, embedded.truncated.tolist())
 
     async def get(self, id: int) -> Document | None:
@@ -76,7 +86,19 @@ class DocumentIndex:
 
     async def delete(self, id: int) -> bool:
         """Whether the document existed."""
-        return await asyncio.to_thread(self.store.delete, [id]) > 0
+        return await asyncio.to_thread(self._delete, id)
+
+    def _search_geodesic(
+        self, vectors: np.ndarray, top_k: int, filter: dict[str, Any] | None
+    ) -> list[list[Hit]]:
+        candidates = self.store.search(vectors, self.reranker.fetch_size(top_k), filter)
+        return self.reranker.rerank(candidates, top_k)
+
+    def _delete(self, id: int) -> bool:
+        deleted = self.store.delete([id]) > 0
+        if deleted:
+            self.reranker.mark_stale()
+        return deleted
 
     def _write(
         self,
@@ -90,6 +112,7 @@ class DocumentIndex:
             assigned = self._assign_ids(ids)
             write = self.store.upsert if upsert else self.store.add
             write(assigned, vectors, texts, payloads)
+        self.reranker.mark_stale()
         return assigned
 
     def _assign_ids(self, ids: Sequence[int | None]) -> list[int]:

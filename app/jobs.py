@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+import numpy as np
 
 from encoder import EmbeddingPipeline, Encoder
 from encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
 from encoder.encoder import TextType
 from index import VectorStore
-from whitening import Moments, Whitening
+from whitening import Flow, Moments, Whitening
 from whitening.artifact import write_atomic
 
 T = TypeVar("T")
@@ -29,15 +32,19 @@ def chunked(items: Iterator[T], size: int) -> Iterator[list[T]]:
 
 @dataclass
 class FitJob:
-    """Corpus → encoder → streaming moments (checkpointed per chunk) → whitening artifact.
+    """Corpus → encoder → checkpoint per chunk → fitted transform artifact, resumable.
 
-    A checkpoint `<out>.partial/moments.npz` records the moments and how many sentences they
-    cover; a rerun with the same corpus, model, pooling and max length resumes from there.
+    `<out>.partial/` holds the checkpoint: for whitening the running float64 moments
+    (`moments-<n>.st`, d² numbers whatever the corpus size), for flow every encoded chunk
+    (`vectors-<start>.npy`: a flow trains on the vectors themselves). `progress.json`, written
+    after each chunk's file, is the commit point; a rerun with the same corpus, model, pooling,
+    max length and text type resumes after the last committed chunk.
     """
 
     corpus: Path
     out: Path
     encoder: Encoder
+    method: Literal["whitening", "flow"] = "whitening"
     n_components: int | None = None
     beta: float = 1.0
     gamma: float = 1.0
@@ -45,12 +52,13 @@ class FitJob:
     chunk_size: int = 2048
 
     @property
-    def checkpoint(self) -> Path:
-        return self.out.with_name(self.out.name + ".partial") / "moments.npz"
+    def partial(self) -> Path:
+        return self.out.with_name(self.out.name + ".partial")
 
     def _identity(self) -> dict[str, int | str]:
         return {
             "corpus": str(self.corpus.resolve()),
+            "method": self.method,
             "model": self.encoder.name,
             "pooling": self.encoder.pooling,
             "max_length": self.encoder.max_length,
@@ -60,45 +68,77 @@ class FitJob:
     def plan(self, total: int) -> int:
         """Check the job against the corpus size (from `count_sentences`, which validates every
         line before any encoding); return how many sentences a checkpoint already covers."""
+        if self.method == "flow" and self.n_components is not None:
+            raise ValueError("a flow keeps every dimension; drop --n-components for --method flow")
         k = self.n_components or self.encoder.dim
         if not 1 <= k <= self.encoder.dim:
             raise ValueError(
                 f"n_components must be between 1 and the model's dimension {self.encoder.dim}, "
                 f"got {k}"
             )
-        if total < max(k, 2):
+        if self.method == "flow" and total < 2:
+            raise CorpusError(f"{self.corpus}: {total} sentences; a flow needs at least 2")
+        if self.method == "whitening" and total < max(k, 2):
             raise CorpusError(
                 f"{self.corpus}: {total} sentences, fewer than n_components={k}; "
                 "use a larger corpus or a smaller --n-components"
             )
-        return self._resume()[1]
+        return self.done()
 
-    def _resume(self) -> tuple[Moments, int]:
-        if self.checkpoint.is_file():
-            moments, extra = Moments.load(self.checkpoint)
-            done = int(extra.pop("sentences_done", 0))
-            if extra == self._identity() and moments.dim == self.encoder.dim:
-                return moments, done
-        return Moments.empty(self.encoder.dim), 0
+    def done(self) -> int:
+        """Sentences that a committed checkpoint of this same job covers."""
+        progress = self.partial / "progress.json"
+        if progress.is_file():
+            record = json.loads(progress.read_text())
+            if record["identity"] == self._identity():
+                return int(record["sentences_done"])
+        return 0
 
-    def run(self, progress: Progress | None = None) -> Whitening:
-        moments, done = self._resume()
+    def run(self, progress: Progress | None = None) -> Whitening | Flow:
+        done = self.done()
+        if not done:
+            shutil.rmtree(self.partial, ignore_errors=True)
+        self.partial.mkdir(parents=True, exist_ok=True)
         sentences = itertools.islice(iter_corpus(self.corpus), done, None)
         for chunk in chunked(sentences, self.chunk_size):
-            moments.update(self.encoder.encode(chunk, text_type=self.text_type, progress=progress))
+            vectors = self.encoder.encode(chunk, text_type=self.text_type, progress=progress)
+            self._checkpoint(vectors, done)
+            record = {"identity": self._identity(), "sentences_done": done + len(chunk)}
+            write_atomic(self.partial / "progress.json", json.dumps(record).encode())
+            (self.partial / f"moments-{done}.st").unlink(missing_ok=True)
             done += len(chunk)
-            self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            moments.save(self.checkpoint, sentences_done=done, **self._identity())
-        whitening = Whitening(self.n_components, beta=self.beta, gamma=self.gamma)
-        whitening.fit_moments(moments)
-        whitening.save_pretrained(
+        transform = self._fit(done)
+        transform.save_pretrained(
             self.out,
             model=self.encoder.name,
             pooling=self.encoder.pooling,
             max_length=self.encoder.max_length,
         )
-        shutil.rmtree(self.checkpoint.parent, ignore_errors=True)
-        return whitening
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return transform
+
+    def _checkpoint(self, vectors: np.ndarray, start: int) -> None:
+        if self.method == "flow":
+            buffer = io.BytesIO()
+            np.save(buffer, vectors)
+            write_atomic(self.partial / f"vectors-{start}.npy", buffer.getvalue())
+            return
+        moments = self._moments(start)
+        moments.update(vectors)
+        moments.save(self.partial / f"moments-{start + len(vectors)}.st")
+
+    def _moments(self, done: int) -> Moments:
+        if not done:
+            return Moments.empty(self.encoder.dim)
+        return Moments.load(self.partial / f"moments-{done}.st")[0]
+
+    def _fit(self, done: int) -> Whitening | Flow:
+        if self.method == "flow":
+            files = sorted(self.partial.glob("vectors-*.npy"), key=lambda p: int(p.stem[8:]))
+            vectors = [np.load(f) for f in files if int(f.stem[8:]) < done]
+            return Flow().fit(np.concatenate(vectors))
+        whitening = Whitening(self.n_components, beta=self.beta, gamma=self.gamma)
+        return whitening.fit_moments(self._moments(done))
 
 
 @dataclass

@@ -107,6 +107,11 @@ class SearchRequest(TextsRequest):
     filter: dict[str, Any] | None = Field(
         None, description="Only documents whose payload matches, e.g. {'lang': 'zh'}."
     )
+    rerank: Literal["none", "geodesic"] = Field(
+        "none",
+        description="'geodesic': re-rank the nearest candidates by shortest paths through the "
+        "documents' kNN graph (each hit then has `geodesic`, its distance).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_query(self) -> SearchRequest:
@@ -122,9 +127,12 @@ class SearchRequest(TextsRequest):
 
 class Hit(BaseModel):
     id: int
-    score: float
+    score: float = Field(description="Cosine similarity to the query.")
     text: str
     payload: dict[str, Any]
+    geodesic: float | None = Field(
+        None, description="Geodesic distance (smaller is nearer) when `rerank` is 'geodesic'."
+    )
 
 
 class SearchResponse(BaseModel):

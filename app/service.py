@@ -11,7 +11,7 @@ from app.documents import DocumentIndex
 from app.metrics import Metrics
 from app.settings import Settings
 from encoder import EmbeddingPipeline
-from index import VectorStore
+from index import GeodesicReranker, VectorStore
 
 
 @dataclass
@@ -26,8 +26,10 @@ class Service:
         return self.pipeline.encoder.name
 
     async def close(self) -> None:
-        """Finish with the encoder, then snapshot the index so the next start need not rebuild."""
+        """Finish with the encoder and the geodesic graph, then snapshot the index so the next
+        start need not rebuild."""
         await self.batcher.close()
+        await asyncio.to_thread(self.documents.reranker.close)
         store = self.documents.store
         if store.path is not None:
             await asyncio.to_thread(store.save)
@@ -57,6 +59,12 @@ async def load_service(
         observe_batch=metrics.observe_batch,
     )
     batcher.start()
-    documents = await asyncio.to_thread(DocumentIndex, store, batcher)
+    reranker = GeodesicReranker(
+        store,
+        k=settings.geodesic_k,
+        candidates=settings.geodesic_candidates,
+        hops=settings.geodesic_hops,
+    )
+    documents = await asyncio.to_thread(DocumentIndex, store, batcher, reranker)
     metrics.track(queue_depth=batcher.queue_depth, index_size=store.__len__)
     return Service(pipeline, batcher, documents, owns_store)

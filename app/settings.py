@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(5.0, ge=0)
     queue_size: int = Field(1024, ge=1)
 
+    # geodesic re-ranking (`"rerank": "geodesic"` in /search)
+    geodesic_k: int = Field(10, ge=1)  # neighbours per document in the kNN graph
+    geodesic_candidates: int = Field(50, ge=1)  # hits re-ranked: max(4 * top_k, this)
+    geodesic_hops: int = Field(1, ge=0)  # graph steps around the candidates a path may take
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -1,4 +1,4 @@
-"""Tables of STS results: printed, or written as JSON, CSV or markdown by the file's suffix."""
+"""Result tables (STS, retrieval): printed, or written as JSON, CSV or markdown by suffix."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from eval.sts import StsResult
 
@@ -24,34 +25,44 @@ def averages(result: StsResult) -> tuple[float, float]:
 
 def table_rows(results: list[StsResult]) -> tuple[list[str], list[list[str]]]:
     tasks = list(results[0].scores)
-    header = ["model", "pooling", "transform", "split", *tasks, "avg", "w-avg"]
+    header = ["model", "pooling", "transform", "split", *tasks, "avg", "w-avg", "fit s"]
     rows = [
         [r.model, r.pooling, r.transform, r.split]
         + [f"{r.scores[t]:.2f}" for t in tasks]
         + [f"{v:.2f}" for v in averages(r)]
+        + [f"{sum(r.fit_seconds.values()):.1f}"]
         for r in results
     ]
     return header, rows
 
 
 def markdown(results: list[StsResult]) -> str:
-    header, rows = table_rows(results)
+    return markdown_table(*table_rows(results))
+
+
+def write_report(results: list[StsResult], path: Path) -> None:
+    records = [{**asdict(r), "avg": averages(r)[0], "w_avg": averages(r)[1]} for r in results]
+    write_table(path, *table_rows(results), records)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: list[StsResult], path: Path) -> None:
+def write_table(
+    path: Path, header: list[str], rows: list[list[str]], records: list[dict[str, Any]]
+) -> None:
+    """The table as CSV or markdown, or ``records`` (full precision) as JSON, by suffix."""
     suffix = path.suffix.lower()
     if suffix == ".json":
-        records = [{**asdict(r), "avg": averages(r)[0], "w_avg": averages(r)[1]} for r in results]
         path.write_text(json.dumps(records, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     elif suffix == ".csv":
-        header, rows = table_rows(results)
         buffer = io.StringIO()
         csv.writer(buffer).writerows([header, *rows])
         path.write_text(buffer.getvalue(), encoding="utf-8")
     elif suffix == ".md":
-        path.write_text(markdown(results), encoding="utf-8")
+        path.write_text(markdown_table(header, rows), encoding="utf-8")
     else:
         raise ValueError(f"--output {path}: use a .json, .csv or .md file name")

@@ -3,6 +3,7 @@ models × poolings × transforms, each distinct sentence encoded once."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from encoder import Encoder, l2_normalize
 from eval.cache import VectorCache
 from eval.datasets import StsTask, load_task
 from eval.transforms import TransformSpec, fit_transform
+from whitening import Flow, Whitening
 
 # The paper's token limits: 64, and 128 for PAWSX's long sentences.
 PAPER_MAX_LENGTHS = {"PAWSX": 128}
@@ -38,6 +40,7 @@ class StsResult:
     split: str
     scores: dict[str, float] = field(default_factory=dict)  # task → Spearman × 100
     sizes: dict[str, int] = field(default_factory=dict)  # task → pairs
+    fit_seconds: dict[str, float] = field(default_factory=dict)  # task → transform fit time
 
 
 @dataclass
@@ -69,11 +72,15 @@ class StsEval:
             vectors = self._vectors(encoder, task)
             for pooling in self.poolings:
                 for spec in self.transforms:
+                    started = time.perf_counter()
+                    transform = fit_transform(spec, vectors[pooling]["fit"])
+                    fit_seconds = time.perf_counter() - started
                     for split in self.splits:
                         result = results[(pooling, spec.name, split)]
-                        score = self._score(task, split, vectors[pooling], spec)
+                        score = self._score(task, split, vectors[pooling], transform)
                         result.scores[task.name] = score
                         result.sizes[task.name] = len(task.splits[split])
+                        result.fit_seconds[task.name] = fit_seconds
         return list(results.values())
 
     def _check_splits(self, task: StsTask) -> None:
@@ -117,10 +124,13 @@ class StsEval:
         return task.texts()
 
     def _score(
-        self, task: StsTask, split: str, vectors: dict[str, np.ndarray], spec: TransformSpec
+        self,
+        task: StsTask,
+        split: str,
+        vectors: dict[str, np.ndarray],
+        transform: Whitening | Flow | None,
     ) -> float:
         a, b = vectors[f"{split}.1"], vectors[f"{split}.2"]
-        transform = fit_transform(spec, vectors["fit"])
         if transform is not None:
             a, b = transform.transform(a), transform.transform(b)
         return 100 * spearman(pair_cosines(a, b), np.asarray(task.splits[split].labels))

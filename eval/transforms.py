@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from whitening import Whitening
+from whitening import Flow, Whitening
 
 Method = Literal["none", "whitening", "flow"]
 _CUSTOM = re.compile(r"^b(?P<beta>\d+(?:\.\d+)?)g(?P<gamma>\d+(?:\.\d+)?)-(?P<k>\d+|full)$")
@@ -49,12 +49,12 @@ def parse_transform(name: str) -> TransformSpec:
     )
 
 
-def fit_transform(spec: TransformSpec, fit_vectors: np.ndarray) -> Whitening | None:
+def fit_transform(spec: TransformSpec, fit_vectors: np.ndarray) -> Whitening | Flow | None:
     """The fitted transform for `spec` (None for `none`)."""
     if spec.method == "none":
         return None
     if spec.method == "flow":
-        raise ValueError("transform 'flow' is not available yet (BERT-flow lands with issue 5)")
+        return Flow().fit(fit_vectors)
     k = spec.n_components
     if k is not None and k > fit_vectors.shape[1]:
         raise ValueError(

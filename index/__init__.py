@@ -1,5 +1,6 @@
 """Vector storage and retrieval: documents with stable ids searched through FAISS."""
 
+from index.geodesic import GeodesicReranker, KnnGraph
 from index.store import (
     Document,
     DuplicateIdError,
@@ -12,7 +13,9 @@ from index.store import (
 __all__ = [
     "Document",
     "DuplicateIdError",
+    "GeodesicReranker",
     "Hit",
+    "KnnGraph",
     "StoreLockedError",
     "StoreMismatchError",
     "VectorStore",

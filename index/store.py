@@ -73,12 +73,14 @@ class Document:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: a document and its inner product with the query."""
+    """One search result: a document and its inner product with the query (and its geodesic
+    distance when ``index.geodesic`` re-ranked it)."""
 
     id: int
     score: float
     text: str
     payload: dict[str, Any]
+    geodesic: float | None = None
 
 
 class DuplicateIdError(ValueError):

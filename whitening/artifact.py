@@ -96,8 +96,11 @@ class Transform(Protocol):
     """A fitted transform as loaded from an artifact."""
 
     metadata: TransformMetadata
+    n_components_: int
 
     def transform(self, X: Any) -> np.ndarray: ...
+
+    def check_compatible(self, *, model: str, pooling: str) -> None: ...
 
 
 class LoadableTransform:

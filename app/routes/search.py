@@ -10,7 +10,9 @@ router = APIRouter(tags=["search"])
 async def search(body: SearchRequest, service: ServiceDep, settings: SettingsDep) -> SearchResponse:
     """The `top_k` documents nearest to the query (or to each of `queries`), best first."""
     body.check_limits(settings)
-    found = await service.documents.search(body.texts_to_embed(), body.top_k, body.filter)
+    found = await service.documents.search(
+        body.texts_to_embed(), body.top_k, body.filter, rerank=body.rerank
+    )
     if body.query is not None:
         return SearchResponse.model_validate(
             {"results": found.hits[0], "truncated": found.truncated[0]}, from_attributes=True

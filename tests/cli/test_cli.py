@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.jobs import FitJob
 from encoder import Encoder, l2_normalize
-from whitening import Whitening
+from whitening import Flow, Whitening, load_transform
 
 runner = CliRunner()
 SENTENCES = [f"hello world {w} bert" for w in "abcdefghijklmnopqrstuvwxyz"] + [
@@ -114,6 +114,53 @@ def test_fit_resumes_from_its_checkpoint_after_an_interruption(
     fresh = FitJob(corpus, tmp_path / "fresh", encoder, n_components=4).run()
     np.testing.assert_allclose(resumed.components_, fresh.components_, atol=1e-6)
     assert resumed.n_samples_seen_ == len(SENTENCES)
+
+
+def test_flow_fit_writes_a_flow_that_embed_uses(tiny_bert: Path, corpus: Path, tmp_path: Path):
+    artifact = tmp_path / "flow"
+    code, _, err = run(
+        "fit", "--input", str(corpus), "--model", str(tiny_bert), "--pooling", "last-avg",
+        "--method", "flow", "--out", str(artifact),
+    )  # fmt: skip
+    assert code == 0, err
+    flow = load_transform(artifact)
+    assert isinstance(flow, Flow) and flow.n_samples_seen_ == len(SENTENCES)
+    code, out, _ = run(
+        "embed", "hello", "--model", str(tiny_bert), "--pooling", "last-avg",
+        "--whitening", str(artifact),
+    )  # fmt: skip
+    assert code == 0
+    vector = np.array(json.loads(out)["embedding"])
+    raw = Encoder(str(tiny_bert), pooling="last-avg").encode(["hello"])
+    np.testing.assert_allclose(vector, l2_normalize(flow.transform(raw))[0], atol=1e-5)
+
+
+def test_flow_fit_resumes_with_the_encoded_chunks(tiny_bert: Path, corpus: Path, tmp_path: Path):
+    encoder = Encoder(str(tiny_bert), pooling="last-avg", batch_size=4)
+    job = FitJob(corpus, tmp_path / "f", encoder, method="flow", chunk_size=8)
+    seen = 0
+
+    def interrupt_in_second_chunk(n: int) -> None:
+        nonlocal seen
+        seen += n
+        if seen > 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        job.run(progress=interrupt_in_second_chunk)
+    assert job.plan(len(SENTENCES)) == 8
+    resumed = job.run()
+    fresh = FitJob(corpus, tmp_path / "fresh", encoder, method="flow").run()
+    vectors = encoder.encode(SENTENCES)
+    np.testing.assert_allclose(resumed.transform(vectors), fresh.transform(vectors), atol=1e-5)
+
+
+def test_flow_with_n_components_is_an_error(tiny_bert: Path, corpus: Path, tmp_path: Path):
+    code, _, err = run(
+        "fit", "--input", str(corpus), "--model", str(tiny_bert), "--method", "flow",
+        "--n-components", "8", "--out", str(tmp_path / "f"),
+    )  # fmt: skip
+    assert code == 1 and "drop --n-components" in err
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,275 @@
+"""Retrieval evaluation on BEIR folders: MRR@10, Recall@1/10/top-k, nDCG@10, queries per second
+and index size, for a grid of poolings × transforms × re-rankings.
+
+- Queries are encoded as "query", the corpus as "passage" (e5's prefixes), through the vector
+  cache, so a grid of transforms or a rerun encodes nothing twice.
+- A transform is fitted on the corpus vectors (what a deployment fits on: the collection it
+  indexes, never the evaluation queries), then applied to both sides before L2 normalisation.
+- The index is built directly with ``faiss.index_factory`` (inner product, the store's factory
+  strings; trained on the corpus when the factory needs it), so the timings hold FAISS only, not
+  the store's SQLite reads of texts and payloads. Index bytes: ``faiss.serialize_index`` size.
+- QPS: queries per second of the search step alone, queries sent in batches of 1024: the FAISS
+  search, plus for "geodesic" the re-ranking of ``fetch_size(top_k)`` candidates per query.
+  Encoding, index and graph builds are not timed; the graph's size is reported apart.
+- Metrics use graded relevance as gains (nDCG as in BEIR and ``sklearn.metrics.ndcg_score``);
+  a document is relevant when its qrels score is > 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from encoder import Encoder, l2_normalize
+from encoder.encoder import TextType
+from eval.beir import BeirDataset
+from eval.cache import Encode, VectorCache
+from eval.report import markdown_table, write_table
+from eval.transforms import TransformSpec, fit_transform
+from index.geodesic import KnnGraph, fetch_size
+
+RERANKS = ("none", "geodesic")
+_QUERY_BATCH = 1024
+
+
+def check_reranks(names: Sequence[str]) -> list[str]:
+    unknown = [name for name in names if name not in RERANKS]
+    if unknown:
+        raise ValueError(f"unknown rerank {unknown[0]!r}; use {' or '.join(RERANKS)}")
+    return list(names)
+
+
+def check_top_k(top_k: int) -> int:
+    if top_k < 10:
+        raise ValueError(f"--top-k must be at least 10 (MRR@10, nDCG@10); got {top_k}")
+    return top_k
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def relevance_gains(ranked: np.ndarray, relevant: Sequence[dict[int, int]]) -> np.ndarray:
+    """gains[q, j]: relevance of query q's j-th ranked corpus position (0: not relevant or -1,
+    FAISS's "no result")."""
+    gains = np.zeros(ranked.shape, dtype=np.float64)
+    for row, (positions, judged) in enumerate(zip(ranked.tolist(), relevant, strict=True)):
+        gains[row] = [judged.get(p, 0) for p in positions]
+    return gains
+
+
+def mrr_at(gains: np.ndarray, k: int) -> np.ndarray:
+    """Per query: 1 / rank of the first relevant document within the top k, else 0."""
+    hit = gains[:, :k] > 0
+    first = hit.argmax(axis=1)
+    return np.where(hit.any(axis=1), 1.0 / (first + 1), 0.0)
+
+
+def recall_at(gains: np.ndarray, relevant: Sequence[dict[int, int]], k: int) -> np.ndarray:
+    """Per query: share of its relevant documents found in the top k."""
+    return (gains[:, :k] > 0).sum(axis=1) / np.array([len(judged) for judged in relevant])
+
+
+def ndcg_at(gains: np.ndarray, relevant: Sequence[dict[int, int]], k: int) -> np.ndarray:
+    """Per query: DCG@k = sum of gain / log2(rank + 1), over the DCG@k of the ideal ranking."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (gains[:, :k] * discounts[: gains[:, :k].shape[1]]).sum(axis=1)
+    ideal = np.zeros((len(relevant), k))
+    for row, judged in enumerate(relevant):
+        best = sorted(judged.values(), reverse=True)[:k]
+        ideal[row, : len(best)] = best
+    return dcg / (ideal * discounts).sum(axis=1)
+
+
+def score_rankings(
+    ranked: np.ndarray, relevant: Sequence[dict[int, int]], top_k: int
+) -> dict[str, float]:
+    """Mean MRR@10, Recall@1/10/top_k and nDCG@10 of ranked corpus positions (queries × top_k)."""
+    gains = relevance_gains(ranked, relevant)
+    metrics = {"MRR@10": mrr_at(gains, 10)}
+    metrics.update({f"R@{k}": recall_at(gains, relevant, k) for k in sorted({1, 10, top_k})})
+    metrics["nDCG@10"] = ndcg_at(gains, relevant, 10)
+    return {name: float(values.mean()) for name, values in metrics.items()}
+
+
+# --------------------------------------------------------------------------------------- grid
+
+
+@dataclass
+class RetrievalResult:
+    dataset: str
+    model: str
+    pooling: str
+    transform: str
+    rerank: str
+    dim: int
+    metrics: dict[str, float]
+    qps: float
+    index_bytes: int
+    graph_bytes: int  # the kNN graph geodesic re-ranking keeps besides the index; 0 for "none"
+
+
+@dataclass
+class RetrievalEval:
+    """One grid over BEIR datasets; ``geodesic_*`` are the settings of the same names."""
+
+    datasets: Sequence[BeirDataset]
+    poolings: Sequence[str]
+    transforms: Sequence[TransformSpec]
+    cache_dir: Path
+    reranks: Sequence[str] = ("none",)
+    top_k: int = 100
+    factory: str = "Flat"
+    search_params: str = ""
+    max_length: int = 64
+    geodesic_k: int = 10
+    geodesic_candidates: int = 50
+    geodesic_hops: int = 1
+    progress: Callable[[int], None] | None = None
+
+    def __post_init__(self) -> None:
+        check_reranks(self.reranks)
+        check_top_k(self.top_k)
+
+    def run(self, encoder: Encoder) -> list[RetrievalResult]:
+        results = []
+        for dataset in self.datasets:
+            vectors = self._vectors(encoder, dataset)
+            for pooling in self.poolings:
+                raw_corpus, raw_queries = vectors["passage"][pooling], vectors["query"][pooling]
+                for spec in self.transforms:
+                    corpus, queries = transformed(spec, raw_corpus, raw_queries)
+                    labels = (dataset.name, encoder.name, pooling, spec.name)
+                    results += self._evaluate(dataset, corpus, queries, labels)
+        return results
+
+    def _vectors(self, encoder: Encoder, dataset: BeirDataset) -> dict[str, dict[str, np.ndarray]]:
+        """text type → pooling → vectors, of the corpus ("passage") and the queries ("query")."""
+        out: dict[str, dict[str, np.ndarray]] = {}
+        sides: list[tuple[TextType, list[str]]] = [
+            ("passage", dataset.corpus),
+            ("query", dataset.queries),
+        ]
+        for text_type, texts in sides:
+            cache = VectorCache(
+                self.cache_dir, model=encoder.name, max_length=self.max_length, text_type=text_type
+            )
+            out[text_type] = cache.get(texts, self.poolings, self._encoder(encoder, text_type))
+        return out
+
+    def _encoder(self, encoder: Encoder, text_type: TextType) -> Encode:
+        def encode(texts: list[str], poolings: list[str]) -> dict[str, np.ndarray]:
+            encoded = encoder.encode_poolings(
+                texts,
+                poolings,
+                text_type=text_type,
+                max_length=self.max_length,
+                progress=self.progress,
+            )
+            return encoded.vectors
+
+        return encode
+
+    def _evaluate(
+        self,
+        dataset: BeirDataset,
+        corpus: np.ndarray,
+        queries: np.ndarray,
+        labels: tuple[str, str, str, str],
+    ) -> list[RetrievalResult]:
+        index = build_index(corpus, self.factory, self.search_params)
+        index_bytes = len(faiss.serialize_index(index))
+        graph = None
+        if "geodesic" in self.reranks:
+            graph = KnnGraph.build(np.arange(len(corpus)), corpus, self.geodesic_k)
+        results = []
+        for rerank in self.reranks:
+            used = graph if rerank == "geodesic" else None
+            start = time.perf_counter()
+            ranked = self._search(index, queries, used)
+            seconds = time.perf_counter() - start
+            results.append(
+                RetrievalResult(
+                    *labels,
+                    rerank=rerank,
+                    dim=corpus.shape[1],
+                    metrics=score_rankings(ranked, dataset.relevant, self.top_k),
+                    qps=len(queries) / seconds,
+                    index_bytes=index_bytes,
+                    graph_bytes=used.nbytes if used is not None else 0,
+                )
+            )
+        return results
+
+    def _search(self, index: Any, queries: np.ndarray, graph: KnnGraph | None) -> np.ndarray:
+        """Ranked corpus positions, queries × top_k; -1 past the end of a corpus below top_k."""
+        fetch = self.top_k if graph is None else fetch_size(self.top_k, self.geodesic_candidates)
+        fetch = min(fetch, index.ntotal)
+        ranked = np.full((len(queries), self.top_k), -1, dtype=np.int64)
+        for start in range(0, len(queries), _QUERY_BATCH):
+            scores, found = index.search(queries[start : start + _QUERY_BATCH], fetch)
+            if graph is None:
+                ranked[start : start + len(found), :fetch] = found
+                continue
+            for row, (ids, sims) in enumerate(zip(found, scores, strict=True)):
+                keep = ids >= 0
+                order, _ = graph.rank(ids[keep], sims[keep], self.top_k, hops=self.geodesic_hops)
+                ranked[start + row, : len(order)] = ids[keep][order]
+        return ranked
+
+
+def transformed(
+    spec: TransformSpec, corpus: np.ndarray, queries: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides through the transform fitted on the corpus, then L2-normalised."""
+    transform = fit_transform(spec, corpus)
+    if transform is not None:
+        corpus, queries = transform.transform(corpus), transform.transform(queries)
+    return l2_normalize(corpus), l2_normalize(queries)
+
+
+def build_index(vectors: np.ndarray, factory: str, search_params: str = "") -> Any:
+    """A FAISS inner-product index over ``vectors``, trained on them if the factory needs it."""
+    try:
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            index.train(vectors)
+        index.add(vectors)
+        if search_params:
+            # faiss's stub lacks the overload taking a "name=value,..." string.
+            faiss.ParameterSpace().set_index_parameters(index, search_params)  # type: ignore[arg-type]
+    except RuntimeError as err:
+        raise ValueError(
+            f"--index {factory!r} (search params {search_params!r}) over {vectors.shape[0]} "
+            f"vectors of {vectors.shape[1]} dims: {str(err).strip().splitlines()[-1]}"
+        ) from None
+    return index
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+def table_rows(results: list[RetrievalResult]) -> tuple[list[str], list[list[str]]]:
+    metrics = list(results[0].metrics)
+    header = ["dataset", "model", "pooling", "transform", "rerank", "dim", *metrics]
+    header += ["QPS", "index bytes", "graph bytes"]
+    rows = [
+        [r.dataset, r.model, r.pooling, r.transform, r.rerank, str(r.dim)]
+        + [f"{r.metrics[m]:.4f}" for m in metrics]
+        + [f"{r.qps:.0f}", str(r.index_bytes), str(r.graph_bytes)]
+        for r in results
+    ]
+    return header, rows
+
+
+def markdown(results: list[RetrievalResult]) -> str:
+    return markdown_table(*table_rows(results))
+
+
+def write_report(results: list[RetrievalResult], path: Path) -> None:
+    write_table(path, *table_rows(results), [asdict(r) for r in results])

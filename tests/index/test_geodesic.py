@@ -1,0 +1,235 @@
+"""Geodesic re-ranking: graph distances, the bounded search, fallbacks, and background rebuilds."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.sparse.csgraph import connected_components, shortest_path
+
+from index import GeodesicReranker, Hit, KnnGraph, VectorStore
+
+DIM = 16
+
+
+def on_sphere(points: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Planar points lifted into DIM dims far from the origin, rotated and normalised: the
+    normalisation barely bends them, so distances in the plane order cosine distances."""
+    lifted = np.zeros((len(points), DIM))
+    lifted[:, :2] = points
+    lifted[:, 2] = 10.0
+    rotation, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((DIM, DIM)))
+    x = lifted @ rotation
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def circle(angles: np.ndarray, radius: float = 1.0) -> np.ndarray:
+    return radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def unit_vectors(n: int, dim: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def top_candidates(vectors: np.ndarray, query: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = (vectors @ query).astype(np.float64)
+    order = np.argsort(-scores, kind="stable")[:m]
+    return order, scores[order]
+
+
+def test_graph_distances_equal_isomaps_geodesic_distances() -> None:
+    from sklearn.manifold import Isomap
+
+    x = unit_vectors(300, 8, seed=0)
+    graph = KnnGraph.build(np.arange(300), x, k=8)
+    assert connected_components(graph.adjacency)[0] == 1  # else Isomap patches the graph
+    isomap = Isomap(n_neighbors=8, metric="cosine").fit(x.astype(np.float64))
+    np.testing.assert_allclose(
+        shortest_path(graph.adjacency, directed=False), isomap.dist_matrix_, atol=1e-5
+    )
+
+
+def test_graph_nodes_are_the_ids_in_ascending_order() -> None:
+    x = unit_vectors(5, 4, seed=1)
+    graph = KnnGraph.build([40, 10, 30, 20, 50], x, k=2)
+    assert graph.ids.tolist() == [10, 20, 30, 40, 50]
+    assert 30 in graph and 35 not in graph
+
+
+def test_identical_vectors_are_joined_and_never_their_own_neighbour() -> None:
+    x = np.repeat(unit_vectors(3, 4, seed=2), 3, axis=0)  # three copies of three vectors
+    graph = KnnGraph.build(np.arange(9), x, k=2)
+    assert graph.adjacency.diagonal().sum() == 0
+    copies = shortest_path(graph.adjacency, directed=False)[np.arange(9) // 3 == 0][:, :3]
+    np.testing.assert_allclose(copies, 0, atol=1e-6)
+
+
+def test_two_circles_geodesic_ranks_the_querys_circle_first() -> None:
+    n = 300
+    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    vectors = on_sphere(np.concatenate([circle(angles), circle(angles, 1.3)]))
+    query = on_sphere(circle(np.array([np.pi / n])))[0]  # between two inner points
+    candidates, scores = top_candidates(vectors, query, 60)
+    inner = candidates < n
+    assert not np.all(inner[: inner.sum()]), "cosine order should interleave the circles"
+
+    graph = KnnGraph.build(np.arange(2 * n), vectors, k=10)
+    order, distance = graph.rank(candidates, scores, top_k=60)
+
+    ranked = candidates[order]
+    assert (ranked[: inner.sum()] < n).all() and (ranked[inner.sum() :] >= n).all()
+    arc = np.abs(np.angle(np.exp(1j * (angles[ranked[: inner.sum()]] - np.pi / n))))
+    assert (np.diff(arc) >= -1e-9).all(), "inner candidates should come in order along the arc"
+    assert (np.diff(distance) >= 0).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(12, 80),
+    k=st.integers(2, 6),
+    hops=st.integers(0, 2),
+)
+def test_bounded_distances_are_full_graph_paths_from_the_querys_nearest(
+    seed: int, n: int, k: int, hops: int
+) -> None:
+    x = unit_vectors(n, 4, seed)
+    query = unit_vectors(1, 4, seed + 1)[0]
+    candidates, scores = top_candidates(x, query, max(k, n // 2))
+    graph = KnnGraph.build(np.arange(n), x, k=k)
+    entries = candidates[:k]  # the query's k nearest, all in the graph
+    paths = shortest_path(graph.adjacency, directed=False, indices=entries)
+    full = np.min((1.0 - scores[:k])[:, None] + paths[:, candidates], axis=0)
+
+    unbounded, reached_all = graph.distances(candidates, scores, hops=n)
+    np.testing.assert_array_equal(reached_all, np.isfinite(full))
+    np.testing.assert_allclose(unbounded[reached_all], full[reached_all], rtol=1e-9)
+
+    bounded, reached = graph.distances(candidates, scores, hops=hops)
+    assert (reached <= reached_all).all()
+    assert (bounded[reached] >= full[reached] - 1e-12).all()
+
+
+def test_candidates_missing_from_the_graph_keep_their_cosine_distance() -> None:
+    scores = np.array([0.9, 0.7, 0.4])
+    order, distance = KnnGraph.empty().rank([7, 3, 5], scores, top_k=3)
+    assert order.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(distance, 1 - scores)
+
+
+def test_unreached_candidates_rank_last_with_finite_distances() -> None:
+    angles = np.linspace(0, 1, 20)
+    vectors = on_sphere(np.concatenate([circle(angles), circle(angles, 3.0)]))
+    graph = KnnGraph.build(np.arange(40), vectors, k=4)
+    query = vectors[0]
+    candidates, scores = top_candidates(vectors, query, 40)
+    distance, reached = graph.distances(candidates, scores)
+    assert reached.tolist() == (candidates < 20).tolist()
+    assert np.isfinite(distance).all()
+    assert distance[~reached].min() >= distance[reached].max()
+
+
+# ------------------------------------------------------------------- the reranker over a store
+
+
+def arc_store(angles: np.ndarray) -> VectorStore:
+    store = VectorStore(DIM)
+    add_arc(store, angles, start=0)
+    return store
+
+
+def add_arc(store: VectorStore, angles: np.ndarray, start: int) -> list[int]:
+    ids = list(range(start, start + len(angles)))
+    store.add(ids, on_sphere(circle(angles)), [f"doc {i}" for i in ids])
+    return ids
+
+
+QUERY = on_sphere(circle(np.array([0.0])))
+
+
+def search(store: VectorStore, reranker: GeodesicReranker, top_k: int) -> list[Hit]:
+    return reranker.rerank(store.search(QUERY, reranker.fetch_size(top_k)), top_k)[0]
+
+
+def store_candidates(store: VectorStore, m: int) -> tuple[np.ndarray, np.ndarray]:
+    hits = store.search(QUERY, m)[0]
+    return np.array([h.id for h in hits]), np.array([h.score for h in hits])
+
+
+def test_rerank_keeps_cosine_scores_and_adds_ascending_geodesic_distances() -> None:
+    store = arc_store(np.linspace(0, 1, 30))
+    reranker = GeodesicReranker(store, k=4)
+    reranker.rebuild()
+    cosine = {h.id: h.score for h in store.search(QUERY, 30)[0]}
+    hits = search(store, reranker, top_k=10)
+    assert len(hits) == 10
+    assert all(h.score == cosine[h.id] for h in hits)
+    distances = np.array([h.geodesic for h in hits], dtype=float)  # None would be NaN
+    assert np.isfinite(distances).all() and (np.diff(distances) >= 0).all()
+
+
+def test_added_documents_become_reachable_after_the_rebuild() -> None:
+    store = arc_store(np.concatenate([np.linspace(0, 0.5, 26), np.linspace(1.0, 1.5, 26)]))
+    reranker = GeodesicReranker(store, k=4)
+    reranker.rebuild()
+    ids, scores = store_candidates(store, 52)
+    _, reached = reranker.graph.distances(ids, scores)
+    assert reached.tolist() == (ids < 26).tolist()  # nothing crosses the gap
+
+    bridge = add_arc(store, np.linspace(0.52, 0.98, 24), start=100)
+    reranker.mark_stale()
+    assert reranker.wait(timeout=30)
+    assert all(i in reranker.graph for i in bridge)
+    _, reached = reranker.graph.distances(*store_candidates(store, 76))
+    assert reached.all()
+
+
+def test_deleted_documents_never_come_back() -> None:
+    store = arc_store(np.linspace(0, 1, 40))
+    reranker = GeodesicReranker(store, k=4)
+    reranker.rebuild()
+    gone = list(range(0, 40, 3))
+    store.delete(gone)
+    reranker.mark_stale()
+    assert not {h.id for h in search(store, reranker, 20)} & set(gone)  # old graph in use
+    assert reranker.wait(timeout=30) and not reranker.stale
+    assert not any(i in reranker.graph for i in gone)
+    assert not {h.id for h in search(store, reranker, 20)} & set(gone)
+
+
+def test_writes_before_any_rerank_start_no_build() -> None:
+    store = arc_store(np.linspace(0, 1, 10))
+    reranker = GeodesicReranker(store)
+    reranker.mark_stale()
+    assert reranker.wait(timeout=0) and len(reranker.graph) == 0 and reranker.stale
+
+
+def test_searches_keep_working_while_a_rebuild_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = arc_store(np.linspace(0, 1, 40))
+    reranker = GeodesicReranker(store, k=4)
+    reranker.rebuild()
+    started, release = threading.Event(), threading.Event()
+    build = KnnGraph.build.__func__  # type: ignore[attr-defined]
+
+    def slow_build(cls: type[KnnGraph], *args: Any, **kwargs: Any) -> KnnGraph:
+        started.set()
+        assert release.wait(timeout=30)
+        return build(cls, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(KnnGraph, "build", classmethod(slow_build))
+    add_arc(store, np.array([0.001]), start=1000)
+    reranker.mark_stale()
+    assert started.wait(timeout=30)
+    for _ in range(20):
+        hits = search(store, reranker, 5)
+        assert hits[0].id == 1000  # missing from the old graph: reached directly, nearest
+    assert 1000 not in reranker.graph
+    release.set()
+    assert reranker.wait(timeout=30)
+    assert 1000 in reranker.graph
+    reranker.close()
