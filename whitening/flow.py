@@ -37,6 +37,7 @@ from whitening.moments import BLOCK_ROWS, check_array
 from whitening.whitening import NotFittedError
 
 # Glow's "logscale_factor": log-scales are stored divided by 3, so Adam moves them 3× faster.
+_ACTNORM_DEAD_CHANNEL = 1e-4
 _LOGSCALE_FACTOR = 3.0
 # Glow's initial std for the coupling networks' hidden 1×1 convolutions.
 _HIDDEN_INIT_STD = 0.05
@@ -78,8 +79,12 @@ class _ActNorm(nn.Module):
     def _initialize(self, x: torch.Tensor) -> None:
         mean = x.mean(dim=0)
         std = (x - mean).pow(2).mean(dim=0).sqrt()
+        # A channel (nearly) constant in the first batch (all-MiniLM-L6-v2 has three, ~1e-32)
+        # keeps scale 1: scaling it up in every step compounds to an infinite loss once training
+        # moves the couplings. "Nearly" is relative to the widest channel.
+        alive = std > std.max() * _ACTNORM_DEAD_CHANNEL
         self.bias.copy_(-mean)
-        self.logs.copy_(torch.log(1.0 / (std + 1e-6)) / _LOGSCALE_FACTOR)
+        self.logs.copy_(torch.where(alive, -torch.log(std), 0.0) / _LOGSCALE_FACTOR)
 
 
 class _ZeroLinear(nn.Module):

@@ -340,3 +340,14 @@ def test_fits_on_cuda_and_loads_onto_cpu(tmp_path: Path) -> None:
     _save(flow, tmp_path / "flow")
     on_cpu = Flow.from_pretrained(tmp_path / "flow", device="cpu")
     np.testing.assert_allclose(on_cpu.transform(x), flow.transform(x), atol=1e-4)
+
+
+def test_near_constant_channels_do_not_make_training_diverge() -> None:
+    # all-MiniLM-L6-v2's cls vectors have channels of magnitude ~1e-32; scaling them to unit
+    # variance in every ActNorm made the loss infinite after the first step.
+    X = _vectors(0, 2000, 16)
+    X[:, 3] = np.random.default_rng(1).standard_normal(2000) * 1e-32
+    X[:, 9] = 1e-8
+    flow = Flow().fit(X)
+    assert all(math.isfinite(loss) for loss in flow.loss_curve_)
+    assert np.isfinite(flow.transform(X)).all()
