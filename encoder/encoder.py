@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from encoder.batching import length_sorted_batches
 from encoder.models import ModelSpec, model_path, resolve_model
@@ -31,6 +32,16 @@ class Encoded:
     vectors: dict[str, np.ndarray]
     truncated: np.ndarray
     n_tokens: np.ndarray
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -80,7 +91,11 @@ class Encoder:
         path = model_path(self.spec, cache_dir)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            transformer, loading_info = AutoModel.from_pretrained(path, output_loading_info=True)
+            # Quiet: the load report calls a missing pooler "newly initialized"; we drop it below.
+            with _quiet_transformers():
+                transformer, loading_info = AutoModel.from_pretrained(
+                    path, output_loading_info=True
+                )
         except OSError as err:
             raise ModelLoadError(
                 f"cannot load model {self.spec.name!r} from {path!r}: it is not a preset, not a "
