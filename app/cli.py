@@ -263,6 +263,9 @@ def eval_sts(
     output: Annotated[Path | None, typer.Option(help="Write .json, .csv or .md.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Vector cache folder.")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="float32 or bfloat16 (autocast) for the encoder.")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """STS Spearman × 100 for models × poolings × transforms (the BERT-whitening table)."""
@@ -282,7 +285,9 @@ def eval_sts(
         fit_texts = list(iter_corpus(Path(fit_on)))
     results = []
     for name in split_list(model):
-        settings = load_settings(config, model=name, batch_size=batch_size, cache_dir=cache_dir)
+        settings = load_settings(
+            config, model=name, batch_size=batch_size, cache_dir=cache_dir, dtype=dtype
+        )
         encoder = build_encoder(settings)
         poolings = split_list(pooling) if pooling else [encoder.pooling]
         with tqdm(desc=f"encode {name}", unit="sent", file=sys.stderr) as bar:

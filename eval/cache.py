@@ -22,18 +22,19 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 class VectorCache:
-    """Vectors of distinct texts for one (model, max length, text type), one array per pooling.
+    """Vectors of distinct texts for one (model, dtype, max length, text type), one array per
+    pooling.
 
     Layout: `<root>/<key>/texts.json` and `<pooling>.npy`, rows aligned with the texts.
     """
 
-    def __init__(self, root: Path, *, model: str, max_length: int, text_type: str) -> None:
-        key = hashlib.sha1(f"{model}\0{max_length}\0{text_type}".encode()).hexdigest()[:16]
-        self.folder = root / key
+    def __init__(
+        self, root: Path, *, model: str, dtype: str, max_length: int, text_type: str
+    ) -> None:
+        key = {"model": model, "dtype": dtype, "max_length": max_length, "text_type": text_type}
+        self.folder = root / hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "key.json").write_text(
-            json.dumps({"model": model, "max_length": max_length, "text_type": text_type})
-        )
+        (self.folder / "key.json").write_text(json.dumps(key))
         texts_file = self.folder / "texts.json"
         self.texts: list[str] = json.loads(texts_file.read_text()) if texts_file.exists() else []
         self.rows = {text: row for row, text in enumerate(self.texts)}

@@ -157,7 +157,11 @@ class RetrievalEval:
         ]
         for text_type, texts in sides:
             cache = VectorCache(
-                self.cache_dir, model=encoder.name, max_length=self.max_length, text_type=text_type
+                self.cache_dir,
+                model=encoder.name,
+                dtype=encoder.dtype,
+                max_length=self.max_length,
+                text_type=text_type,
             )
             out[text_type] = cache.get(texts, self.poolings, self._encoder(encoder, text_type))
         return out

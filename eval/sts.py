@@ -92,7 +92,11 @@ class StsEval:
         """pooling → {"<split>.1", "<split>.2", "fit"} → vectors."""
         max_length = self.max_length or PAPER_MAX_LENGTHS.get(task.name, 64)
         cache = VectorCache(
-            self.cache_dir, model=encoder.name, max_length=max_length, text_type="query"
+            self.cache_dir,
+            model=encoder.name,
+            dtype=encoder.dtype,
+            max_length=max_length,
+            text_type="query",
         )
 
         def encode(texts: list[str], poolings: list[str]) -> dict[str, np.ndarray]:

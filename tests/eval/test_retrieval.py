@@ -170,7 +170,9 @@ def test_grid_caches_passages_and_queries_apart_and_scores_a_brute_force_ranking
         ("passage", dataset.corpus, passages),
         ("query", dataset.queries, queries),
     ):
-        cache = VectorCache(tmp_path / "cache", model="tiny-e5", max_length=64, text_type=text_type)
+        cache = VectorCache(
+            tmp_path / "cache", model="tiny-e5", dtype="float32", max_length=64, text_type=text_type
+        )
         cached = cache.get(texts, ["last-avg"], encode=not_called)["last-avg"]
         np.testing.assert_allclose(cached, vectors, atol=1e-5)
     scores = l2_normalize(queries) @ l2_normalize(passages).T

@@ -116,10 +116,10 @@ def test_cache_encodes_each_distinct_text_once_and_adds_poolings_later(tmp_path:
             p: np.array([[len(t), i] for t in texts], np.float32) for i, p in enumerate(poolings)
         }
 
-    cache = VectorCache(tmp_path, model="m", max_length=64, text_type="query")
+    cache = VectorCache(tmp_path, model="m", dtype="float32", max_length=64, text_type="query")
     got = cache.get(["a", "bb", "a"], ["cls"], encode)
     np.testing.assert_array_equal(got["cls"][:, 0], [1, 2, 1])
-    reopened = VectorCache(tmp_path, model="m", max_length=64, text_type="query")
+    reopened = VectorCache(tmp_path, model="m", dtype="float32", max_length=64, text_type="query")
     got = reopened.get(["bb", "ccc"], ["cls", "last-avg"], encode)
     np.testing.assert_array_equal(got["last-avg"][:, 0], [2, 3])
     assert calls == [
@@ -179,3 +179,13 @@ def test_cli_bad_input_exits_1_with_a_message(
     result = CliRunner().invoke(cli, base + ["--cache-dir", str(tmp_path), *args])
     assert result.exit_code == 1
     assert message in result.stderr
+
+
+def test_cache_keeps_vectors_of_different_dtypes_apart(tmp_path: Path) -> None:
+    def key(dtype: str) -> Path:
+        return VectorCache(
+            tmp_path, model="m", dtype=dtype, max_length=64, text_type="query"
+        ).folder
+
+    assert key("float32") != key("bfloat16")
+    assert key("float32") == key("float32")
