@@ -255,7 +255,13 @@ def eval_sts(
     whitening: Annotated[
         str, typer.Option(help="Transforms: none, full, N, rot-N, b<β>g<γ>-<N|full>.")
     ] = "none,full,256,128,rot-256",
-    fit_on: Annotated[str, typer.Option(help="task, test, or a corpus file.")] = "task",
+    fit_on: Annotated[
+        str,
+        typer.Option(
+            help="task, test, a corpus file, or an artifact folder from `baihua fit` "
+            "(then the rows are none and that artifact)."
+        ),
+    ] = "task",
     splits: Annotated[str, typer.Option(help="Splits to score, comma-separated.")] = "test",
     max_length: Annotated[
         int | None, typer.Option(help="Token limit (default: 64, 128 for PAWSX).")
@@ -275,13 +281,16 @@ def eval_sts(
     from eval.datasets import task_names
     from eval.report import FORMATS, markdown, write_report
     from eval.sts import StsEval
-    from eval.transforms import parse_transform
+    from eval.transforms import artifact_spec, parse_transform
 
     if output is not None and output.suffix.lower() not in FORMATS:
         raise ValueError(f"--output {output}: use a .json, .csv or .md file name")
     transforms = [parse_transform(name) for name in split_list(whitening)]
     fit_texts: str | list[str] = fit_on
-    if fit_on not in ("task", "test"):
+    if Path(fit_on).is_dir():
+        transforms = [parse_transform("none"), artifact_spec(Path(fit_on))]
+        fit_texts = "test"  # nothing is fitted: encode no more than the scored split
+    elif fit_on not in ("task", "test"):
         fit_texts = list(iter_corpus(Path(fit_on)))
     results = []
     for name in split_list(model):

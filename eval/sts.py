@@ -75,6 +75,8 @@ class StsEval:
                     started = time.perf_counter()
                     transform = fit_transform(spec, vectors[pooling]["fit"])
                     fit_seconds = time.perf_counter() - started
+                    if transform is not None:
+                        transform.check_compatible(model=encoder.name, pooling=pooling)
                     for split in self.splits:
                         result = results[(pooling, spec.name, split)]
                         score = self._score(task, split, vectors[pooling], transform)

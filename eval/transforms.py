@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from whitening import Flow, Whitening
+from whitening import Flow, Whitening, load_transform
+from whitening.artifact import read_metadata
 
-Method = Literal["none", "whitening", "flow"]
+Method = Literal["none", "whitening", "flow", "artifact"]
 _CUSTOM = re.compile(r"^b(?P<beta>\d+(?:\.\d+)?)g(?P<gamma>\d+(?:\.\d+)?)-(?P<k>\d+|full)$")
 
 
@@ -24,6 +26,13 @@ class TransformSpec:
     n_components: int | None = None
     beta: float = 1.0
     gamma: float = 1.0
+    path: Path | None = None  # method "artifact": a transform fitted earlier, used as it is
+
+
+def artifact_spec(path: Path) -> TransformSpec:
+    """A saved artifact (`baihua fit`) as a grid row, named after its folder."""
+    read_metadata(path)  # fails early, naming the folder, if it is no artifact
+    return TransformSpec(f"artifact:{path.name}", "artifact", path=path)
 
 
 def _dims(text: str, name: str) -> int | None:
@@ -50,11 +59,14 @@ def parse_transform(name: str) -> TransformSpec:
 
 
 def fit_transform(spec: TransformSpec, fit_vectors: np.ndarray) -> Whitening | Flow | None:
-    """The fitted transform for `spec` (None for `none`)."""
+    """The fitted transform for `spec` (None for `none`; an artifact is loaded, not fitted)."""
     if spec.method == "none":
         return None
     if spec.method == "flow":
         return Flow().fit(fit_vectors)
+    if spec.method == "artifact":
+        assert spec.path is not None
+        return load_transform(spec.path)  # type: ignore[return-value]
     k = spec.n_components
     if k is not None and k > fit_vectors.shape[1]:
         raise ValueError(

@@ -189,3 +189,21 @@ def test_cache_keeps_vectors_of_different_dtypes_apart(tmp_path: Path) -> None:
 
     assert key("float32") != key("bfloat16")
     assert key("float32") == key("float32")
+
+
+def test_cli_scores_a_saved_artifact_and_checks_its_pooling(
+    tiny_bert: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"{w} {v}\n" for w in WORDS for v in WORDS))
+    artifact = tmp_path / "w8"
+    fit = ["fit", "--input", str(corpus), "--model", str(tiny_bert), "--pooling", "cls",
+           "--n-components", "8", "--out", str(artifact)]  # fmt: skip
+    assert CliRunner().invoke(cli, fit).exit_code == 0
+    base = ["eval", "--data-dir", str(data_dir), "--model", str(tiny_bert), "--tasks", "TOY",
+            "--fit-on", str(artifact), "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    result = CliRunner().invoke(cli, [*base, "--pooling", "cls"])
+    assert result.exit_code == 0, result.output
+    assert "| cls | none |" in result.stdout and "| cls | artifact:w8 |" in result.stdout
+    mismatch = CliRunner().invoke(cli, [*base, "--pooling", "last-avg"])
+    assert mismatch.exit_code == 1 and "pooling 'cls'" in mismatch.stderr
