@@ -456,7 +456,7 @@ class Flow(LoadableTransform):
         model : str
             Encoder name or path; loading next to another model is refused.
         pooling : str
-            Pooling of the encoder's hidden states, e.g. ``"mean"`` or ``"first-last-avg"``.
+            Pooling of the encoder's hidden states, e.g. ``"last-avg"`` or ``"first-last-avg"``.
         max_length : int
             Token limit the fitting sentences were encoded with.
         """
