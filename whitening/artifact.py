@@ -104,9 +104,49 @@ class Transform(Protocol):
 
 
 class LoadableTransform:
-    """Base of the transforms that ``from_pretrained`` loads; that sets ``metadata``."""
+    """Base of the transforms saved by ``save_pretrained`` and loaded by ``from_pretrained``
+    (which sets ``metadata``); a subclass says what it stores in ``_artifact_contents``."""
 
     metadata: TransformMetadata
+    n_features_in_: int
+    n_components_: int
+    n_samples_seen_: int
+
+    def _check_is_fitted(self, method: str) -> None:
+        raise NotImplementedError
+
+    def _artifact_contents(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The tensors to store, and the metadata fields of this method (``method`` included)."""
+        raise NotImplementedError
+
+    def save_pretrained(
+        self, path: str | os.PathLike[str], *, model: str, pooling: str, max_length: int
+    ) -> None:
+        """Save to an artifact folder, recording the encoder settings the vectors came from.
+
+        Parameters
+        ----------
+        path : path-like
+            Artifact folder; an existing artifact there is replaced atomically.
+        model : str
+            Encoder name or path; loading next to another model is refused.
+        pooling : str
+            Pooling of the encoder's hidden states, e.g. ``"last-avg"`` or ``"first-last-avg"``.
+        max_length : int
+            Token limit the fitting sentences were encoded with.
+        """
+        self._check_is_fitted("save_pretrained")
+        tensors, fields = self._artifact_contents()
+        metadata = TransformMetadata(
+            model=model,
+            pooling=pooling,
+            max_length=max_length,
+            n_features_in=self.n_features_in_,
+            n_components=self.n_components_,
+            n_samples=self.n_samples_seen_,
+            **fields,
+        )
+        save_artifact(path, tensors, metadata)
 
     def check_compatible(self, *, model: str, pooling: str) -> None:
         """Raise ArtifactMismatchError if this was loaded from an artifact fitted for another

@@ -28,10 +28,8 @@ from whitening.artifact import (
     ArtifactError,
     FlowParams,
     LoadableTransform,
-    TransformMetadata,
     load_artifact,
     register_transform,
-    save_artifact,
 )
 from whitening.moments import BLOCK_ROWS, check_array
 from whitening.whitening import NotFittedError
@@ -444,38 +442,12 @@ class Flow(LoadableTransform):
         """Mean negative log-likelihood of ``X`` in nats per dimension, the training loss."""
         return float(-self.score_samples(X).mean() / self.n_features_in_)
 
-    def save_pretrained(
-        self, path: str | os.PathLike[str], *, model: str, pooling: str, max_length: int
-    ) -> None:
-        """Save to an artifact folder, recording the encoder settings the vectors came from.
-
-        Parameters
-        ----------
-        path : path-like
-            Artifact folder; an existing artifact there is replaced atomically.
-        model : str
-            Encoder name or path; loading next to another model is refused.
-        pooling : str
-            Pooling of the encoder's hidden states, e.g. ``"last-avg"`` or ``"first-last-avg"``.
-        max_length : int
-            Token limit the fitting sentences were encoded with.
-        """
-        self._check_is_fitted("save_pretrained")
-        metadata = TransformMetadata(
-            method="flow",
-            model=model,
-            pooling=pooling,
-            max_length=max_length,
-            n_features_in=self.n_features_in_,
-            n_components=self.n_components_,
-            flow=self._params(),
-            n_samples=self.n_samples_seen_,
-        )
+    def _artifact_contents(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         tensors = {
             name: tensor.detach().cpu().numpy().astype(np.float32)
             for name, tensor in self.module_.state_dict().items()
         }
-        save_artifact(path, tensors, metadata)
+        return tensors, {"method": "flow", "flow": self._params()}
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str], *, device: str = "auto") -> Flow:

@@ -14,10 +14,8 @@ import numpy as np
 from whitening.artifact import (
     ArtifactError,
     LoadableTransform,
-    TransformMetadata,
     load_artifact,
     register_transform,
-    save_artifact,
 )
 from whitening.moments import BLOCK_ROWS, Moments, check_array
 
@@ -133,35 +131,7 @@ class Whitening(LoadableTransform):
         """Fit on ``X`` and return it transformed."""
         return self.fit(X).transform(X)
 
-    def save_pretrained(
-        self, path: str | os.PathLike[str], *, model: str, pooling: str, max_length: int
-    ) -> None:
-        """Save to an artifact folder, recording the encoder settings the vectors came from.
-
-        Parameters
-        ----------
-        path : path-like
-            Artifact folder; an existing artifact there is replaced atomically.
-        model : str
-            Encoder name or path; loading next to another model is refused.
-        pooling : str
-            Pooling of the encoder's hidden states, e.g. ``"last-avg"`` or ``"first-last-avg"``.
-        max_length : int
-            Token limit the fitting sentences were encoded with.
-        """
-        self._check_is_fitted("save_pretrained")
-        metadata = TransformMetadata(
-            method="whitening",
-            model=model,
-            pooling=pooling,
-            max_length=max_length,
-            n_features_in=self.n_features_in_,
-            n_components=self.n_components_,
-            beta=self.beta,
-            gamma=self.gamma,
-            eigenvalue_floor=self.eigenvalue_floor,
-            n_samples=self.n_samples_seen_,
-        )
+    def _artifact_contents(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         tensors = {
             "mean": self.mean_,
             "components": self.components_,
@@ -169,7 +139,13 @@ class Whitening(LoadableTransform):
             "moments.sum": self.moments_.sum,
             "moments.sum_outer": self.moments_.sum_outer,
         }
-        save_artifact(path, tensors, metadata)
+        fields = {
+            "method": "whitening",
+            "beta": self.beta,
+            "gamma": self.gamma,
+            "eigenvalue_floor": self.eigenvalue_floor,
+        }
+        return tensors, fields
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str]) -> Whitening:
