@@ -4,7 +4,6 @@ FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
-    BAIHUA_CONFIG_DIR=/app/configs \
     BAIHUA_CACHE_DIR=/cache \
     BAIHUA_DATA_DIR=/data \
     BAIHUA_HOST=0.0.0.0
@@ -22,5 +21,5 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
 
 VOLUME ["/data"]
 EXPOSE 8000
-HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz')"
 CMD ["baihua", "serve"]

@@ -17,9 +17,12 @@ serve: $(STAMP)
 	$(VENV)/bin/baihua serve
 
 test: $(STAMP)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/python -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy encoder whitening index
+	$(VENV)/bin/python -m ruff check .
+	$(VENV)/bin/python -m ruff format --check .
+	@# mypy cannot follow the editable install's package-dir mapping: give it a baihua/ of links.
+	mkdir -p build/mypy/baihua
+	for p in app configs encoder eval index whitening; do ln -sfn ../../../$$p build/mypy/baihua/$$p; done
+	MYPYPATH=build/mypy $(VENV)/bin/python -m mypy -p baihua.encoder -p baihua.whitening -p baihua.index

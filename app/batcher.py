@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from encoder import Embedded, EmbeddingPipeline
-from encoder.encoder import TextType
+from baihua.encoder import Embedded, EmbeddingPipeline
+from baihua.encoder.encoder import TextType
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import typer
 from tqdm import tqdm
 
-from app.settings import load_settings
+from baihua.app.settings import load_settings
 
 cli = typer.Typer(
     help="baihua (白化): sentence embeddings with whitening and retrieval.",
@@ -46,8 +46,8 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from encoder import ModelLoadError
-        from index import StoreLockedError
+        from baihua.encoder import ModelLoadError
+        from baihua.index import StoreLockedError
 
         # CorpusError, DatasetError, ArtifactError and bad flag values are all ValueErrors.
         try:
@@ -104,7 +104,7 @@ def serve(
     """Start the HTTP service: /embed, /search, /documents, /v1/embeddings, /metrics."""
     import uvicorn
 
-    from app.main import create_app
+    from baihua.app.main import create_app
 
     settings = load_settings(
         config, host=host, port=port, data_dir=data_dir, model=model, whitening=whitening
@@ -133,7 +133,7 @@ def embed(
     import numpy as np
     import orjson
 
-    from app.components import build_pipeline
+    from baihua.app.components import build_pipeline
 
     if fmt not in ("jsonl", "npy"):
         raise ValueError(f"--format must be jsonl or npy, got {fmt!r}")
@@ -178,9 +178,9 @@ def fit(
     config: ConfigOpt = None,
 ) -> None:
     """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C."""
-    from app.components import build_encoder
-    from app.jobs import FitJob
-    from encoder.corpus import count_sentences
+    from baihua.app.components import build_encoder
+    from baihua.app.jobs import FitJob
+    from baihua.encoder.corpus import count_sentences
 
     total = count_sentences(input)  # a bad line fails here, before the model loads
     settings = load_settings(
@@ -222,9 +222,9 @@ def index_build(
 ) -> None:
     """Embed a corpus as passages into the index; rerun to resume. JSONL may give `id` and
     `payload`; other corpora get their sentence position as id."""
-    from app.components import build_pipeline, open_store
-    from app.jobs import IndexBuildJob
-    from encoder.corpus import count_sentences
+    from baihua.app.components import build_pipeline, open_store
+    from baihua.app.jobs import IndexBuildJob
+    from baihua.encoder.corpus import count_sentences
 
     total = count_sentences(input)
     settings = load_settings(
@@ -275,13 +275,13 @@ def eval_sts(
     config: ConfigOpt = None,
 ) -> None:
     """STS Spearman × 100 for models × poolings × transforms (the BERT-whitening table)."""
-    from app.components import build_encoder
-    from encoder import default_cache_dir
-    from encoder.corpus import iter_corpus
-    from eval.datasets import task_names
-    from eval.report import FORMATS, markdown, write_report
-    from eval.sts import StsEval
-    from eval.transforms import artifact_spec, parse_transform
+    from baihua.app.components import build_encoder
+    from baihua.encoder import default_cache_dir
+    from baihua.encoder.corpus import iter_corpus
+    from baihua.eval.datasets import task_names
+    from baihua.eval.report import FORMATS, markdown, write_report
+    from baihua.eval.sts import StsEval
+    from baihua.eval.transforms import artifact_spec, parse_transform
 
     if output is not None and output.suffix.lower() not in FORMATS:
         raise ValueError(f"--output {output}: use a .json, .csv or .md file name")
@@ -341,12 +341,18 @@ def eval_retrieval_run(
     config: ConfigOpt = None,
 ) -> None:
     """MRR@10, Recall@1/10/top-k, nDCG@10, QPS and index bytes per transform × rerank."""
-    from app.components import build_encoder
-    from encoder import default_cache_dir
-    from eval.beir import beir_folders, load_beir
-    from eval.report import FORMATS
-    from eval.retrieval import RetrievalEval, check_reranks, check_top_k, markdown, write_report
-    from eval.transforms import parse_transform
+    from baihua.app.components import build_encoder
+    from baihua.encoder import default_cache_dir
+    from baihua.eval.beir import beir_folders, load_beir
+    from baihua.eval.report import FORMATS
+    from baihua.eval.retrieval import (
+        RetrievalEval,
+        check_reranks,
+        check_top_k,
+        markdown,
+        write_report,
+    )
+    from baihua.eval.transforms import parse_transform
 
     if output is not None and output.suffix.lower() not in FORMATS:
         raise ValueError(f"--output {output}: use a .json, .csv or .md file name")
@@ -392,8 +398,8 @@ def eval_retrieval_build(
     min_label: Annotated[float, typer.Option(help="Pairs labelled at least this match.")] = 1.0,
 ) -> None:
     """STS pair tasks as BEIR folders: matching text1s query their text2s among all text2s."""
-    from eval.beir import build_from_sts
-    from eval.datasets import task_names
+    from baihua.eval.beir import build_from_sts
+    from baihua.eval.datasets import task_names
 
     names = split_list(tasks) if tasks else task_names(data_dir)
     for dataset in build_from_sts(data_dir, names, split, out, min_label):
@@ -407,7 +413,7 @@ def eval_retrieval_build(
 @models_cli.command("list")
 def models_list() -> None:
     """Presets usable as --model."""
-    from encoder.models import load_presets
+    from baihua.encoder.models import load_presets
 
     for spec in load_presets().values():
         typer.echo(f"{spec.name}\t{spec.source}\tpooling={spec.pooling}")
@@ -420,7 +426,7 @@ def models_prepare(
     config: ConfigOpt = None,
 ) -> None:
     """Expand a bundled model into the cache now instead of on first use."""
-    from encoder.models import model_path, resolve_model
+    from baihua.encoder.models import model_path, resolve_model
 
     settings = load_settings(config)
     typer.echo(model_path(resolve_model(name), settings.cache_dir))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.settings import Settings
-from encoder import EmbeddingPipeline, Encoder
-from index import VectorStore
+from baihua.app.settings import Settings
+from baihua.encoder import EmbeddingPipeline, Encoder
+from baihua.index import VectorStore
 
 
 def build_encoder(settings: Settings) -> Encoder:
@@ -22,7 +22,7 @@ def build_encoder(settings: Settings) -> Encoder:
 
 def build_pipeline(settings: Settings) -> EmbeddingPipeline:
     """The encoder plus the configured transform artifact, checked against each other."""
-    from whitening import load_transform
+    from baihua.whitening import load_transform
 
     transform = load_transform(settings.whitening) if settings.whitening else None
     return EmbeddingPipeline(build_encoder(settings), transform)

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from app.service import Service
-from app.settings import Settings
+from baihua.app.service import Service
+from baihua.app.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:

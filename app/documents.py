@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.batcher import EmbedOptions, MicroBatcher
-from index import Document, GeodesicReranker, Hit, VectorStore
+from baihua.app.batcher import EmbedOptions, MicroBatcher
+from baihua.index import Document, GeodesicReranker, Hit, VectorStore
 
 PASSAGE = EmbedOptions(text_type="passage")
 QUERY = EmbedOptions(text_type="query")

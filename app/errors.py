@@ -18,8 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.batcher import EncoderError, EncoderUnavailable
-from index import DuplicateIdError
+from baihua.app.batcher import EncoderError, EncoderUnavailable
+from baihua.index import DuplicateIdError
 
 RETRY_AFTER_S = "1"
 

@@ -13,12 +13,12 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from encoder import EmbeddingPipeline, Encoder
-from encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
-from encoder.encoder import TextType
-from index import VectorStore
-from whitening import Flow, Moments, Whitening
-from whitening.artifact import write_atomic
+from baihua.encoder import EmbeddingPipeline, Encoder
+from baihua.encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
+from baihua.encoder.encoder import TextType
+from baihua.index import VectorStore
+from baihua.whitening import Flow, Moments, Whitening
+from baihua.whitening.artifact import write_atomic
 
 T = TypeVar("T")
 

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from app.errors import install_error_handlers
-from app.metrics import Metrics, MetricsMiddleware
-from app.routes import api_router
-from app.service import load_service
-from app.settings import Settings
-from encoder import EmbeddingPipeline
-from index import VectorStore
+from baihua.app.errors import install_error_handlers
+from baihua.app.metrics import Metrics, MetricsMiddleware
+from baihua.app.routes import api_router
+from baihua.app.service import load_service
+from baihua.app.settings import Settings
+from baihua.encoder import EmbeddingPipeline
+from baihua.index import VectorStore
 
 logger = logging.getLogger(__name__)
 

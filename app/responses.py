@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 from fastapi.responses import JSONResponse
 
-from encoder import Embedded
+from baihua.encoder import Embedded
 
 
 class NumpyJSONResponse(JSONResponse):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.settings import Settings
+from baihua.app.settings import Settings
 
 MAX_TOP_K = 1000
 MAX_ID = 2**63 - 1  # FAISS ids are int64; -1 is its "no result" marker

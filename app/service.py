@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from app.batcher import MicroBatcher
-from app.components import build_pipeline, open_store
-from app.documents import DocumentIndex
-from app.metrics import Metrics
-from app.settings import Settings
-from encoder import EmbeddingPipeline
-from index import GeodesicReranker, VectorStore
+from baihua.app.batcher import MicroBatcher
+from baihua.app.components import build_pipeline, open_store
+from baihua.app.documents import DocumentIndex
+from baihua.app.metrics import Metrics
+from baihua.app.settings import Settings
+from baihua.encoder import EmbeddingPipeline
+from baihua.index import GeodesicReranker, VectorStore
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from encoder.models import config_dir
+from baihua.encoder.models import config_dir
 
 DEFAULT_CONFIG = config_dir() / "default.yaml"
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
-from encoder import Encoder
-from encoder.models import model_path, resolve_model
+from baihua.encoder import Encoder
+from baihua.encoder.models import model_path, resolve_model
 
 
 def sts_sentences(data_dir: Path, n: int) -> list[str]:

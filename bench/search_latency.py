@@ -23,12 +23,12 @@ import httpx
 import numpy as np
 from serving import free_port, start_server, wait_ready
 
-from app.components import build_encoder
-from app.jobs import FitJob
-from app.settings import load_settings
-from encoder import l2_normalize
-from encoder.corpus import count_sentences
-from index import VectorStore
+from baihua.app.components import build_encoder
+from baihua.app.jobs import FitJob
+from baihua.app.settings import load_settings
+from baihua.encoder import l2_normalize
+from baihua.encoder.corpus import count_sentences
+from baihua.index import VectorStore
 
 QUERIES = [
     a + b

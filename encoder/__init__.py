@@ -1,9 +1,9 @@
 """Texts → sentence vectors with any BERT-family checkpoint."""
 
-from encoder.encoder import Encoded, Encoder, ModelLoadError
-from encoder.models import ModelSpec, default_cache_dir, resolve_model
-from encoder.pipeline import Embedded, EmbeddingPipeline, VectorTransform, l2_normalize
-from encoder.pooling import POOLINGS
+from baihua.encoder.encoder import Encoded, Encoder, ModelLoadError
+from baihua.encoder.models import ModelSpec, default_cache_dir, resolve_model
+from baihua.encoder.pipeline import Embedded, EmbeddingPipeline, VectorTransform, l2_normalize
+from baihua.encoder.pooling import POOLINGS
 
 __all__ = [
     "POOLINGS",

@@ -13,9 +13,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from encoder.batching import length_sorted_batches
-from encoder.models import ModelSpec, model_path, resolve_model
-from encoder.pooling import check_poolings, pool
+from baihua.encoder.batching import length_sorted_batches
+from baihua.encoder.models import ModelSpec, model_path, resolve_model
+from baihua.encoder.pooling import check_poolings, pool
 
 TextType = Literal["query", "passage"]
 Dtype = Literal["float32", "bfloat16"]

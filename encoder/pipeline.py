@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from encoder.encoder import Encoder, TextType
+from baihua.encoder.encoder import Encoder, TextType
 
 
 class VectorTransform(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.datasets import DatasetError, StsSplit, load_task
+from baihua.eval.datasets import DatasetError, StsSplit, load_task
 
 QRELS_HEADER = ["query-id", "corpus-id", "score"]
 

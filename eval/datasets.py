@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from encoder.corpus import read_lines
+from baihua.encoder.corpus import read_lines
 
 SPLITS = ("train", "valid", "test")
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from eval.sts import StsResult
+from baihua.eval.sts import StsResult
 
 FORMATS = (".json", ".csv", ".md")
 

@@ -26,13 +26,13 @@ from typing import Any
 import faiss
 import numpy as np
 
-from encoder import Encoder, l2_normalize
-from encoder.encoder import TextType
-from eval.beir import BeirDataset
-from eval.cache import Encode, VectorCache
-from eval.report import markdown_table, write_table
-from eval.transforms import TransformSpec, fit_transform
-from index.geodesic import KnnGraph, fetch_size
+from baihua.encoder import Encoder, l2_normalize
+from baihua.encoder.encoder import TextType
+from baihua.eval.beir import BeirDataset
+from baihua.eval.cache import Encode, VectorCache
+from baihua.eval.report import markdown_table, write_table
+from baihua.eval.transforms import TransformSpec, fit_transform
+from baihua.index.geodesic import KnnGraph, fetch_size
 
 RERANKS = ("none", "geodesic")
 _QUERY_BATCH = 1024

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-from encoder import Encoder, l2_normalize
-from eval.cache import VectorCache
-from eval.datasets import StsTask, load_task
-from eval.transforms import TransformSpec, fit_transform
-from whitening import Flow, Whitening
+from baihua.encoder import Encoder, l2_normalize
+from baihua.eval.cache import VectorCache
+from baihua.eval.datasets import StsTask, load_task
+from baihua.eval.transforms import TransformSpec, fit_transform
+from baihua.whitening import Flow, Whitening
 
 # The paper's token limits: 64, and 128 for PAWSX's long sentences.
 PAPER_MAX_LENGTHS = {"PAWSX": 128}

@@ -9,8 +9,8 @@ from typing import Literal
 
 import numpy as np
 
-from whitening import Flow, Whitening, load_transform
-from whitening.artifact import read_metadata
+from baihua.whitening import Flow, Whitening, load_transform
+from baihua.whitening.artifact import read_metadata
 
 Method = Literal["none", "whitening", "flow", "artifact"]
 _CUSTOM = re.compile(r"^b(?P<beta>\d+(?:\.\d+)?)g(?P<gamma>\d+(?:\.\d+)?)-(?P<k>\d+|full)$")

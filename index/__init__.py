@@ -1,7 +1,7 @@
 """Vector storage and retrieval: documents with stable ids searched through FAISS."""
 
-from index.geodesic import GeodesicReranker, KnnGraph
-from index.store import (
+from baihua.index.geodesic import GeodesicReranker, KnnGraph
+from baihua.index.store import (
     Document,
     DuplicateIdError,
     Hit,

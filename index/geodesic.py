@@ -41,7 +41,7 @@ import numpy.typing as npt
 from scipy import sparse
 from scipy.sparse.csgraph import dijkstra
 
-from index.store import Hit, VectorStore
+from baihua.index.store import Hit, VectorStore
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from index.locks import RWLock
+from baihua.index.locks import RWLock
 
 # faiss-cpu only uses BLAS for Flat search from 128000 queries per call (its default), which a
 # service never sends; at 20, batches of 256 queries ran 7x faster at 1M x 256 (DESIGN.md).

@@ -1,7 +1,7 @@
 """Post-hoc transforms of sentence vectors: BERT-whitening, BERT-flow, streaming moments,
 artifacts."""
 
-from whitening.artifact import (
+from baihua.whitening.artifact import (
     ArtifactError,
     ArtifactMismatchError,
     FlowParams,
@@ -15,9 +15,9 @@ from whitening.artifact import (
     register_transform,
     save_artifact,
 )
-from whitening.flow import Flow
-from whitening.moments import Moments, check_array
-from whitening.whitening import NotFittedError, Whitening
+from baihua.whitening.flow import Flow
+from baihua.whitening.moments import Moments, check_array
+from baihua.whitening.whitening import NotFittedError, Whitening
 
 __all__ = [
     "ArtifactError",

@@ -24,15 +24,15 @@ import pydantic
 import torch
 from torch import nn
 
-from whitening.artifact import (
+from baihua.whitening.artifact import (
     ArtifactError,
     FlowParams,
     LoadableTransform,
     load_artifact,
     register_transform,
 )
-from whitening.moments import BLOCK_ROWS, check_array
-from whitening.whitening import NotFittedError
+from baihua.whitening.moments import BLOCK_ROWS, check_array
+from baihua.whitening.whitening import NotFittedError
 
 # Glow's "logscale_factor": log-scales are stored divided by 3, so Adam moves them 3× faster.
 _ACTNORM_DEAD_CHANNEL = 1e-4

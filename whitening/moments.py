@@ -16,7 +16,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from whitening.artifact import write_atomic
+from baihua.whitening.artifact import write_atomic
 
 # Rows cast to float64 at a time: bounds the temporary copy (8192 × 768 × 8 B ≈ 50 MB).
 BLOCK_ROWS = 8192

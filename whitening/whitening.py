@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from whitening.artifact import (
+from baihua.whitening.artifact import (
     ArtifactError,
     LoadableTransform,
     load_artifact,
     register_transform,
 )
-from whitening.moments import BLOCK_ROWS, Moments, check_array
+from baihua.whitening.moments import BLOCK_ROWS, Moments, check_array
 
 
 class NotFittedError(ValueError, AttributeError):

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter, Depends
 
-from app.routes import documents, embed, health, metrics, openai, search
-from app.security import require_api_key
+from baihua.app.routes import documents, embed, health, metrics, openai, search
+from baihua.app.security import require_api_key
 
 protected = APIRouter(dependencies=[Depends(require_api_key)])
 for module in (embed, search, documents, openai, metrics):

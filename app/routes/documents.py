@@ -1,7 +1,7 @@
 from fastapi import APIRouter, HTTPException, status
 
-from app.deps import ServiceDep, SettingsDep
-from app.schemas import Deleted, Document, DocumentId, DocumentsRequest, DocumentsResponse
+from baihua.app.deps import ServiceDep, SettingsDep
+from baihua.app.schemas import Deleted, Document, DocumentId, DocumentsRequest, DocumentsResponse
 
 router = APIRouter(prefix="/documents", tags=["documents"])
 

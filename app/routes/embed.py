@@ -1,9 +1,9 @@
 from fastapi import APIRouter
 
-from app.batcher import EmbedOptions
-from app.deps import ServiceDep, SettingsDep
-from app.responses import NumpyJSONResponse
-from app.schemas import EmbedRequest, EmbedResponse
+from baihua.app.batcher import EmbedOptions
+from baihua.app.deps import ServiceDep, SettingsDep
+from baihua.app.responses import NumpyJSONResponse
+from baihua.app.schemas import EmbedRequest, EmbedResponse
 
 router = APIRouter(tags=["embeddings"])
 

@@ -1,6 +1,6 @@
 from fastapi import APIRouter, Request, Response, status
 
-from app.schemas import Health
+from baihua.app.schemas import Health
 
 router = APIRouter(tags=["health"])
 

@@ -1,9 +1,9 @@
 from fastapi import APIRouter
 
-from app.batcher import EmbedOptions
-from app.deps import ServiceDep, SettingsDep
-from app.responses import NumpyJSONResponse, openai_embeddings_body
-from app.schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
+from baihua.app.batcher import EmbedOptions
+from baihua.app.deps import ServiceDep, SettingsDep
+from baihua.app.responses import NumpyJSONResponse, openai_embeddings_body
+from baihua.app.schemas import OpenAIEmbeddingRequest, OpenAIEmbeddingResponse
 
 router = APIRouter(tags=["openai"])
 

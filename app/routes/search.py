@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
-from app.deps import ServiceDep, SettingsDep
-from app.schemas import SearchRequest, SearchResponse
+from baihua.app.deps import ServiceDep, SettingsDep
+from baihua.app.schemas import SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
 

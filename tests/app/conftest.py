@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import uvicorn
 
-from app.main import create_app
-from app.settings import Settings
-from encoder import EmbeddingPipeline, Encoder, ModelSpec
-from whitening import Whitening
+from baihua.app.main import create_app
+from baihua.app.settings import Settings
+from baihua.encoder import EmbeddingPipeline, Encoder, ModelSpec
+from baihua.whitening import Whitening
 
 MAX_LENGTH = 16
 WHITENED_DIM = 16

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 
-from encoder import EmbeddingPipeline
+from baihua.encoder import EmbeddingPipeline
 
 N_CLIENTS = 8
 ROUNDS = 6

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import httpx
 
-from app.main import create_app
+from baihua.app.main import create_app
 from tests.app.conftest import base_settings, running_server, wait_until
 
 SERVE = """
 import sys, uvicorn
-from app.main import create_app
-from app.settings import Settings
+from baihua.app.main import create_app
+from baihua.app.settings import Settings
 settings = Settings(model=sys.argv[1], pooling="last-avg", device="cpu", data_dir=sys.argv[2])
 uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")
 """

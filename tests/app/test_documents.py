@@ -8,8 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.main import create_app
-from encoder import EmbeddingPipeline
+from baihua.app.main import create_app
+from baihua.encoder import EmbeddingPipeline
 from tests.app.conftest import base_settings, running_server
 
 DOCS = [

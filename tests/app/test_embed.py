@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from encoder import Embedded, EmbeddingPipeline
+from baihua.encoder import Embedded, EmbeddingPipeline
 from tests.app.conftest import MAX_LENGTH, WHITENED_DIM, StartServer
 
 TEXTS = ["hello world", "我在中国", "bert 的 一", "a b c"]

@@ -7,7 +7,7 @@ import numpy as np
 import openai
 import pytest
 
-from encoder import EmbeddingPipeline
+from baihua.encoder import EmbeddingPipeline
 from tests.app.conftest import WHITENED_DIM, StartServer
 
 TEXTS = ["hello world", "我在中国", "bert 的 一"]

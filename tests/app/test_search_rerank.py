@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from app.main import create_app
-from encoder import EmbeddingPipeline
-from index import GeodesicReranker, KnnGraph, VectorStore
+from baihua.app.main import create_app
+from baihua.encoder import EmbeddingPipeline
+from baihua.index import GeodesicReranker, KnnGraph, VectorStore
 from tests.app.conftest import base_settings, running_server
 
 TEXTS = [f"hello world {i} {'bert ' * (i % 4)} 的一是{i % 7}" for i in range(30)]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.jobs import FitJob
-from encoder import Encoder, l2_normalize
-from whitening import Flow, Whitening, load_transform
+from baihua.app.cli import cli
+from baihua.app.jobs import FitJob
+from baihua.encoder import Encoder, l2_normalize
+from baihua.whitening import Flow, Whitening, load_transform
 
 runner = CliRunner()
 SENTENCES = [f"hello world {w} bert" for w in "abcdefghijklmnopqrstuvwxyz"] + [

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.components import build_pipeline, open_store
-from app.jobs import IndexBuildJob
-from app.settings import Settings
+from baihua.app.cli import cli
+from baihua.app.components import build_pipeline, open_store
+from baihua.app.jobs import IndexBuildJob
+from baihua.app.settings import Settings
 
 runner = CliRunner()
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from encoder import Encoder
-from encoder.batching import length_sorted_batches
+from baihua.encoder import Encoder
+from baihua.encoder.batching import length_sorted_batches
 
 TEXTS = [
     "hello world",
@@ -103,7 +103,7 @@ def test_unknown_pooling_names_the_valid_ones(tiny_bert: Path) -> None:
 
 
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
-    from encoder import ModelLoadError
+    from baihua.encoder import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="not a preset"):
         Encoder(str(tmp_path / "nowhere"), device="cpu")

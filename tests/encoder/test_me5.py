@@ -25,8 +25,8 @@ from safetensors.numpy import load_file
 from tokenizers import normalizers
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from encoder.encoder import Encoder
-from encoder.me5 import (
+from baihua.encoder.encoder import Encoder
+from baihua.encoder.me5 import (
     E5File,
     E5FormatError,
     bert_name,

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from sklearn.metrics import ndcg_score
 from typer.testing import CliRunner
 
-from app.cli import cli
-from encoder import Encoder, ModelSpec, l2_normalize
-from eval.beir import load_beir, sts_to_beir, write_beir
-from eval.cache import VectorCache
-from eval.datasets import DatasetError, StsSplit
-from eval.retrieval import RetrievalEval, ndcg_at, score_rankings
-from eval.transforms import parse_transform
+from baihua.app.cli import cli
+from baihua.encoder import Encoder, ModelSpec, l2_normalize
+from baihua.eval.beir import load_beir, sts_to_beir, write_beir
+from baihua.eval.cache import VectorCache
+from baihua.eval.datasets import DatasetError, StsSplit
+from baihua.eval.retrieval import RetrievalEval, ndcg_at, score_rankings
+from baihua.eval.transforms import parse_transform
 
 WORDS = ["hello", "world", "bert", "我", "在", "中国", "大", "人", "a b", "c d e", "f g"]
 

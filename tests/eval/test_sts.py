@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
-from app.cli import cli
-from encoder import Encoder
-from eval.cache import VectorCache
-from eval.datasets import DatasetError, load_task, task_names
-from eval.sts import StsEval, pair_cosines, spearman
-from eval.transforms import parse_transform
+from baihua.app.cli import cli
+from baihua.encoder import Encoder
+from baihua.eval.cache import VectorCache
+from baihua.eval.datasets import DatasetError, load_task, task_names
+from baihua.eval.sts import StsEval, pair_cosines, spearman
+from baihua.eval.transforms import parse_transform
 
 WORDS = ["hello", "world", "bert", "我", "在", "中国", "大", "人", "a b", "c d e", "f g"]
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse.csgraph import connected_components, shortest_path
 
-from index import GeodesicReranker, Hit, KnnGraph, VectorStore
+from baihua.index import GeodesicReranker, Hit, KnnGraph, VectorStore
 
 DIM = 16
 

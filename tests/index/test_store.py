@@ -17,9 +17,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import index.store
-from index import Document, DuplicateIdError, StoreLockedError, StoreMismatchError, VectorStore
-from index.locks import RWLock
+import baihua.index.store
+from baihua.index import (
+    Document,
+    DuplicateIdError,
+    StoreLockedError,
+    StoreMismatchError,
+    VectorStore,
+)
+from baihua.index.locks import RWLock
 
 HAS_GPU = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 DIM = 32
@@ -498,7 +504,7 @@ def test_rwlock_lets_readers_share_and_writers_wait() -> None:
 
 
 def test_importing_the_store_lets_batched_flat_search_use_blas() -> None:
-    assert index.store.faiss.cvar.distance_compute_blas_threshold <= 20
+    assert baihua.index.store.faiss.cvar.distance_compute_blas_threshold <= 20
 
 
 @pytest.mark.skipif(HAS_GPU, reason="checks the error on machines without a FAISS GPU")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whitening import (
+from baihua.whitening import (
     ArtifactError,
     ArtifactMismatchError,
     TransformMetadata,

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from whitening import (
+from baihua.whitening import (
     ArtifactError,
     ArtifactMismatchError,
     Flow,
@@ -18,7 +18,7 @@ from whitening import (
     Whitening,
     load_transform,
 )
-from whitening.flow import _Glow
+from baihua.whitening.flow import _Glow
 
 MODEL = "intfloat/multilingual-e5-small"
 

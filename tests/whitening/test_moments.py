@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import whitening.moments
-from whitening import Moments
+import baihua.whitening.moments
+from baihua.whitening import Moments
 
 
 def _vectors(seed: int, n: int, d: int) -> np.ndarray:
@@ -68,7 +68,7 @@ def test_update_accumulates_float32_input_in_float64() -> None:
 def test_update_in_blocks_equals_update_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     x = _vectors(2, 103, 4)
     whole = _moments(x)
-    monkeypatch.setattr(whitening.moments, "BLOCK_ROWS", 10)
+    monkeypatch.setattr(baihua.whitening.moments, "BLOCK_ROWS", 10)
     blocked = _moments(x)
     np.testing.assert_allclose(blocked.sum_outer, whole.sum_outer, rtol=1e-13)
     np.testing.assert_allclose(blocked.sum, whole.sum, rtol=1e-13)

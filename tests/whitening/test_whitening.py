@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 
-from whitening import Moments, NotFittedError, Whitening
+from baihua.whitening import Moments, NotFittedError, Whitening
 
 
 def _vectors(seed: int, n: int, d: int) -> np.ndarray:

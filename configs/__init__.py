@@ -1,0 +1,1 @@
+"""Default settings and model presets, shipped as package data."""
