@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Chinese-first sentence embeddings with whitening and FAISS retrieval.
 
-With `api_key` set, every route except `/healthz`, `/readyz` and these docs needs
+With `api_key` set, every route except `/healthz`, `/readyz`, `/health` and these docs needs
 `Authorization: Bearer <key>`.
 """
 

@@ -243,3 +243,28 @@ class OpenAIEmbeddingResponse(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class TransformInfo(BaseModel):
+    method: Literal["whitening", "flow"]
+    n_components: int = Field(description="Dimensions the transform outputs.")
+    beta: float | None = Field(None, description="Whitening only: fraction of the mean removed.")
+    gamma: float | None = Field(None, description="Whitening only: variance equalisation.")
+
+
+class Info(BaseModel):
+    model: str
+    pooling: str
+    dim: int = Field(description="Dimension of the vectors returned by default (whitened).")
+    encoder_dim: int = Field(description="Dimension of the raw vectors (`whiten: false`).")
+    max_length: int = Field(description="Token limit per text; longer texts are truncated.")
+    query_prefix: str
+    passage_prefix: str
+    whitening: TransformInfo | None = Field(description="The fitted transform, if any.")
+    backend: str
+    dtype: str
+    device: str
+    version: str = Field(description="baihua's version.")
+    model_id: str = Field(description="TEI's name for `model`.")
+    max_input_length: int = Field(description="TEI's name for `max_length`.")
+    max_client_batch_size: int = Field(description="Most texts one request may carry.")

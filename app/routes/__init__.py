@@ -2,11 +2,11 @@
 
 from fastapi import APIRouter, Depends
 
-from baihua.app.routes import documents, embed, health, metrics, openai, search
+from baihua.app.routes import documents, embed, health, info, metrics, openai, search
 from baihua.app.security import require_api_key
 
 protected = APIRouter(dependencies=[Depends(require_api_key)])
-for module in (embed, search, documents, openai, metrics):
+for module in (info, embed, search, documents, openai, metrics):
     protected.include_router(module.router)
 
 api_router = APIRouter()

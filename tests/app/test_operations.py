@@ -112,12 +112,12 @@ def test_with_an_api_key_routes_need_the_bearer_header(
 
 def test_with_an_api_key_probes_and_docs_stay_open(start_server: StartServer) -> None:
     url = start_server(api_key="secret")
-    for path in ("/healthz", "/readyz", "/docs", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/health", "/docs", "/openapi.json"):
         assert httpx.get(f"{url}{path}").status_code == 200, path
 
 
 def test_openapi_lists_every_endpoint(client: httpx.Client) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     expected = {"/embed", "/search", "/documents", "/documents/{id}", "/v1/embeddings"}
-    assert expected | {"/healthz", "/readyz", "/metrics"} <= set(paths)
+    assert expected | {"/healthz", "/readyz", "/health", "/info", "/metrics"} <= set(paths)
     assert "swagger-ui" in client.get("/docs").text
