@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from baihua.app.settings import Settings
 from baihua.encoder import EmbeddingPipeline, Encoder
-from baihua.index import VectorStore
+from baihua.index import FaissStore, Store
 
 
 def build_encoder(settings: Settings) -> Encoder:
@@ -28,6 +28,6 @@ def build_pipeline(settings: Settings) -> EmbeddingPipeline:
     return EmbeddingPipeline(build_encoder(settings), transform)
 
 
-def open_store(settings: Settings, dim: int) -> VectorStore:
+def open_store(settings: Settings, dim: int) -> Store:
     """The persistent index in `<data_dir>/index`, created when missing."""
-    return VectorStore.open(settings.data_dir / "index", dim=dim, factory=settings.index_factory)
+    return FaissStore.open(settings.data_dir / "index", dim=dim, factory=settings.index_factory)

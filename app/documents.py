@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from baihua.app.batcher import EmbedOptions, MicroBatcher
-from baihua.index import Document, GeodesicReranker, Hit, VectorStore
+from baihua.index import Document, GeodesicReranker, Hit, Store
 
 PASSAGE = EmbedOptions(text_type="passage")
 QUERY = EmbedOptions(text_type="query")
@@ -38,9 +38,7 @@ class Found:
 class DocumentIndex:
     """Add, get, delete and search documents; blocking store calls run off the event loop."""
 
-    def __init__(
-        self, store: VectorStore, batcher: MicroBatcher, reranker: GeodesicReranker
-    ) -> None:
+    def __init__(self, store: Store, batcher: MicroBatcher, reranker: GeodesicReranker) -> None:
         self.store = store
         self.batcher = batcher
         self.reranker = reranker

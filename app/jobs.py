@@ -16,7 +16,7 @@ import numpy as np
 from baihua.encoder import EmbeddingPipeline, Encoder
 from baihua.encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
 from baihua.encoder.encoder import TextType
-from baihua.index import VectorStore
+from baihua.index import Store
 from baihua.whitening import Flow, Moments, Whitening
 from baihua.whitening.artifact import write_atomic
 
@@ -151,7 +151,7 @@ class IndexBuildJob:
     """
 
     corpus: Path
-    store: VectorStore
+    store: Store
     pipeline: EmbeddingPipeline
     chunk_size: int = 1024
 

@@ -17,7 +17,7 @@ from baihua.app.routes import api_router
 from baihua.app.service import load_service
 from baihua.app.settings import Settings
 from baihua.encoder import EmbeddingPipeline
-from baihua.index import VectorStore
+from baihua.index import Store
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ With `api_key` set, every route except `/healthz`, `/readyz`, `/health` and thes
 def create_app(
     settings: Settings,
     pipeline: EmbeddingPipeline | None = None,
-    store: VectorStore | None = None,
+    store: Store | None = None,
 ) -> FastAPI:
     """The HTTP service; what is not handed in is built from `settings` after startup.
 
@@ -73,7 +73,7 @@ async def _load(
     settings: Settings,
     metrics: Metrics,
     pipeline: EmbeddingPipeline | None,
-    store: VectorStore | None,
+    store: Store | None,
 ) -> None:
     try:
         app.state.service = await load_service(settings, metrics, pipeline, store)

@@ -11,7 +11,7 @@ from baihua.app.documents import DocumentIndex
 from baihua.app.metrics import Metrics
 from baihua.app.settings import Settings
 from baihua.encoder import EmbeddingPipeline
-from baihua.index import GeodesicReranker, VectorStore
+from baihua.index import GeodesicReranker, Store
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Service:
         await self.batcher.close()
         await asyncio.to_thread(self.documents.reranker.close)
         store = self.documents.store
-        if store.path is not None:
+        if store.persistent:
             await asyncio.to_thread(store.save)
         if self.owns_store:
             await asyncio.to_thread(store.close)
@@ -41,7 +41,7 @@ async def load_service(
     settings: Settings,
     metrics: Metrics,
     pipeline: EmbeddingPipeline | None = None,
-    store: VectorStore | None = None,
+    store: Store | None = None,
 ) -> Service:
     """Build what was not handed in: the model, then the index sized to its output vectors."""
     if pipeline is None:

@@ -28,7 +28,7 @@ from baihua.app.jobs import FitJob
 from baihua.app.settings import load_settings
 from baihua.encoder import l2_normalize
 from baihua.encoder.corpus import count_sentences
-from baihua.index import VectorStore
+from baihua.index import FaissStore
 
 QUERIES = [
     a + b
@@ -39,9 +39,9 @@ QUERIES = [
 ]
 
 
-def fill_index(data_dir: Path, dim: int, n_docs: int, seed: int = 0) -> VectorStore:
+def fill_index(data_dir: Path, dim: int, n_docs: int, seed: int = 0) -> FaissStore:
     rng = np.random.default_rng(seed)
-    store = VectorStore.open(data_dir / "index", dim=dim)
+    store = FaissStore.open(data_dir / "index", dim=dim)
     for start in range(0, n_docs, 10_000):
         ids = np.arange(start, min(start + 10_000, n_docs))
         vectors = l2_normalize(rng.standard_normal((len(ids), dim)).astype(np.float32))
@@ -50,7 +50,7 @@ def fill_index(data_dir: Path, dim: int, n_docs: int, seed: int = 0) -> VectorSt
     return store
 
 
-def index_only_ms(store: VectorStore, dim: int, n: int = 200) -> float:
+def index_only_ms(store: FaissStore, dim: int, n: int = 200) -> float:
     queries = l2_normalize(np.random.default_rng(1).standard_normal((n, dim)).astype(np.float32))
     start = time.perf_counter()
     for query in queries:

@@ -1,21 +1,29 @@
-"""Vector storage and retrieval: documents with stable ids searched through FAISS."""
+"""Vector storage and retrieval: documents with stable ids behind one ``Store`` protocol.
 
+``FaissStore`` (FAISS over SQLite, one machine) implements it; ``VectorStore`` is its former name.
+"""
+
+from baihua.index.faiss_store import FaissStore
 from baihua.index.geodesic import GeodesicReranker, KnnGraph
 from baihua.index.store import (
     Document,
     DuplicateIdError,
     Hit,
+    Store,
     StoreLockedError,
     StoreMismatchError,
-    VectorStore,
 )
+
+VectorStore = FaissStore
 
 __all__ = [
     "Document",
     "DuplicateIdError",
+    "FaissStore",
     "GeodesicReranker",
     "Hit",
     "KnnGraph",
+    "Store",
     "StoreLockedError",
     "StoreMismatchError",
     "VectorStore",

@@ -41,7 +41,7 @@ import numpy.typing as npt
 from scipy import sparse
 from scipy.sparse.csgraph import dijkstra
 
-from baihua.index.store import Hit, VectorStore
+from baihua.index.store import Hit, Store
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class GeodesicReranker:
 
     Parameters
     ----------
-    store : VectorStore
+    store : Store
         Holds unit vectors (scores are cosine similarities).
     k : int
         Neighbours per vector in the graph.
@@ -234,9 +234,7 @@ class GeodesicReranker:
         Graph steps around the candidates that a path may use.
     """
 
-    def __init__(
-        self, store: VectorStore, k: int = 10, *, candidates: int = 50, hops: int = 1
-    ) -> None:
+    def __init__(self, store: Store, k: int = 10, *, candidates: int = 50, hops: int = 1) -> None:
         for name, value, low in (("k", k, 1), ("candidates", candidates, 1), ("hops", hops, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")

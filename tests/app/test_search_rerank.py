@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from baihua.app.main import create_app
 from baihua.encoder import EmbeddingPipeline
-from baihua.index import GeodesicReranker, KnnGraph, VectorStore
+from baihua.index import FaissStore, GeodesicReranker, KnnGraph
 from tests.app.conftest import base_settings, running_server
 
 TEXTS = [f"hello world {i} {'bert ' * (i % 4)} 的一是{i % 7}" for i in range(30)]
@@ -23,10 +23,10 @@ GRAPH_K = 4
 @pytest.fixture
 def served(
     tiny_bert: Path, pipeline: EmbeddingPipeline, tmp_path: Path
-) -> Iterator[tuple[httpx.Client, FastAPI, VectorStore]]:
+) -> Iterator[tuple[httpx.Client, FastAPI, FaissStore]]:
     """A server over an in-memory store the test can read, with 30 documents."""
     settings = base_settings(tiny_bert, data_dir=tmp_path / "data", geodesic_k=GRAPH_K)
-    store = VectorStore(pipeline.dim)
+    store = FaissStore(pipeline.dim)
     app = create_app(settings, pipeline, store)
     with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         response = client.post("/documents", json={"documents": [{"text": t} for t in TEXTS]})
@@ -48,7 +48,7 @@ def search(client: httpx.Client, **body: object) -> list[dict]:
 
 
 def test_geodesic_hits_are_the_graphs_ranking_of_the_cosine_candidates(
-    served: tuple[httpx.Client, FastAPI, VectorStore], pipeline: EmbeddingPipeline
+    served: tuple[httpx.Client, FastAPI, FaissStore], pipeline: EmbeddingPipeline
 ) -> None:
     client, app, store = served
     search(client, rerank="geodesic", top_k=5)  # the first one starts the graph build
@@ -68,7 +68,7 @@ def test_geodesic_hits_are_the_graphs_ranking_of_the_cosine_candidates(
 
 
 def test_plain_search_has_no_geodesic_distance(
-    served: tuple[httpx.Client, FastAPI, VectorStore],
+    served: tuple[httpx.Client, FastAPI, FaissStore],
 ) -> None:
     client, _, _ = served
     hits = search(client, top_k=3)
@@ -76,7 +76,7 @@ def test_plain_search_has_no_geodesic_distance(
     assert search(client, top_k=3, rerank="none") == hits
 
 
-def test_writes_refresh_the_graph(served: tuple[httpx.Client, FastAPI, VectorStore]) -> None:
+def test_writes_refresh_the_graph(served: tuple[httpx.Client, FastAPI, FaissStore]) -> None:
     client, app, store = served
     search(client, rerank="geodesic")
     reranker = reranker_of(app)
@@ -91,7 +91,7 @@ def test_writes_refresh_the_graph(served: tuple[httpx.Client, FastAPI, VectorSto
 
 
 def test_unknown_rerank_is_a_422_naming_the_field(
-    served: tuple[httpx.Client, FastAPI, VectorStore],
+    served: tuple[httpx.Client, FastAPI, FaissStore],
 ) -> None:
     client, _, _ = served
     response = client.post("/search", json={"query": QUERY, "rerank": "isomap"})

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.sparse.csgraph import connected_components, shortest_path
 
-from baihua.index import GeodesicReranker, Hit, KnnGraph, VectorStore
+from baihua.index import FaissStore, GeodesicReranker, Hit, KnnGraph
 
 DIM = 16
 
@@ -137,13 +137,13 @@ def test_unreached_candidates_rank_last_with_finite_distances() -> None:
 # ------------------------------------------------------------------- the reranker over a store
 
 
-def arc_store(angles: np.ndarray) -> VectorStore:
-    store = VectorStore(DIM)
+def arc_store(angles: np.ndarray) -> FaissStore:
+    store = FaissStore(DIM)
     add_arc(store, angles, start=0)
     return store
 
 
-def add_arc(store: VectorStore, angles: np.ndarray, start: int) -> list[int]:
+def add_arc(store: FaissStore, angles: np.ndarray, start: int) -> list[int]:
     ids = list(range(start, start + len(angles)))
     store.add(ids, on_sphere(circle(angles)), [f"doc {i}" for i in ids])
     return ids
@@ -152,11 +152,11 @@ def add_arc(store: VectorStore, angles: np.ndarray, start: int) -> list[int]:
 QUERY = on_sphere(circle(np.array([0.0])))
 
 
-def search(store: VectorStore, reranker: GeodesicReranker, top_k: int) -> list[Hit]:
+def search(store: FaissStore, reranker: GeodesicReranker, top_k: int) -> list[Hit]:
     return reranker.rerank(store.search(QUERY, reranker.fetch_size(top_k)), top_k)[0]
 
 
-def store_candidates(store: VectorStore, m: int) -> tuple[np.ndarray, np.ndarray]:
+def store_candidates(store: FaissStore, m: int) -> tuple[np.ndarray, np.ndarray]:
     hits = store.search(QUERY, m)[0]
     return np.array([h.id for h in hits]), np.array([h.score for h in hits])
 

@@ -1,0 +1,168 @@
+"""The document database: SQLite holds every document's id, text, JSON payload and vector.
+
+It is the record an index is derived from. Writes go through ``transaction()`` so that a store can
+change its index inside the same transaction and roll both back together. The ``meta`` table is a
+string key -> value map that store formats extend with what they must check on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from baihua.index.store import Document
+from baihua.index.validation import Batch
+
+_SQL_CHUNK = 500  # ids per "IN (...)", well under SQLite's bound-variable limit
+
+ScanBlock = tuple[npt.NDArray[np.int64], list[str], npt.NDArray[np.float32]]  # ids, payloads
+
+
+class DocumentDatabase:
+    """One SQLite connection shared by threads; every call holds the database's own lock.
+
+    ``path`` None keeps the database in memory.
+    """
+
+    def __init__(self, path: Path | None, dim: int) -> None:
+        self.dim = dim
+        self._lock = threading.RLock()
+        # Explicit transactions (isolation_level=None); WAL + synchronous=FULL: a commit survives
+        # a crash once it returns.
+        self._db = sqlite3.connect(
+            ":memory:" if path is None else path, check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS documents (id INTEGER PRIMARY KEY, text TEXT NOT NULL, "
+            "payload TEXT NOT NULL, vector BLOB NOT NULL)"
+        )
+
+    # ------------------------------------------------------------------------------------ meta
+
+    def meta(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def set_meta(self, entries: dict[str, str]) -> None:
+        """Insert or replace meta entries; inside ``transaction()`` they commit with it."""
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", entries.items()
+            )
+
+    # ---------------------------------------------------------------------------------- writes
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Everything inside commits together, or rolls back when the block raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def put(self, batch: Batch) -> None:
+        """Insert the batch's documents, replacing those with the same ids."""
+        rows = [
+            (i, text, payload, _to_blob(vector))
+            for i, text, payload, vector in zip(
+                batch.ids.tolist(), batch.texts, batch.payloads, batch.vectors, strict=True
+            )
+        ]
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO documents (id, text, payload, vector) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+
+    def delete(self, ids: Sequence[int]) -> None:
+        with self._lock:
+            for chunk in _chunks(ids):
+                self._db.execute(f"DELETE FROM documents WHERE id IN ({_marks(chunk)})", chunk)
+
+    # ----------------------------------------------------------------------------------- reads
+
+    def documents(self, ids: Iterable[int]) -> dict[int, Document]:
+        docs: dict[int, Document] = {}
+        with self._lock:
+            for chunk in _chunks(sorted(ids)):
+                rows = self._db.execute(
+                    f"SELECT id, text, payload FROM documents WHERE id IN ({_marks(chunk)})", chunk
+                )
+                docs.update((i, Document(i, text, json.loads(p))) for i, text, p in rows)
+        return docs
+
+    def vectors(self, ids: Iterable[int]) -> dict[int, npt.NDArray[np.float32]]:
+        found: dict[int, npt.NDArray[np.float32]] = {}
+        with self._lock:
+            for chunk in _chunks(sorted(ids)):
+                rows = self._db.execute(
+                    f"SELECT id, vector FROM documents WHERE id IN ({_marks(chunk)})", chunk
+                )
+                found.update((i, _from_blob(blob)) for i, blob in rows)
+        return found
+
+    def vectors_after(self, last: int, limit: int) -> list[tuple[int, npt.NDArray[np.float32]]]:
+        """Up to ``limit`` (id, vector) with id > ``last``, in id order: one page of a scan."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, vector FROM documents WHERE id > ? ORDER BY id LIMIT ?", (last, limit)
+            ).fetchall()
+        return [(i, _from_blob(blob)) for i, blob in rows]
+
+    def all_vectors(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Every id (ascending) and its vector, as two arrays."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, vector FROM documents ORDER BY id").fetchall()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        blob = b"".join(r[1] for r in rows)
+        return ids, np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(-1, self.dim)
+
+    def scan(self, rows: int) -> Iterator[ScanBlock]:
+        """Every document as blocks of (ids, payload JSONs, vectors), ``rows`` at a time.
+
+        Holds the database lock until the iteration ends: consume it at once.
+        """
+        with self._lock:
+            cursor = self._db.execute("SELECT id, payload, vector FROM documents")
+            while chunk := cursor.fetchmany(rows):
+                ids = np.array([r[0] for r in chunk], dtype=np.int64)
+                vectors = np.stack([_from_blob(r[2]) for r in chunk])
+                yield ids, [r[1] for r in chunk], vectors
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _to_blob(vector: npt.NDArray[np.float32]) -> bytes:
+    return vector.astype("<f4").tobytes()
+
+
+def _from_blob(blob: bytes) -> npt.NDArray[np.float32]:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), _SQL_CHUNK):
+        yield list(ids[start : start + _SQL_CHUNK])
+
+
+def _marks(chunk: Sequence[int]) -> str:
+    return ", ".join("?" * len(chunk))

@@ -1,0 +1,230 @@
+"""The FAISS index over a store's vectors: built from a factory string, trained when enough
+vectors are stored, moved to GPU when there is one, and its own position -> id labels.
+
+Deletion never calls ``remove_ids`` (slow on flat and IVF indexes, missing on HNSW): deleting or
+replacing a document marks its position dead (label -1), searches skip dead positions, and once a
+quarter of the positions are dead the index is refilled from the stored vectors (training is
+kept). Ids stay stable whatever the index type. Not thread-safe: the store's locks guard it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+# faiss-cpu only uses BLAS for Flat search from 128000 queries per call (its default), which a
+# service never sends; at 20, batches of 256 queries ran 7x faster at 1M x 256.
+faiss.cvar.distance_compute_blas_threshold = 20
+
+_COMPACT_FRACTION = 0.25  # refill the index once this share of its positions is dead
+_KMEANS_POINTS_PER_CENTROID = 39  # below this faiss k-means warns that training is too thin
+GPU_MAX_K = 2048  # FAISS GPU k-selection limit
+
+
+class FaissIndex:
+    """A factory index (or its exact Flat stand-in until it can train) and its labels.
+
+    ``exact_fallback``: the factory index needs training and too few vectors are stored yet, so
+    a Flat index serves instead (searches are exact meanwhile).
+    """
+
+    index: Any
+    on_gpu: bool
+    exact_fallback: bool
+    labels: npt.NDArray[np.int64]  # position -> id, -1 dead
+    positions: dict[int, int]  # id -> position of the live ones
+    n_dead: int
+    dirty: bool  # changed since the last snapshot
+
+    def __init__(self, dim: int, factory: str, *, use_gpu: bool | None, search_params: str) -> None:
+        self.dim = dim
+        self.factory = factory
+        self.search_params = search_params
+        factory_index = self.new_factory_index()
+        self.min_train = _min_training_size(factory_index)
+        self._apply_search_params(factory_index, on_gpu=False)
+        self._use_gpu = use_gpu
+        self._gpu = _gpu_resources(use_gpu)
+        self._gpu_lock = threading.Lock()  # FAISS GPU indexes do not allow concurrent searches
+
+    def new_factory_index(self) -> Any:
+        if "IDMap" in self.factory:
+            raise ValueError(
+                f"factory {self.factory!r}: ids are managed by the store, drop the IDMap prefix"
+            )
+        try:
+            return faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:
+            raise ValueError(
+                f"FAISS cannot build factory {self.factory!r} for dim={self.dim}: {error}"
+            ) from None
+
+    # -------------------------------------------------------------------------------- building
+
+    def build(
+        self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], *, train: bool
+    ) -> None:
+        """A new index over the given vectors: the factory index, trained on them if it needs
+        training and ``train``; the exact Flat fallback if it needs training and not ``train``."""
+        index = self.new_factory_index()
+        exact_fallback = not index.is_trained and not train
+        if exact_fallback:
+            index = faiss.IndexFlatIP(self.dim)
+        index, on_gpu = self._to_device(index)
+        if not index.is_trained:
+            index.train(vectors)
+        self._fill(index, on_gpu, exact_fallback, ids, vectors)
+
+    def refill(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
+        """Empty the current index (keeping its training) and add these vectors."""
+        self._fill(self.index, self.on_gpu, self.exact_fallback, ids, vectors)
+
+    def restore(self, index: Any, labels: npt.NDArray[np.int64], exact_fallback: bool) -> None:
+        """Use a loaded (CPU) index with its labels as they are."""
+        index, on_gpu = self._to_device(index)
+        self._set(index, on_gpu, exact_fallback, labels)
+        self.dirty = False
+
+    def refill_loaded(
+        self, index: Any, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]
+    ) -> None:
+        """Refill a loaded trained index (an outdated snapshot) with the current vectors."""
+        index, on_gpu = self._to_device(index)
+        self._fill(index, on_gpu, False, ids, vectors)
+
+    # --------------------------------------------------------------------------------- changes
+
+    def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
+        start = len(self.labels)
+        self.index.add(vectors)
+        self.labels = np.concatenate([self.labels, ids])
+        self.positions.update(zip(ids.tolist(), range(start, start + len(ids)), strict=True))
+        self.dirty = True
+
+    def remove(self, ids: Sequence[int]) -> None:
+        for i in ids:
+            position = self.positions.pop(i)
+            self.labels[position] = -1
+            self.n_dead += 1
+        self.dirty = self.dirty or bool(ids)
+
+    def wants_training(self) -> bool:
+        """The exact fallback serves and enough vectors are stored to train the factory index."""
+        return self.exact_fallback and len(self.positions) >= self.min_train
+
+    def wants_compaction(self) -> bool:
+        return self.n_dead > _COMPACT_FRACTION * len(self.labels)
+
+    # ----------------------------------------------------------------------------------- reads
+
+    def search(
+        self, queries: npt.NDArray[np.float32], k: int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """Scores and positions (-1: none) of the ``k`` nearest positions, dead ones included."""
+        if self.on_gpu:
+            with self._gpu_lock:
+                return self.index.search(queries, k)  # type: ignore[no-any-return]
+        return self.index.search(queries, k)  # type: ignore[no-any-return]
+
+    def ids_at(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Document ids at the given positions; -1 for none and for dead positions."""
+        return np.where(positions >= 0, self.labels[np.maximum(positions, 0)], -1)
+
+    def cpu_index(self) -> Any:
+        if not self.on_gpu:
+            return self.index
+        with self._gpu_lock:
+            return faiss.index_gpu_to_cpu(self.index)
+
+    # ------------------------------------------------------------------------------- internals
+
+    def _fill(
+        self,
+        index: Any,
+        on_gpu: bool,
+        exact_fallback: bool,
+        ids: npt.NDArray[np.int64],
+        vectors: npt.NDArray[np.float32],
+    ) -> None:
+        index.reset()
+        if len(ids):
+            index.add(vectors)
+        self._set(index, on_gpu, exact_fallback, ids)
+
+    def _set(
+        self, index: Any, on_gpu: bool, exact_fallback: bool, labels: npt.NDArray[np.int64]
+    ) -> None:
+        if not exact_fallback:
+            self._apply_search_params(index, on_gpu=on_gpu)
+        self.index = index
+        self.on_gpu = on_gpu
+        self.exact_fallback = exact_fallback
+        self.labels = labels.astype(np.int64)
+        self.positions = {i: p for p, i in enumerate(self.labels.tolist()) if i >= 0}
+        self.n_dead = len(self.labels) - len(self.positions)
+        self.dirty = True
+
+    def _apply_search_params(self, index: Any, *, on_gpu: bool) -> None:
+        if not self.search_params:
+            return
+        space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+        try:
+            # faiss's stub lacks the overload taking a "name=value,..." string.
+            space.set_index_parameters(index, self.search_params)  # type: ignore[arg-type]
+        except RuntimeError as error:
+            raise ValueError(
+                f"search_params {self.search_params!r} do not apply to {self.factory!r}: {error}"
+            ) from None
+
+    def _to_device(self, index: Any) -> tuple[Any, bool]:
+        """The index moved to GPU 0 when GPU use is on and FAISS has a GPU version of it."""
+        if self._gpu is None:
+            return index, False
+        try:
+            return faiss.index_cpu_to_gpu(self._gpu, 0, index), True
+        except RuntimeError as error:
+            if self._use_gpu:
+                raise ValueError(
+                    f"use_gpu=True but FAISS has no GPU version of {self.factory!r}: {error}"
+                ) from None
+            return index, False
+
+
+def _min_training_size(index: Any) -> int:
+    """Stored vectors needed before training: 39 per centroid of the largest k-means inside."""
+    if index.is_trained:
+        return 0
+    centroids = 0
+    parts = [index]
+    while parts:
+        part: Any = faiss.downcast_index(parts.pop())
+        if isinstance(part, faiss.IndexPreTransform):
+            parts.append(part.index)
+            chain: Any = part.chain  # a SWIG vector; faiss's stub calls it a list
+            for k in range(chain.size()):
+                if isinstance(faiss.downcast_VectorTransform(chain.at(k)), faiss.OPQMatrix):
+                    centroids = max(centroids, 256)  # OPQ trains an 8-bit PQ
+        if isinstance(part, faiss.IndexIVF):
+            centroids = max(centroids, part.nlist)
+        if isinstance(getattr(part, "pq", None), faiss.ProductQuantizer):
+            centroids = max(centroids, part.pq.ksub)
+        if getattr(part, "storage", None) is not None:
+            parts.append(part.storage)
+    # Unknown trainable parts (scalar or additive quantizers, PCA): assume an 8-bit codebook.
+    return _KMEANS_POINTS_PER_CENTROID * (centroids or 256)
+
+
+def _gpu_resources(use_gpu: bool | None) -> Any:
+    """FAISS GPU resources when the store should run on GPU, else None."""
+    available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if use_gpu and not available:
+        raise ValueError(
+            "use_gpu=True but FAISS has no GPU here (a faiss-cpu build or no visible device); "
+            "install faiss-gpu or pass use_gpu=None"
+        )
+    return faiss.StandardGpuResources() if available and use_gpu is not False else None
