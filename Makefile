@@ -25,4 +25,5 @@ lint: $(STAMP)
 	@# mypy cannot follow the editable install's package-dir mapping: give it a baihua/ of links.
 	mkdir -p build/mypy/baihua
 	for p in app configs core encoder eval index whitening; do ln -sfn ../../../$$p build/mypy/baihua/$$p; done
-	MYPYPATH=build/mypy $(VENV)/bin/python -m mypy -p baihua.core -p baihua.encoder -p baihua.whitening -p baihua.index
+	MYPYPATH=build/mypy $(VENV)/bin/python -m mypy -p baihua.core -p baihua.configs -p baihua.encoder -p baihua.whitening \
+		-p baihua.index -p baihua.eval -p baihua.app
