@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from tqdm import tqdm
 
-from baihua.app.settings import load_settings
+from baihua.core.errors import BaihuaError, UsageError
+
+if TYPE_CHECKING:
+    from baihua.app.settings import Settings
 
 cli = typer.Typer(
     help="baihua (白化): sentence embeddings with whitening and retrieval.",
@@ -31,28 +36,65 @@ cli.add_typer(eval_retrieval_cli, name="eval-retrieval")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Files a user named that are missing, unreadable or of the wrong kind.
+USER_OS_ERRORS = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """`baihua.app.settings.load_settings`, imported on first use: pydantic-settings costs a
+    third of a second that `--help` and `--version` need not pay."""
+    from baihua.app.settings import load_settings
+
+    return load_settings(config, **overrides)
+
+
+def print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"baihua {importlib.metadata.version('baihua')}")
+        raise typer.Exit()
+
 
 @cli.callback()
-def quiet_libraries() -> None:
+def quiet_libraries(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=print_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
     """Our own progress bars and one-line errors only: no per-load bars from transformers."""
-    from transformers.utils import logging
+    if "transformers" in sys.modules:
+        from transformers.utils import logging
 
-    logging.disable_progress_bar()
-    logging.set_verbosity_error()
+        logging.disable_progress_bar()
+        logging.set_verbosity_error()
+    else:  # read when transformers is imported; importing it here would slow every command
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def user_errors(func: F) -> F:
-    """Turn errors a user can fix into one line on stderr and exit code 1, not a traceback."""
+    """Turn errors a user can fix into one line on stderr and exit code 1; a bug keeps its
+    traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from baihua.encoder import ModelLoadError
-        from baihua.index import StoreLockedError
+        from baihua.index import DuplicateIdError, StoreLockedError, StoreMismatchError
 
-        # CorpusError, DatasetError, ArtifactError and bad flag values are all ValueErrors.
         try:
             return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, ModelLoadError, StoreLockedError) as err:
+        except (
+            BaihuaError,
+            *USER_OS_ERRORS,
+            DuplicateIdError,
+            StoreLockedError,
+            StoreMismatchError,
+        ) as err:
             typer.echo(f"baihua: error: {err}", err=True)
             raise typer.Exit(1) from err
 
@@ -79,13 +121,13 @@ TextTypeOpt = Annotated[
 
 def check_method(method: str) -> Literal["whitening", "flow"]:
     if method not in ("whitening", "flow"):
-        raise ValueError(f"--method must be whitening or flow, got {method!r}")
+        raise UsageError(f"--method must be whitening or flow, got {method!r}")
     return method  # type: ignore[return-value]
 
 
 def check_text_type(text_type: str) -> Literal["query", "passage"]:
     if text_type not in ("query", "passage"):
-        raise ValueError(f"--text-type must be query or passage, got {text_type!r}")
+        raise UsageError(f"--text-type must be query or passage, got {text_type!r}")
     return text_type  # type: ignore[return-value]
 
 
@@ -136,12 +178,12 @@ def embed(
     from baihua.app.components import build_pipeline
 
     if fmt not in ("jsonl", "npy"):
-        raise ValueError(f"--format must be jsonl or npy, got {fmt!r}")
+        raise UsageError(f"--format must be jsonl or npy, got {fmt!r}")
     kind = check_text_type(text_type)
     if not texts:
         texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
     if not texts:
-        raise ValueError("no texts: pass them as arguments or one per line on stdin")
+        raise UsageError("no texts: pass them as arguments or one per line on stdin")
     settings = load_settings(
         config, model=model, pooling=pooling, max_length=max_length, whitening=whitening
     )
@@ -284,7 +326,7 @@ def eval_sts(
     from baihua.eval.transforms import artifact_spec, parse_transform
 
     if output is not None and output.suffix.lower() not in FORMATS:
-        raise ValueError(f"--output {output}: use a .json, .csv or .md file name")
+        raise UsageError(f"--output {output}: use a .json, .csv or .md file name")
     transforms = [parse_transform(name) for name in split_list(whitening)]
     fit_texts: str | list[str] = fit_on
     if Path(fit_on).is_dir():
@@ -355,7 +397,7 @@ def eval_retrieval_run(
     from baihua.eval.transforms import parse_transform
 
     if output is not None and output.suffix.lower() not in FORMATS:
-        raise ValueError(f"--output {output}: use a .json, .csv or .md file name")
+        raise UsageError(f"--output {output}: use a .json, .csv or .md file name")
     transforms = [parse_transform(name) for name in split_list(whitening)]
     reranks = check_reranks(split_list(rerank))
     check_top_k(top_k)

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from baihua.core.errors import UsageError
 from baihua.encoder import EmbeddingPipeline, Encoder
 from baihua.encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
 from baihua.encoder.encoder import TextType
@@ -69,10 +70,10 @@ class FitJob:
         """Check the job against the corpus size (from `count_sentences`, which validates every
         line before any encoding); return how many sentences a checkpoint already covers."""
         if self.method == "flow" and self.n_components is not None:
-            raise ValueError("a flow keeps every dimension; drop --n-components for --method flow")
+            raise UsageError("a flow keeps every dimension; drop --n-components for --method flow")
         k = self.n_components or self.encoder.dim
         if not 1 <= k <= self.encoder.dim:
-            raise ValueError(
+            raise UsageError(
                 f"n_components must be between 1 and the model's dimension {self.encoder.dim}, "
                 f"got {k}"
             )

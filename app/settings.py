@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,9 +14,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from baihua.encoder.models import config_dir
+from baihua.configs import config_dir
+from baihua.core.errors import BaihuaError
 
 DEFAULT_CONFIG = config_dir() / "default.yaml"
+
+
+class SettingsError(BaihuaError, ValueError):
+    """A setting (flag, BAIHUA_* variable or YAML key) has a value that is not allowed."""
 
 
 class Settings(BaseSettings):
@@ -78,4 +83,11 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             (Settings,),
             {"model_config": {**Settings.model_config, "yaml_file": config}},
         )
-    return settings_cls(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return settings_cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']} (got {error['input']!r})"
+            for error in err.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None

@@ -6,8 +6,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from baihua.core.errors import BaihuaError
 
-class CorpusError(ValueError):
+
+class CorpusError(BaihuaError, ValueError):
     """A corpus problem a user can fix; the message starts with `file:line:`."""
 
 

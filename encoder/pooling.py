@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from baihua.core.errors import UsageError
+
 POOLINGS: tuple[str, ...] = ("cls", "pooler", "last-avg", "first-last-avg")
 
 
@@ -13,7 +15,7 @@ def check_poolings(poolings: Sequence[str]) -> None:
     """Raise a ValueError naming the unknown pooling and the valid ones."""
     for name in poolings:
         if name not in POOLINGS:
-            raise ValueError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")
+            raise UsageError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")
 
 
 def masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -39,7 +41,7 @@ def pool(
         return last[:, 0]
     if pooling == "pooler":
         if pooler_output is None:
-            raise ValueError("this model has no pooler layer; use cls, last-avg or first-last-avg")
+            raise UsageError("this model has no pooler layer; use cls, last-avg or first-last-avg")
         return pooler_output
     if pooling == "last-avg":
         return masked_mean(last, attention_mask)

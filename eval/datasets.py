@@ -6,12 +6,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from baihua.core.errors import BaihuaError
 from baihua.encoder.corpus import read_lines
 
 SPLITS = ("train", "valid", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(BaihuaError, ValueError):
     """A task folder or line a user can fix; the message names the file and line."""
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from baihua.core.errors import UsageError
 from baihua.eval.sts import StsResult
 
 FORMATS = (".json", ".csv", ".md")
@@ -65,4 +66,4 @@ def write_table(
     elif suffix == ".md":
         path.write_text(markdown_table(header, rows), encoding="utf-8")
     else:
-        raise ValueError(f"--output {path}: use a .json, .csv or .md file name")
+        raise UsageError(f"--output {path}: use a .json, .csv or .md file name")

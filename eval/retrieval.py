@@ -26,6 +26,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from baihua.core.errors import UsageError
 from baihua.encoder import Encoder, l2_normalize
 from baihua.encoder.encoder import TextType
 from baihua.eval.beir import BeirDataset
@@ -41,13 +42,13 @@ _QUERY_BATCH = 1024
 def check_reranks(names: Sequence[str]) -> list[str]:
     unknown = [name for name in names if name not in RERANKS]
     if unknown:
-        raise ValueError(f"unknown rerank {unknown[0]!r}; use {' or '.join(RERANKS)}")
+        raise UsageError(f"unknown rerank {unknown[0]!r}; use {' or '.join(RERANKS)}")
     return list(names)
 
 
 def check_top_k(top_k: int) -> int:
     if top_k < 10:
-        raise ValueError(f"--top-k must be at least 10 (MRR@10, nDCG@10); got {top_k}")
+        raise UsageError(f"--top-k must be at least 10 (MRR@10, nDCG@10); got {top_k}")
     return top_k
 
 
@@ -248,7 +249,7 @@ def build_index(vectors: np.ndarray, factory: str, search_params: str = "") -> A
             # faiss's stub lacks the overload taking a "name=value,..." string.
             faiss.ParameterSpace().set_index_parameters(index, search_params)  # type: ignore[arg-type]
     except RuntimeError as err:
-        raise ValueError(
+        raise UsageError(
             f"--index {factory!r} (search params {search_params!r}) over {vectors.shape[0]} "
             f"vectors of {vectors.shape[1]} dims: {str(err).strip().splitlines()[-1]}"
         ) from None

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from baihua.core.errors import UsageError
 from baihua.encoder import Encoder, l2_normalize
 from baihua.eval.cache import VectorCache
 from baihua.eval.datasets import StsTask, load_task
@@ -88,7 +89,7 @@ class StsEval:
     def _check_splits(self, task: StsTask) -> None:
         for split in self.splits:
             if split not in task.splits:
-                raise ValueError(f"task {task.name} has no {split} split")
+                raise UsageError(f"task {task.name} has no {split} split")
 
     def _vectors(self, encoder: Encoder, task: StsTask) -> dict[str, dict[str, np.ndarray]]:
         """pooling → {"<split>.1", "<split>.2", "fit"} → vectors."""

@@ -9,6 +9,7 @@ from typing import Literal
 
 import numpy as np
 
+from baihua.core.errors import UsageError
 from baihua.whitening import Flow, Whitening, load_transform
 from baihua.whitening.artifact import read_metadata
 
@@ -39,7 +40,7 @@ def _dims(text: str, name: str) -> int | None:
     if text == "full":
         return None
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"unknown transform {name!r}: {text!r} is not a dimension or 'full'")
+        raise UsageError(f"unknown transform {name!r}: {text!r} is not a dimension or 'full'")
     return int(text)
 
 
@@ -53,7 +54,7 @@ def parse_transform(name: str) -> TransformSpec:
         return TransformSpec(name, "whitening", k, float(match["beta"]), float(match["gamma"]))
     if name == "full" or name.isdigit():
         return TransformSpec(name, "whitening", _dims(name, name))
-    raise ValueError(
+    raise UsageError(
         f"unknown transform {name!r}; use none, full, N, rot-N, rot-full, b<β>g<γ>-<N|full> or flow"
     )
 
@@ -69,7 +70,7 @@ def fit_transform(spec: TransformSpec, fit_vectors: np.ndarray) -> Whitening | F
         return load_transform(spec.path)  # type: ignore[return-value]
     k = spec.n_components
     if k is not None and k > fit_vectors.shape[1]:
-        raise ValueError(
+        raise UsageError(
             f"transform {spec.name!r} keeps {k} dims but the vectors have {fit_vectors.shape[1]}"
         )
     return Whitening(k, beta=spec.beta, gamma=spec.gamma).fit(fit_vectors)

@@ -21,11 +21,13 @@ import pydantic
 import safetensors
 import safetensors.numpy
 
+from baihua.core.errors import BaihuaError
+
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "transform.json"
 
 
-class ArtifactError(ValueError):
+class ArtifactError(BaihuaError, ValueError):
     """An artifact folder is missing, incomplete or corrupt."""
 
 

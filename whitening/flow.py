@@ -24,6 +24,7 @@ import pydantic
 import torch
 from torch import nn
 
+from baihua.core.errors import UsageError
 from baihua.whitening.artifact import (
     ArtifactError,
     FlowParams,
@@ -250,7 +251,7 @@ def _check_divisible(n_features: int, n_levels: int) -> None:
         if most >= 1
         else "odd dimensions are not supported; reduce the vectors to an even dimension first"
     )
-    raise ValueError(
+    raise UsageError(
         f"Flow with n_levels={n_levels} needs n_features divisible by 2**{n_levels} = "
         f"{2**n_levels} (each level's coupling halves the channels and each split halves them "
         f"again), got {n_features}; {advice}"
@@ -263,13 +264,13 @@ def _resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(
+        raise UsageError(
             f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}"
         ) from error
     if resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
+        raise UsageError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {device!r}")
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use 'cpu' or 'auto'")
+        raise UsageError(f"device={device!r} but CUDA is not available; use 'cpu' or 'auto'")
     return resolved
 
 
@@ -368,7 +369,7 @@ class Flow(LoadableTransform):
         n_samples, n_features = X.shape
         _check_divisible(n_features, params.n_levels)
         if n_samples < 2:
-            raise ValueError(
+            raise UsageError(
                 f"Flow needs at least 2 vectors to fit (ActNorm is initialised from their "
                 f"variance), got {n_samples}"
             )
@@ -507,13 +508,13 @@ class Flow(LoadableTransform):
                 seed=self.seed,
             )
         except pydantic.ValidationError as error:
-            raise ValueError(f"invalid Flow hyperparameters: {error}") from error
+            raise UsageError(f"invalid Flow hyperparameters: {error}") from error
 
     def _check_input(self, X: Any, method: str, name: str = "X") -> np.ndarray:
         self._check_is_fitted(method)
         X = check_array(X, name=name)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(
+            raise UsageError(
                 f"{name} has {X.shape[1]} features, but Flow was fitted on {self.n_features_in_}"
             )
         return X

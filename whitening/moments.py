@@ -16,7 +16,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from baihua.whitening.artifact import write_atomic
+from baihua.whitening.artifact import ArtifactError, write_atomic
 
 # Rows cast to float64 at a time: bounds the temporary copy (8192 × 768 × 8 B ≈ 50 MB).
 BLOCK_ROWS = 8192
@@ -165,7 +165,7 @@ class Moments:
                 )
             extra = json.loads(header["extra"])
         except (safetensors.SafetensorError, KeyError, TypeError, ValueError) as error:
-            raise ValueError(
+            raise ArtifactError(
                 f"{path} is not a readable moments file ({error}); delete it to start over"
             ) from error
         return moments, extra

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from baihua.core.errors import UsageError
 from baihua.whitening.artifact import (
     ArtifactError,
     LoadableTransform,
@@ -198,7 +199,7 @@ class Whitening(LoadableTransform):
         eigenvalues = np.clip(eigenvalues[::-1], 0.0, None)
         eigenvectors = eigenvectors[:, ::-1]
         if eigenvalues[0] == 0.0:
-            raise ValueError(
+            raise UsageError(
                 "all fitted vectors are identical (zero covariance); nothing to whiten"
             )
         columns = np.arange(eigenvectors.shape[1])
@@ -232,15 +233,15 @@ class Whitening(LoadableTransform):
     def _validate_params(self, n_features: int) -> int:
         k = n_features if self.n_components is None else self.n_components
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n_features:
-            raise ValueError(
+            raise UsageError(
                 f"n_components={self.n_components!r} must be an integer between 1 and "
                 f"n_features={n_features}, or None to keep all"
             )
         for name in ("beta", "gamma"):
             if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+                raise UsageError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if not (math.isfinite(self.eigenvalue_floor) and self.eigenvalue_floor > 0):
-            raise ValueError(
+            raise UsageError(
                 f"eigenvalue_floor must be a positive finite number, got {self.eigenvalue_floor!r}"
             )
         return int(k)
@@ -254,7 +255,7 @@ class Whitening(LoadableTransform):
 
     def _check_n_features(self, X: np.ndarray) -> None:
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(
+            raise UsageError(
                 f"X has {X.shape[1]} features, but Whitening was fitted on {self.n_features_in_}"
             )
 
