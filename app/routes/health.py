@@ -1,10 +1,14 @@
+from typing import Any
+
 from fastapi import APIRouter, Request, Response, status
 
 from baihua.app.schemas import Health
 
 router = APIRouter(tags=["health"])
 
-NOT_READY = {503: {"model": Health, "description": "Still loading, or loading failed."}}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Health, "description": "Still loading, or loading failed."}
+}
 
 
 @router.get("/healthz")
