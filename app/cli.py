@@ -273,14 +273,15 @@ def index_build(
         config, data_dir=data_dir, model=model, whitening=whitening, batch_size=batch_size
     )
     pipeline = build_pipeline(settings)
+    index_dir = settings.data_dir / "index"
     with open_store(settings, pipeline.dim) as store:
-        job = IndexBuildJob(input, store, pipeline)
+        job = IndexBuildJob(input, store, pipeline, index_dir / "build-progress.json")
         done = job.done()
         if done:
             typer.echo(f"resuming: {done}/{total} documents already indexed", err=True)
         with progress_bar(total, done, "index") as bar:
             job.run(progress=bar.update)
-        typer.echo(f"{settings.data_dir / 'index'}: {len(store)} documents", err=True)
+        typer.echo(f"{index_dir}: {len(store)} documents", err=True)
 
 
 def split_list(value: str) -> list[str]:

@@ -148,18 +148,15 @@ class IndexBuildJob:
 
     Ids come from a JSONL record's `id`, else the sentence's position in the corpus, and every
     chunk is upserted: rerunning after a crash or on the same corpus never duplicates documents.
-    `<store>/build-progress.json` records how far the last run got, so a rerun skips that part.
+    `progress_file` records how far the last run got, so a rerun skips that part; it is the
+    job's, not the store's (a store need not live in a local folder).
     """
 
     corpus: Path
     store: Store
     pipeline: EmbeddingPipeline
+    progress_file: Path
     chunk_size: int = 1024
-
-    @property
-    def progress_file(self) -> Path:
-        assert self.store.path is not None, "a build job needs a persistent store"
-        return self.store.path / "build-progress.json"
 
     def _identity(self) -> dict[str, str]:
         return {"corpus": str(self.corpus.resolve()), "model": self.pipeline.encoder.name}

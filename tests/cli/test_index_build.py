@@ -49,13 +49,17 @@ def test_build_stores_ids_texts_and_payloads_searchable(tiny_bert: Path, tmp_pat
         assert store.search(query, top_k=1)[0][0].id == 105
 
 
+def progress(settings: Settings) -> Path:
+    return settings.data_dir / "index" / "build-progress.json"
+
+
 def test_plain_corpus_gets_positions_as_ids(tiny_bert: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello\n\nworld\nbert\n")
     settings = settings_for(tiny_bert, tmp_path / "data")
     pipeline = build_pipeline(settings)
     with open_store(settings, pipeline.dim) as store:
-        assert IndexBuildJob(corpus, store, pipeline).run() == 3
+        assert IndexBuildJob(corpus, store, pipeline, progress(settings)).run() == 3
         assert [store.get(i).text for i in range(3)] == ["hello", "world", "bert"]  # type: ignore[union-attr]
 
 
@@ -72,9 +76,11 @@ def test_interrupted_build_resumes_without_duplicates(tiny_bert: Path, tmp_path:
             raise KeyboardInterrupt
 
     with open_store(settings, pipeline.dim) as store, pytest.raises(KeyboardInterrupt):
-        IndexBuildJob(corpus, store, pipeline, chunk_size=4).run(progress=interrupt)
+        IndexBuildJob(corpus, store, pipeline, progress(settings), chunk_size=4).run(
+            progress=interrupt
+        )
     with open_store(settings, pipeline.dim) as store:
-        job = IndexBuildJob(corpus, store, pipeline, chunk_size=4)
+        job = IndexBuildJob(corpus, store, pipeline, progress(settings), chunk_size=4)
         assert job.done() == 4 and len(store) == 4
         job.run()
         assert store.ids().tolist() == list(range(100, 110))
