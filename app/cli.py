@@ -84,17 +84,9 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from baihua.index import DuplicateIdError, StoreLockedError, StoreMismatchError
-
         try:
             return func(*args, **kwargs)
-        except (
-            BaihuaError,
-            *USER_OS_ERRORS,
-            DuplicateIdError,
-            StoreLockedError,
-            StoreMismatchError,
-        ) as err:
+        except (BaihuaError, *USER_OS_ERRORS) as err:
             typer.echo(f"baihua: error: {err}", err=True)
             raise typer.Exit(1) from err
 

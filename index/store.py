@@ -15,6 +15,8 @@ from typing import Any, Protocol, Self, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from baihua.core.errors import BaihuaError
+
 IdsLike = Sequence[int] | npt.NDArray[np.integer[Any]]
 
 
@@ -39,15 +41,15 @@ class Hit:
     geodesic: float | None = None
 
 
-class DuplicateIdError(ValueError):
+class DuplicateIdError(BaihuaError, ValueError):
     """``add`` got an id already stored or repeated in the call; ``upsert`` replaces instead."""
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(BaihuaError, ValueError):
     """A store was opened with another dim or index type than it was created with."""
 
 
-class StoreLockedError(RuntimeError):
+class StoreLockedError(BaihuaError, RuntimeError):
     """The store directory is already open, in this process or another."""
 
 

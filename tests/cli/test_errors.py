@@ -18,6 +18,7 @@ from baihua.encoder import ModelLoadError
 from baihua.encoder.corpus import CorpusError
 from baihua.encoder.me5 import E5FormatError
 from baihua.eval.datasets import DatasetError
+from baihua.index import DuplicateIdError, StoreLockedError, StoreMismatchError
 from baihua.whitening import ArtifactError, ArtifactMismatchError
 
 runner = CliRunner()
@@ -30,9 +31,12 @@ runner = CliRunner()
         ArtifactMismatchError,
         CorpusError,
         DatasetError,
+        DuplicateIdError,
         E5FormatError,
         ModelLoadError,
         SettingsError,
+        StoreLockedError,
+        StoreMismatchError,
         UsageError,
     ],
 )
