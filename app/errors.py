@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baihua.app.batcher import EncoderError, EncoderUnavailable
-from baihua.index import DuplicateIdError
+from baihua.index import DuplicateIdError, FilterError
 
 RETRY_AFTER_S = "1"
 
@@ -75,9 +75,16 @@ async def _duplicate_id(request: Request, exc: Exception) -> Response:
     return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, str(exc)))
 
 
+async def _filter_error(request: Request, exc: Exception) -> Response:
+    return await _http_error(
+        request, HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"filter: {exc}")
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(EncoderUnavailable, _encoder_unavailable)
     app.add_exception_handler(EncoderError, _encoder_error)
     app.add_exception_handler(DuplicateIdError, _duplicate_id)
+    app.add_exception_handler(FilterError, _filter_error)

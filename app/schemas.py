@@ -105,7 +105,9 @@ class SearchRequest(TextsRequest):
     )
     top_k: int = Field(10, ge=1, le=MAX_TOP_K)
     filter: dict[str, Any] | None = Field(
-        None, description="Only documents whose payload matches, e.g. {'lang': 'zh'}."
+        None,
+        description="Only documents whose payload matches, e.g. {'lang': 'zh'} or "
+        "{'price': {'$gte': 10}}; operators $eq $ne $in $nin $gt $gte $lt $lte, $and, $or.",
     )
     rerank: Literal["none", "geodesic"] = Field(
         "none",

@@ -4,6 +4,7 @@
 """
 
 from baihua.index.faiss_store import FaissStore
+from baihua.index.filters import FilterError
 from baihua.index.geodesic import GeodesicReranker, KnnGraph
 from baihua.index.store import (
     Document,
@@ -20,6 +21,7 @@ __all__ = [
     "Document",
     "DuplicateIdError",
     "FaissStore",
+    "FilterError",
     "GeodesicReranker",
     "Hit",
     "KnnGraph",

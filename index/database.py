@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from baihua.index import payload_index
+from baihua.index.filters import Filter, Scalar
 from baihua.index.store import Document
 from baihua.index.validation import Batch
 
 _SQL_CHUNK = 500  # ids per "IN (...)", well under SQLite's bound-variable limit
 
-ScanBlock = tuple[npt.NDArray[np.int64], list[str], npt.NDArray[np.float32]]  # ids, payloads
+ScanBlock = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]  # ids and their vectors
 
 
 class DocumentDatabase:
@@ -48,6 +50,7 @@ class DocumentDatabase:
             "CREATE TABLE IF NOT EXISTS documents (id INTEGER PRIMARY KEY, text TEXT NOT NULL, "
             "payload TEXT NOT NULL, vector BLOB NOT NULL)"
         )
+        self._create_payload_index()
 
     # ------------------------------------------------------------------------------------ meta
 
@@ -85,18 +88,43 @@ class DocumentDatabase:
                 batch.ids.tolist(), batch.texts, batch.payloads, batch.vectors, strict=True
             )
         ]
+        fields = [
+            row
+            for i, payload in zip(batch.ids.tolist(), batch.payloads, strict=True)
+            for row in payload_index.field_rows(i, payload)
+        ]
         with self._lock:
+            self._delete_fields(batch.ids.tolist())
             self._db.executemany(
                 "INSERT OR REPLACE INTO documents (id, text, payload, vector) VALUES (?, ?, ?, ?)",
                 rows,
             )
+            self._db.executemany(payload_index.INSERT, fields)
 
     def delete(self, ids: Sequence[int]) -> None:
         with self._lock:
+            self._delete_fields(ids)
             for chunk in _chunks(ids):
                 self._db.execute(f"DELETE FROM documents WHERE id IN ({_marks(chunk)})", chunk)
 
     # ----------------------------------------------------------------------------------- reads
+
+    def matching_ids(self, filter: Filter) -> npt.NDArray[np.int64]:
+        """Ids of the documents whose payload matches, ascending."""
+        sql, params = payload_index.to_sql(filter)
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM ({sql}) ORDER BY 1", params).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def count(self, filter: Filter | None = None) -> int:
+        sql: str
+        params: list[Scalar]
+        if filter is None:
+            sql, params = "SELECT id FROM documents", []
+        else:
+            sql, params = payload_index.to_sql(filter)
+        with self._lock:
+            return int(self._db.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0])
 
     def documents(self, ids: Iterable[int]) -> dict[int, Document]:
         docs: dict[int, Document] = {}
@@ -135,20 +163,39 @@ class DocumentDatabase:
         return ids, np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(-1, self.dim)
 
     def scan(self, rows: int) -> Iterator[ScanBlock]:
-        """Every document as blocks of (ids, payload JSONs, vectors), ``rows`` at a time.
+        """Every stored (ids, vectors), ``rows`` at a time.
 
         Holds the database lock until the iteration ends: consume it at once.
         """
         with self._lock:
-            cursor = self._db.execute("SELECT id, payload, vector FROM documents")
+            cursor = self._db.execute("SELECT id, vector FROM documents")
             while chunk := cursor.fetchmany(rows):
                 ids = np.array([r[0] for r in chunk], dtype=np.int64)
-                vectors = np.stack([_from_blob(r[2]) for r in chunk])
-                yield ids, [r[1] for r in chunk], vectors
+                yield ids, np.stack([_from_blob(r[1]) for r in chunk])
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _create_payload_index(self) -> None:
+        """Create the payload index; filled from the stored payloads when the database predates
+        it."""
+        exists = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'fields'"
+        ).fetchone()
+        with self.transaction():
+            for statement in payload_index.SCHEMA:
+                self._db.execute(statement)
+            if not exists:
+                rows = self._db.execute("SELECT id, payload FROM documents").fetchall()
+                self._db.executemany(
+                    payload_index.INSERT,
+                    (field for i, p in rows for field in payload_index.field_rows(i, p)),
+                )
+
+    def _delete_fields(self, ids: Sequence[int]) -> None:
+        for chunk in _chunks(ids):
+            self._db.execute(f"DELETE FROM fields WHERE doc_id IN ({_marks(chunk)})", chunk)
 
 
 def _to_blob(vector: npt.NDArray[np.float32]) -> bytes:

@@ -40,6 +40,7 @@ class FaissIndex:
     positions: dict[int, int]  # id -> position of the live ones
     n_dead: int
     dirty: bool  # changed since the last snapshot
+    _selects: bool | None  # whether the index takes an IDSelector; None: not tried yet
 
     def __init__(self, dim: int, factory: str, *, use_gpu: bool | None, search_params: str) -> None:
         self.dim = dim
@@ -131,6 +132,27 @@ class FaissIndex:
                 return self.index.search(queries, k)  # type: ignore[no-any-return]
         return self.index.search(queries, k)  # type: ignore[no-any-return]
 
+    def search_selected(
+        self, queries: npt.NDArray[np.float32], k: int, allowed: npt.NDArray[np.bool_]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None:
+        """``search`` restricted to the positions where ``allowed`` (a mask over positions) is
+        true, through a FAISS ``IDSelectorBitmap``; None where this index cannot select (GPU
+        indexes, and types without selector support such as IndexPQ)."""
+        if self.on_gpu or self._selects is False:
+            return None
+        bits = np.packbits(allowed, bitorder="little")  # FAISS reads bit i of byte i >> 3
+        selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+        params = _selection_parameters(self.index, selector)
+        try:
+            found = self.index.search(queries, k, params=params)
+        except RuntimeError:
+            if self._selects:  # selection worked on this index before: a real error
+                raise
+            self._selects = False
+            return None
+        self._selects = True
+        return found  # type: ignore[no-any-return]
+
     def ids_at(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Document ids at the given positions; -1 for none and for dead positions."""
         return np.where(positions >= 0, self.labels[np.maximum(positions, 0)], -1)
@@ -168,6 +190,7 @@ class FaissIndex:
         self.positions = {i: p for p, i in enumerate(self.labels.tolist()) if i >= 0}
         self.n_dead = len(self.labels) - len(self.positions)
         self.dirty = True
+        self._selects = None
 
     def _apply_search_params(self, index: Any, *, on_gpu: bool) -> None:
         if not self.search_params:
@@ -193,6 +216,24 @@ class FaissIndex:
                     f"use_gpu=True but FAISS has no GPU version of {self.factory!r}: {error}"
                 ) from None
             return index, False
+
+
+def _selection_parameters(index: Any, selector: Any) -> Any:
+    """SearchParameters carrying ``selector`` and the index's own search settings (nprobe,
+    efSearch), which parameters passed to a search replace."""
+    index = faiss.downcast_index(index)
+    swig: Any = faiss  # faiss's stub lacks the keyword constructors of SearchParameters*
+    if isinstance(index, faiss.IndexPreTransform):
+        return swig.SearchParametersPreTransform(
+            index_params=_selection_parameters(index.index, selector)
+        )
+    if isinstance(index, faiss.IndexIVF):
+        return swig.SearchParametersIVF(
+            sel=selector, nprobe=index.nprobe, max_codes=index.max_codes
+        )
+    if isinstance(index, faiss.IndexHNSW):
+        return swig.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+    return swig.SearchParameters(sel=selector)
 
 
 def _min_training_size(index: Any) -> int:

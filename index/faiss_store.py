@@ -30,7 +30,7 @@ import numpy.typing as npt
 from baihua.index import planning
 from baihua.index.database import DocumentDatabase
 from baihua.index.faiss_index import FaissIndex
-from baihua.index.filters import check_filter
+from baihua.index.filters import parse_filter
 from baihua.index.locks import RWLock
 from baihua.index.snapshot import Snapshot, read_snapshot, write_snapshot
 from baihua.index.store import (
@@ -201,15 +201,15 @@ class FaissStore:
     ) -> list[list[Hit]]:
         """The ``top_k`` best documents per query row, best first.
 
-        ``filter`` keeps documents whose payload has each given top-level key with an equal value.
-        When at least ``top_k`` stored documents match, ``top_k`` hits are returned (see
-        ``planning``).
+        ``filter`` (the language of ``filters``) keeps the documents whose payload matches; a
+        malformed one raises ``FilterError``. When at least ``top_k`` stored documents match,
+        ``top_k`` hits are returned (see ``planning``).
         """
         q = check_vectors(queries, self.dim, "queries")
         top_k = check_top_k(top_k)
-        check_filter(filter)
+        tree = parse_filter(filter)
         with self._lock.read():
-            found = planning.search(self._index, self._db, q, top_k, filter or None)
+            found = planning.search(self._index, self._db, q, top_k, tree)
             docs = self._db.documents({i for hits in found for i, _ in hits})
         return [
             [Hit(i, score, docs[i].text, docs[i].payload) for i, score in hits] for hits in found
@@ -254,6 +254,12 @@ class FaissStore:
     def __len__(self) -> int:
         with self._lock.read():
             return len(self._index.positions)
+
+    def count(self, filter: dict[str, Any] | None = None) -> int:
+        """How many stored documents match ``filter`` (all of them without one)."""
+        tree = parse_filter(filter)
+        with self._lock.read():
+            return self._db.count(tree)
 
     @property
     def persistent(self) -> bool:

@@ -1,29 +1,33 @@
-"""Filtered-search planning for the FAISS store: how many candidates to ask the index for, and
-when an exact scan over the stored documents must take over.
+"""Search planning for the FAISS store: which positions a search may return, how FAISS is asked
+for them, and when an exact scan over the stored documents must take over.
 
-An approximate index returns candidates in score order without knowing the filter, and dead
-positions (deleted or replaced documents) take up places among them. Candidates are fetched in
-widening rounds until ``top_k`` live matching ones are found; when the index cannot supply enough
-(IVF lists not probed, very selective filters), the query is answered by an exact scan.
+A filter is resolved to the ids of the matching documents by the document database's payload
+index; with deleted or replaced documents (dead positions) or a filter, FAISS searches only the
+allowed positions through an IDSelector, so the top k it returns are the top k of the allowed
+documents as far as the index type finds them. Index types without selectors (GPU indexes,
+IndexPQ) fetch candidates in widening rounds instead. A query left with fewer hits than allowed
+documents and ``top_k`` (IVF lists not probed, a very selective filter on HNSW) is answered by an
+exact scan; so is every query when only a few documents are allowed.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import numpy.typing as npt
 
 from baihua.index.database import DocumentDatabase
 from baihua.index.faiss_index import GPU_MAX_K, FaissIndex
-from baihua.index.filters import matches
+from baihua.index.filters import Filter
 
-_FILTER_OVERFETCH = 4  # first candidate list for a filtered search, in multiples of top_k
+_EXACT_BELOW = 1024  # allowed documents below which scoring them directly beats the index
+_FILTER_OVERFETCH = 4  # first candidate list of a widening search, in multiples of top_k
 _FETCH_LIMIT = 4096  # widest candidate list asked of FAISS before an exact scan takes over
 _SCAN_ROWS = 4096  # rows per step of an exact scan, bounding its memory
 
 Ranked = list[list[tuple[int, float]]]  # (id, score) per query, best first
+Block = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]  # ids and their vectors
 
 
 def search(
@@ -31,45 +35,74 @@ def search(
     database: DocumentDatabase,
     queries: npt.NDArray[np.float32],
     top_k: int,
-    filter: dict[str, Any] | None,
+    filter: Filter | None,
 ) -> Ranked:
-    """(id, score) lists per query; widens the FAISS fetch, then scans exactly if needed."""
+    """(id, score) lists per query: the ``top_k`` best allowed documents, fewer if fewer match."""
+    if not index.positions:
+        return [[] for _ in queries]
+    allowed_ids: npt.NDArray[np.int64] | None = None
+    allowed: npt.NDArray[np.bool_] | None = None
+    if filter is not None:
+        allowed_ids = database.matching_ids(filter)
+        if len(allowed_ids) < _EXACT_BELOW:
+            return exact_search(database, queries, top_k, allowed_ids)
+        allowed = np.isin(index.labels, allowed_ids)
+    elif index.n_dead:
+        allowed = index.labels >= 0
+    n_allowed = len(index.positions) if allowed is None else int(allowed.sum())
+    k = min(top_k, len(index.labels))
+    if index.on_gpu and k > GPU_MAX_K:
+        return exact_search(database, queries, top_k, allowed_ids)
+    found: tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]] | None
+    if allowed is None:
+        found = index.search(queries, k)
+    else:
+        found = index.search_selected(queries, k, allowed)
+    if found is None:
+        assert allowed is not None
+        ranked = _widening_search(index, queries, top_k, allowed)
+    else:
+        scores, positions = found
+        ids = index.ids_at(positions)
+        ranked = [
+            [(i, s) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
+            for row_ids, row_scores in zip(ids.tolist(), scores.tolist(), strict=True)
+        ]
+    short = [q for q, hits in enumerate(ranked) if len(hits) < min(top_k, n_allowed)]
+    if short:
+        exact = exact_search(database, queries[short], top_k, allowed_ids)
+        for query, hits in zip(short, exact, strict=True):
+            ranked[query] = hits
+    return ranked
+
+
+def _widening_search(
+    index: FaissIndex,
+    queries: npt.NDArray[np.float32],
+    top_k: int,
+    allowed: npt.NDArray[np.bool_],
+) -> Ranked:
+    """Fetch candidates in doubling rounds, keeping allowed positions, until each query has
+    ``top_k`` or the fetch reaches its limit (the caller scans the short ones exactly)."""
     found: Ranked = [[] for _ in range(len(queries))]
     n_positions = len(index.labels)
-    if not index.positions:
-        return found
     limit = min(n_positions, GPU_MAX_K if index.on_gpu else max(_FETCH_LIMIT, top_k))
-    fetch = top_k if filter is None and not index.n_dead else _FILTER_OVERFETCH * top_k
-    fetch = min(fetch, limit)
-    payloads: dict[int, dict[str, Any]] = {}
-    pending, exact = list(range(len(queries))), []
+    fetch = min(_FILTER_OVERFETCH * top_k, limit)
+    pending = list(range(len(queries)))
     while pending:
         scores, positions = index.search(queries[pending], fetch)
         ids = index.ids_at(positions)
-        if filter is not None:
-            new = {i for i in ids[ids >= 0].tolist() if i not in payloads}
-            payloads.update((i, d.payload) for i, d in database.documents(new).items())
+        keep = (positions >= 0) & allowed[np.maximum(positions, 0)]
         unresolved = []
         for row, query in enumerate(pending):
-            hits = []
-            for i, score in zip(ids[row].tolist(), scores[row].tolist(), strict=True):
-                if i >= 0 and (filter is None or matches(payloads[i], filter)):
-                    hits.append((i, score))
-                    if len(hits) == top_k:
-                        break
-            exhausted = bool((positions[row] < 0).any())
-            if len(hits) == top_k or (fetch == n_positions and not exhausted):
-                found[query] = hits
-            elif exhausted or fetch >= limit:
-                exact.append(query)
-            else:
+            row_ids, row_scores = ids[row][keep[row]].tolist(), scores[row][keep[row]].tolist()
+            hits = list(zip(row_ids, row_scores, strict=True))
+            found[query] = hits[:top_k]
+            exhausted = bool((positions[row] < 0).any()) or fetch >= limit
+            if len(hits) < top_k and not exhausted:
                 unresolved.append(query)
         pending = unresolved
         fetch = min(2 * fetch, limit)
-    if exact:
-        exact_hits = exact_search(database, queries[exact], top_k, filter)
-        for query, hits in zip(exact, exact_hits, strict=True):
-            found[query] = hits
     return found
 
 
@@ -77,17 +110,19 @@ def exact_search(
     database: DocumentDatabase,
     queries: npt.NDArray[np.float32],
     top_k: int,
-    filter: dict[str, Any] | None,
+    allowed_ids: npt.NDArray[np.int64] | None = None,
 ) -> Ranked:
-    """Score every stored (matching) document, streaming the table in bounded steps."""
+    """Score every stored document (or the allowed ones), in bounded steps."""
+    blocks: Iterable[Block]
+    if allowed_ids is not None and len(allowed_ids) < _EXACT_BELOW:
+        stored = database.vectors(allowed_ids.tolist())
+        ids = np.array(sorted(stored), dtype=np.int64)
+        blocks = [(ids, np.stack([stored[i] for i in ids.tolist()]))] if len(ids) else []
+    else:
+        blocks = _scan(database, allowed_ids)
     best_ids = np.empty((len(queries), 0), dtype=np.int64)
     best_scores = np.empty((len(queries), 0), dtype=np.float32)
-    for ids, payloads, vectors in database.scan(_SCAN_ROWS):
-        if filter is not None:
-            keep_rows = [r for r, p in enumerate(payloads) if matches(json.loads(p), filter)]
-            if not keep_rows:
-                continue
-            ids, vectors = ids[keep_rows], vectors[keep_rows]
+    for ids, vectors in blocks:
         scores = queries @ vectors.T
         best_scores = np.concatenate([best_scores, scores], axis=1)
         best_ids = np.concatenate([best_ids, np.broadcast_to(ids, scores.shape)], axis=1)
@@ -98,3 +133,12 @@ def exact_search(
         list(zip(row_ids.tolist(), row_scores.tolist(), strict=True))
         for row_ids, row_scores in zip(best_ids, best_scores, strict=True)
     ]
+
+
+def _scan(database: DocumentDatabase, allowed_ids: npt.NDArray[np.int64] | None) -> Iterator[Block]:
+    for ids, vectors in database.scan(_SCAN_ROWS):
+        if allowed_ids is not None:
+            keep = np.isin(ids, allowed_ids)
+            ids, vectors = ids[keep], vectors[keep]
+        if len(ids):
+            yield ids, vectors

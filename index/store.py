@@ -100,7 +100,8 @@ class Store(Protocol):
     def search(
         self, queries: npt.ArrayLike, top_k: int, filter: dict[str, Any] | None = None
     ) -> list[list[Hit]]:
-        """The ``top_k`` best documents per query row whose payload matches ``filter``."""
+        """The ``top_k`` best documents per query row whose payload matches ``filter`` (the
+        language of ``index.filters``; ``FilterError`` when malformed)."""
         ...
 
     def vectors(self, ids: IdsLike) -> npt.NDArray[np.float32]:
@@ -116,6 +117,10 @@ class Store(Protocol):
         ...
 
     def __len__(self) -> int: ...
+
+    def count(self, filter: dict[str, Any] | None = None) -> int:
+        """How many stored documents match ``filter`` (all of them without one)."""
+        ...
 
     def save(self) -> None:
         """Persist what lets the next open start fast (documents are committed already)."""

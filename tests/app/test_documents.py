@@ -113,6 +113,18 @@ def test_search_filter_keeps_only_matching_payloads(client: httpx.Client) -> Non
     assert sorted(hit["id"] for hit in hits) == [1, 3]
 
 
+def test_search_filter_operators_and_a_malformed_filter(client: httpx.Client) -> None:
+    add(client, DOCS)
+    body = {"query": "我在中国", "top_k": 10, "filter": {"lang": {"$in": ["en"]}}}
+    hits = client.post("/search", json=body).json()["results"]
+    assert sorted(hit["id"] for hit in hits) == [1, 3]
+
+    body["filter"] = {"lang": {"$like": "e%"}}
+    response = client.post("/search", json=body)
+    assert response.status_code == 422
+    assert "unknown operator '$like'" in response.json()["detail"]
+
+
 def test_search_with_queries_returns_a_list_per_query(
     client: httpx.Client, pipeline: EmbeddingPipeline
 ) -> None:

@@ -59,3 +59,46 @@ def recall_at_k(hits: list[list[Any]], expected_ids: np.ndarray) -> float:
         for row, exp in zip(hits, expected_ids, strict=True)
     ]
     return sum(found) / (k * len(hits))
+
+
+def reference_matches(payload: dict[str, Any], filter: dict[str, Any]) -> bool:
+    """The filter language read straight from its JSON, independently of index/filters.py."""
+    for key, condition in filter.items():
+        if key == "$and":
+            ok = all(reference_matches(payload, f) for f in condition)
+        elif key == "$or":
+            ok = any(reference_matches(payload, f) for f in condition)
+        elif isinstance(condition, dict):
+            ok = all(_reference_op(payload, key, op, v) for op, v in condition.items())
+        else:
+            ok = _reference_op(payload, key, "$eq", condition)
+        if not ok:
+            return False
+    return True
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return type(value).__name__
+
+
+def _reference_op(payload: dict[str, Any], key: str, op: str, operand: Any) -> bool:
+    def same(value: Any) -> bool:
+        return key in payload and _kind(payload[key]) == _kind(value) and payload[key] == value
+
+    if op in ("$eq", "$ne"):
+        return same(operand) == (op == "$eq")
+    if op in ("$in", "$nin"):
+        return any(same(v) for v in operand) == (op == "$in")
+    if key not in payload or _kind(payload[key]) != _kind(operand):
+        return False
+    value = payload[key]
+    return {
+        "$gt": value > operand,
+        "$gte": value >= operand,
+        "$lt": value < operand,
+        "$lte": value <= operand,
+    }[op]

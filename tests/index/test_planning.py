@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import hypothesis.extra.numpy as hnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from baihua.index import FaissStore
-from tests.index.support import DIM, assert_matches_brute_force, unit_vectors
+from tests.index.support import (
+    DIM,
+    assert_matches_brute_force,
+    brute_force,
+    recall_at_k,
+    reference_matches,
+    unit_vectors,
+)
 
 coordinates = st.floats(-1, 1, width=32)
 
@@ -46,3 +56,76 @@ def test_ivf_returns_top_k_when_probed_lists_hold_too_few_matches() -> None:
 
     assert all(len(row) == 10 for row in hits)
     assert_matches_brute_force(hits, rare, vectors[rare], queries, 10)
+
+
+def catalogue(n: int, factory: str, **kwargs: Any) -> tuple[FaissStore, np.ndarray, list[dict]]:
+    rng = np.random.default_rng(3)
+    stored = [
+        {"price": int(p), "lang": str(g)}
+        for p, g in zip(rng.integers(0, 100, n), rng.choice(["zh", "en"], n), strict=True)
+    ]
+    vectors = unit_vectors(n)
+    store = FaissStore(DIM, factory, **kwargs)
+    store.add(np.arange(n), vectors, ["t"] * n, stored)
+    return store, vectors, stored
+
+
+FILTERS = [
+    {"price": {"$gte": 30}},
+    {"$or": [{"lang": "zh"}, {"price": {"$lt": 10}}]},
+    {"lang": {"$ne": "en"}, "price": {"$nin": [1, 2, 3]}},
+]
+
+
+@pytest.mark.parametrize("filter", FILTERS)
+@pytest.mark.parametrize(("factory", "params"), [("Flat", ""), ("IVF16,Flat", "nprobe=16")])
+def test_exact_index_types_search_the_filter_through_a_faiss_selector(
+    factory: str, params: str, filter: dict[str, Any]
+) -> None:
+    store, vectors, stored = catalogue(4000, factory, search_params=params)
+    matching = np.array([i for i, p in enumerate(stored) if reference_matches(p, filter)])
+    assert len(matching) > 1024  # past the direct exact scoring of small matching sets
+    queries = unit_vectors(10, seed=1)
+
+    hits = store.search(queries, 10, filter=filter)
+
+    assert store._index._selects is True  # the selector path answered, not the widening loop
+    assert_matches_brute_force(hits, matching, vectors[matching], queries, 10)
+
+
+def test_hnsw_with_a_selector_keeps_recall_over_the_matching_documents() -> None:
+    store, vectors, stored = catalogue(4000, "HNSW16", search_params="efSearch=64")
+    filter = FILTERS[0]
+    matching = np.array([i for i, p in enumerate(stored) if reference_matches(p, filter)])
+    queries = unit_vectors(50, seed=1)
+
+    hits = store.search(queries, 10, filter=filter)
+
+    assert store._index._selects is True
+    assert all(stored[h.id]["price"] >= 30 for row in hits for h in row)
+    expected_ids, _ = brute_force(matching, vectors[matching], queries, 10)
+    assert recall_at_k(hits, expected_ids) >= 0.9
+
+
+def test_index_without_selectors_falls_back_to_widening_and_keeps_only_matches() -> None:
+    store, vectors, stored = catalogue(4000, "PQ8x4np")
+    store.train()
+    filter = FILTERS[1]
+
+    hits = store.search(unit_vectors(10, seed=1), 10, filter=filter)
+
+    assert store._index._selects is False  # IndexPQ takes no IDSelector
+    assert all(len(row) == 10 for row in hits)
+    assert all(reference_matches(stored[h.id], filter) for row in hits for h in row)
+
+
+def test_dead_positions_are_excluded_through_the_selector() -> None:
+    store, vectors, _ = catalogue(2000, "Flat")
+    store.delete(np.arange(0, 2000, 9))  # under the compaction threshold: positions stay dead
+    kept = np.setdiff1d(np.arange(2000), np.arange(0, 2000, 9))
+    queries = unit_vectors(10, seed=1)
+
+    hits = store.search(queries, 10)
+
+    assert store._index.n_dead and store._index._selects is True
+    assert_matches_brute_force(hits, kept, vectors[kept], queries, 10)
