@@ -14,12 +14,12 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from baihua.core.errors import UsageError
+from baihua.core.files import write_atomic
 from baihua.encoder import EmbeddingPipeline, Encoder
 from baihua.encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
 from baihua.encoder.encoder import TextType
 from baihua.index import Store
 from baihua.whitening import Flow, Moments, Whitening
-from baihua.whitening.artifact import write_atomic
 
 T = TypeVar("T")
 

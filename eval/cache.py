@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from baihua.whitening.artifact import write_atomic
+from baihua.core.files import write_atomic
 
 Encode = Callable[[list[str], list[str]], dict[str, np.ndarray]]
 

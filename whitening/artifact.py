@@ -22,6 +22,7 @@ import safetensors
 import safetensors.numpy
 
 from baihua.core.errors import BaihuaError
+from baihua.core.files import fsync_dir, write_synced
 
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "transform.json"
@@ -166,36 +167,6 @@ def register_transform(method: str, loader: Callable[[Path], Transform]) -> None
     _LOADERS[method] = loader
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes a rename inside the folder durable, not just the renamed file's content.
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _write_synced(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _check_replaceable(path: Path) -> None:
     if not path.exists():
         return
@@ -246,16 +217,16 @@ def save_artifact(
     weights = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        _write_synced(staging / WEIGHTS_FILE, weights)
-        _write_synced(
+        write_synced(staging / WEIGHTS_FILE, weights)
+        write_synced(
             staging / METADATA_FILE, metadata.model_dump_json(indent=2, exclude_none=True).encode()
         )
-        _fsync_dir(staging)
+        fsync_dir(staging)
         _move_into_place(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> TransformMetadata:

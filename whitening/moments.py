@@ -16,7 +16,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from baihua.whitening.artifact import ArtifactError, write_atomic
+from baihua.core.files import write_atomic
+from baihua.whitening.artifact import ArtifactError
 
 # Rows cast to float64 at a time: bounds the temporary copy (8192 × 768 × 8 B ≈ 50 MB).
 BLOCK_ROWS = 8192
