@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from baihua.app.settings import Settings
-from baihua.encoder import EmbeddingPipeline, Encoder
+from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec
 from baihua.index import FaissStore, Store
 
 
@@ -21,11 +21,15 @@ def build_encoder(settings: Settings) -> Encoder:
 
 
 def build_pipeline(settings: Settings) -> EmbeddingPipeline:
-    """The encoder plus the configured transform artifact, checked against each other."""
-    from baihua.whitening import load_transform
+    """The encoder plus the configured transform artifact, checked against each other (the
+    artifact first, so a bad path fails before the model loads)."""
+    from baihua.whitening import check_compatible, load_transform
 
     transform = load_transform(settings.whitening) if settings.whitening else None
-    return EmbeddingPipeline(build_encoder(settings), transform)
+    encoder = build_encoder(settings)
+    if transform is not None:
+        check_compatible(transform.metadata, encoder_spec(encoder), path=settings.whitening)
+    return EmbeddingPipeline(encoder, transform)
 
 
 def open_store(settings: Settings, dim: int) -> Store:

@@ -15,7 +15,8 @@ import numpy as np
 
 from baihua.core.errors import UsageError
 from baihua.core.files import write_atomic
-from baihua.encoder import EmbeddingPipeline, Encoder
+from baihua.core.spec import SpecMismatchError, check_space
+from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec
 from baihua.encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
 from baihua.encoder.encoder import TextType
 from baihua.index import Store
@@ -38,8 +39,10 @@ class FitJob:
     `<out>.partial/` holds the checkpoint: for whitening the running float64 moments
     (`moments-<n>.st`, d² numbers whatever the corpus size), for flow every encoded chunk
     (`vectors-<start>.npy`: a flow trains on the vectors themselves). `progress.json`, written
-    after each chunk's file, is the commit point; a rerun with the same corpus, model, pooling,
-    max length and text type resumes after the last committed chunk.
+    after each chunk's file, is the commit point; it records the job (corpus, method, text type)
+    and the encoder's `EmbeddingSpec`. A rerun of the same job resumes after the last committed
+    chunk; a rerun with another corpus, method, text type or encoder space is refused, naming
+    what differs, since mixing the checkpoint's vectors with new ones would fit nonsense.
     """
 
     corpus: Path
@@ -56,13 +59,10 @@ class FitJob:
     def partial(self) -> Path:
         return self.out.with_name(self.out.name + ".partial")
 
-    def _identity(self) -> dict[str, int | str]:
+    def _job(self) -> dict[str, str]:
         return {
             "corpus": str(self.corpus.resolve()),
             "method": self.method,
-            "model": self.encoder.name,
-            "pooling": self.encoder.pooling,
-            "max_length": self.encoder.max_length,
             "text_type": self.text_type,
         }
 
@@ -87,13 +87,26 @@ class FitJob:
         return self.done()
 
     def done(self) -> int:
-        """Sentences that a committed checkpoint of this same job covers."""
+        """Sentences that a committed checkpoint of this same job covers; SpecMismatchError if
+        the checkpoint belongs to another job or encoder space."""
         progress = self.partial / "progress.json"
-        if progress.is_file():
-            record = json.loads(progress.read_text())
-            if record["identity"] == self._identity():
-                return int(record["sentences_done"])
-        return 0
+        if not progress.is_file():
+            return 0
+        record = json.loads(progress.read_text())
+        if "identity" in record:  # written before specs: one dict of job and encoder fields
+            identity = record["identity"]
+            record["job"] = {k: identity[k] for k in ("corpus", "method", "text_type")}
+            record["spec"] = {k: identity[k] for k in ("model", "pooling", "max_length")}
+        what = f"the fit checkpoint {self.partial}"
+        hint = (
+            f"rerun with the settings it was started with, or delete {self.partial} to start over"
+        )
+        job = self._job()
+        differences = {k: (record["job"][k], job[k]) for k in job if record["job"][k] != job[k]}
+        if differences:
+            raise SpecMismatchError(what, differences, hint)
+        check_space(record["spec"], encoder_spec(self.encoder), what=what, hint=hint)
+        return int(record["sentences_done"])
 
     def run(self, progress: Progress | None = None) -> Whitening | Flow:
         done = self.done()
@@ -104,16 +117,17 @@ class FitJob:
         for chunk in chunked(sentences, self.chunk_size):
             vectors = self.encoder.encode(chunk, text_type=self.text_type, progress=progress)
             self._checkpoint(vectors, done)
-            record = {"identity": self._identity(), "sentences_done": done + len(chunk)}
+            record = {
+                "job": self._job(),
+                "spec": encoder_spec(self.encoder).to_dict(),
+                "sentences_done": done + len(chunk),
+            }
             write_atomic(self.partial / "progress.json", json.dumps(record).encode())
             (self.partial / f"moments-{done}.st").unlink(missing_ok=True)
             done += len(chunk)
         transform = self._fit(done)
         transform.save_pretrained(
-            self.out,
-            model=self.encoder.name,
-            pooling=self.encoder.pooling,
-            max_length=self.encoder.max_length,
+            self.out, spec=encoder_spec(self.encoder), text_type=self.text_type
         )
         shutil.rmtree(self.partial, ignore_errors=True)
         return transform
@@ -148,8 +162,9 @@ class IndexBuildJob:
 
     Ids come from a JSONL record's `id`, else the sentence's position in the corpus, and every
     chunk is upserted: rerunning after a crash or on the same corpus never duplicates documents.
-    `progress_file` records how far the last run got, so a rerun skips that part; it is the
-    job's, not the store's (a store need not live in a local folder).
+    `progress_file` records the corpus, the pipeline's `EmbeddingSpec` and how far the last run
+    got, so a rerun skips that part; a rerun in another space is refused. It is the job's, not
+    the store's (a store need not live in a local folder).
     """
 
     corpus: Path
@@ -158,16 +173,25 @@ class IndexBuildJob:
     progress_file: Path
     chunk_size: int = 1024
 
-    def _identity(self) -> dict[str, str]:
-        return {"corpus": str(self.corpus.resolve()), "model": self.pipeline.encoder.name}
-
     def done(self) -> int:
-        """Documents a previous run of this job already stored."""
-        if self.progress_file.is_file():
-            record = json.loads(self.progress_file.read_text())
-            if record.get("identity") == self._identity():
-                return int(record["documents_done"])
-        return 0
+        """Documents a previous run of this job already stored (0 for another corpus: that is a
+        new job); SpecMismatchError if that run embedded in another space."""
+        if not self.progress_file.is_file():
+            return 0
+        record = json.loads(self.progress_file.read_text())
+        if "identity" in record:  # written before specs: corpus and model name only
+            record |= {"corpus": record["identity"]["corpus"]}
+            record |= {"spec": {"model": record["identity"]["model"]}}
+        if record["corpus"] != str(self.corpus.resolve()):
+            return 0
+        check_space(
+            record["spec"],
+            self.pipeline.spec,
+            what=f"the index build recorded in {self.progress_file}",
+            hint="rerun with the model and whitening it was started with, or rebuild the index "
+            "in the new space with `baihua index reembed`",
+        )
+        return int(record["documents_done"])
 
     def run(self, progress: Progress | None = None) -> int:
         """Store every document; returns how many the corpus holds."""
@@ -178,7 +202,11 @@ class IndexBuildJob:
             vectors = self.pipeline.embed(list(texts), text_type="passage", progress=progress)
             self.store.upsert(list(ids), vectors.vectors, list(texts), list(payloads))
             done += len(chunk)
-            record = {"identity": self._identity(), "documents_done": done}
+            record = {
+                "corpus": str(self.corpus.resolve()),
+                "spec": self.pipeline.spec.to_dict(),
+                "documents_done": done,
+            }
             write_atomic(self.progress_file, json.dumps(record).encode())
         self.store.save()
         return done

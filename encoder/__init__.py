@@ -2,7 +2,13 @@
 
 from baihua.encoder.encoder import Encoded, Encoder, ModelLoadError
 from baihua.encoder.models import ModelSpec, default_cache_dir, resolve_model
-from baihua.encoder.pipeline import Embedded, EmbeddingPipeline, VectorTransform, l2_normalize
+from baihua.encoder.pipeline import (
+    Embedded,
+    EmbeddingPipeline,
+    VectorTransform,
+    encoder_spec,
+    l2_normalize,
+)
 from baihua.encoder.pooling import POOLINGS
 
 __all__ = [
@@ -15,6 +21,7 @@ __all__ = [
     "ModelSpec",
     "VectorTransform",
     "default_cache_dir",
+    "encoder_spec",
     "l2_normalize",
     "resolve_model",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from transformers.utils import logging as hf_logging
 
 from baihua.core.errors import BaihuaError, UsageError
 from baihua.encoder.batching import length_sorted_batches
-from baihua.encoder.models import ModelSpec, model_path, resolve_model
+from baihua.encoder.fingerprint import model_fingerprint
+from baihua.encoder.models import ModelSpec, default_cache_dir, model_path, resolve_model
 from baihua.encoder.pooling import check_poolings, pool
 
 TextType = Literal["query", "passage"]
@@ -87,9 +89,11 @@ class Encoder:
         self.batch_size = batch_size
         self.device = resolve_device(device)
         self.dtype = dtype
+        self.backend = "torch"
         if num_threads:
             torch.set_num_threads(num_threads)
         path = model_path(self.spec, cache_dir)
+        self._path, self._cache_dir = path, cache_dir or default_cache_dir()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             # Quiet: the load report calls a missing pooler "newly initialized"; we drop it below.
@@ -111,6 +115,11 @@ class Encoder:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Digest of the model's config, tokenizer and weight files (see `fingerprint.py`)."""
+        return model_fingerprint(self._path, self._cache_dir)
 
     def prefix(self, text_type: TextType) -> str:
         return self.spec.query_prefix if text_type == "query" else self.spec.passage_prefix

@@ -7,12 +7,14 @@ It lives in `encoder` so every consumer can import it; the transform is any obje
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from baihua.core.spec import EmbeddingSpec
 from baihua.encoder.encoder import Encoder, TextType
 
 
@@ -21,7 +23,25 @@ class VectorTransform(Protocol):
 
     def transform(self, X: np.ndarray) -> np.ndarray: ...
 
-    def check_compatible(self, *, model: str, pooling: str) -> None: ...
+    def digest(self) -> str: ...
+
+    def check_compatible(self, spec: EmbeddingSpec) -> None: ...
+
+
+def encoder_spec(
+    encoder: Encoder, *, pooling: str | None = None, max_length: int | None = None
+) -> EmbeddingSpec:
+    """The space of `encoder`'s raw vectors, with another pooling or token limit if given."""
+    return EmbeddingSpec(
+        model=encoder.name,
+        weights=encoder.fingerprint,
+        pooling=pooling or encoder.pooling,
+        max_length=max_length or encoder.max_length,
+        query_prefix=encoder.spec.query_prefix,
+        passage_prefix=encoder.spec.passage_prefix,
+        backend=encoder.backend,
+        dtype=encoder.dtype,
+    )
 
 
 @dataclass
@@ -41,9 +61,17 @@ class EmbeddingPipeline:
 
     def __init__(self, encoder: Encoder, transform: VectorTransform | None = None) -> None:
         if transform is not None:
-            transform.check_compatible(model=encoder.name, pooling=encoder.pooling)
+            transform.check_compatible(encoder_spec(encoder))
         self.encoder = encoder
         self.transform = transform
+
+    @functools.cached_property
+    def spec(self) -> EmbeddingSpec:
+        """The space of the vectors `embed` returns with `whiten=True`."""
+        raw = encoder_spec(self.encoder)
+        if self.transform is None:
+            return raw
+        return raw.with_transform(self.transform.digest(), self.transform.n_components_)
 
     @property
     def dim(self) -> int:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from baihua.core.files import write_atomic
+from baihua.core.spec import EmbeddingSpec, check_space
+
+logger = logging.getLogger(__name__)
 
 Encode = Callable[[list[str], list[str]], dict[str, np.ndarray]]
 
@@ -22,19 +27,36 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 class VectorCache:
-    """Vectors of distinct texts for one (model, dtype, max length, text type), one array per
-    pooling.
+    """Vectors of distinct texts in one encoder space and text type, one array per pooling.
 
-    Layout: `<root>/<key>/texts.json` and `<pooling>.npy`, rows aligned with the texts.
+    Layout: `<root>/<key>/texts.json` and `<pooling>.npy`, rows aligned with the texts, and
+    `specs.json`, the `EmbeddingSpec` of each pooling's vectors. The folder is found by model
+    name, dtype, max length, text type (and backend, when not torch); the recorded specs are then
+    checked against `spec`, so another model saved under the same name is an error naming the
+    fields, not stale vectors. Folders written before specs existed are adopted: their vectors
+    are taken to be of `spec` (a warning says so) and the spec is recorded.
+
+    Parameters
+    ----------
+    spec : the encoder's raw space at the cache's max length; its pooling is replaced by each
+        pooling's own.
+    text_type : "query" or "passage", the prefix the texts were encoded with.
     """
 
-    def __init__(
-        self, root: Path, *, model: str, dtype: str, max_length: int, text_type: str
-    ) -> None:
-        key = {"model": model, "dtype": dtype, "max_length": max_length, "text_type": text_type}
+    def __init__(self, root: Path, spec: EmbeddingSpec, *, text_type: str) -> None:
+        key: dict[str, str | int] = {
+            "model": spec.model,
+            "dtype": spec.dtype,
+            "max_length": spec.max_length,
+            "text_type": text_type,
+        }
+        if spec.backend != "torch":  # keeps the folders of torch vectors written before backends
+            key["backend"] = spec.backend
+        self.spec = spec.raw
         self.folder = root / hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "key.json").write_text(json.dumps(key))
+        if not (self.folder / "key.json").exists():
+            write_atomic(self.folder / "key.json", json.dumps(key).encode())
         texts_file = self.folder / "texts.json"
         self.texts: list[str] = json.loads(texts_file.read_text()) if texts_file.exists() else []
         self.rows = {text: row for row, text in enumerate(self.texts)}
@@ -45,6 +67,31 @@ class VectorCache:
             for path in self.folder.glob("*.npy")
             if len(vectors := np.load(path)) >= len(self.texts)
         }
+        self._check_specs()
+
+    def _spec_of(self, pooling: str) -> EmbeddingSpec:
+        return dataclasses.replace(self.spec, pooling=pooling)
+
+    def _check_specs(self) -> None:
+        specs_file = self.folder / "specs.json"
+        recorded = json.loads(specs_file.read_text()) if specs_file.exists() else {}
+        for pooling in self.vectors:
+            if pooling in recorded:
+                check_space(
+                    recorded[pooling],
+                    self._spec_of(pooling),
+                    what=f"the vector cache {self.folder} ({pooling} vectors)",
+                    hint=f"delete {self.folder} to encode again",
+                )
+        unrecorded = sorted(set(self.vectors) - set(recorded))
+        if unrecorded:
+            logger.warning(
+                "vector cache %s predates vector-space records: taking its %s vectors to be of %s",
+                self.folder,
+                ", ".join(unrecorded),
+                self.spec.summary(),
+            )
+            self._save_specs()
 
     def get(
         self, texts: Sequence[str], poolings: Sequence[str], encode: Encode
@@ -67,7 +114,13 @@ class VectorCache:
         index = np.fromiter((self.rows[t] for t in texts), dtype=np.int64, count=len(texts))
         return {p: self.vectors[p][index] for p in poolings}
 
+    def _save_specs(self) -> None:
+        specs = {pooling: self._spec_of(pooling).to_dict() for pooling in sorted(self.vectors)}
+        write_atomic(self.folder / "specs.json", json.dumps(specs).encode())
+
     def _save(self) -> None:
+        # specs.json first: a spec without its array is harmless, an array without one is adopted.
+        self._save_specs()
         for pooling, vectors in self.vectors.items():
             _save_npy(self.folder / f"{pooling}.npy", vectors)
         write_atomic(

@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from baihua.core.errors import UsageError
-from baihua.encoder import Encoder, l2_normalize
+from baihua.encoder import Encoder, encoder_spec, l2_normalize
 from baihua.encoder.encoder import TextType
 from baihua.eval.beir import BeirDataset
 from baihua.eval.cache import Encode, VectorCache
@@ -159,9 +159,7 @@ class RetrievalEval:
         for text_type, texts in sides:
             cache = VectorCache(
                 self.cache_dir,
-                model=encoder.name,
-                dtype=encoder.dtype,
-                max_length=self.max_length,
+                encoder_spec(encoder, max_length=self.max_length),
                 text_type=text_type,
             )
             out[text_type] = cache.get(texts, self.poolings, self._encoder(encoder, text_type))

@@ -12,11 +12,11 @@ import numpy as np
 from scipy.stats import rankdata
 
 from baihua.core.errors import UsageError
-from baihua.encoder import Encoder, l2_normalize
+from baihua.encoder import Encoder, encoder_spec, l2_normalize
 from baihua.eval.cache import VectorCache
 from baihua.eval.datasets import StsTask, load_task
 from baihua.eval.transforms import TransformSpec, fit_transform
-from baihua.whitening import Flow, Whitening
+from baihua.whitening import Flow, Whitening, read_metadata
 
 # The paper's token limits: 64, and 128 for PAWSX's long sentences.
 PAPER_MAX_LENGTHS = {"PAWSX": 128}
@@ -56,7 +56,7 @@ class StsEval:
     cache_dir: Path
     fit_on: str | list[str] = "task"
     splits: Sequence[str] = ("test",)
-    max_length: int | None = None  # None: the paper's per-task limits
+    max_length: int | None = None  # None: an artifact row's limit, else the paper's
     progress: Callable[[int], None] | None = None
 
     def run(self, encoder: Encoder) -> list[StsResult]:
@@ -77,7 +77,10 @@ class StsEval:
                     transform = fit_transform(spec, vectors[pooling]["fit"])
                     fit_seconds = time.perf_counter() - started
                     if transform is not None:
-                        transform.check_compatible(model=encoder.name, pooling=pooling)
+                        space = encoder_spec(
+                            encoder, pooling=pooling, max_length=self._max_length(task.name)
+                        )
+                        transform.check_compatible(space)
                     for split in self.splits:
                         result = results[(pooling, spec.name, split)]
                         score = self._score(task, split, vectors[pooling], transform)
@@ -91,15 +94,22 @@ class StsEval:
             if split not in task.splits:
                 raise UsageError(f"task {task.name} has no {split} split")
 
+    def _max_length(self, task: str) -> int:
+        """The limit asked for; else a saved artifact's own (it was fitted at that limit, so the
+        whole table is encoded at it); else the paper's."""
+        if self.max_length:
+            return self.max_length
+        for spec in self.transforms:
+            if spec.method == "artifact":
+                assert spec.path is not None
+                return int(read_metadata(spec.path).spec["max_length"])
+        return PAPER_MAX_LENGTHS.get(task, 64)
+
     def _vectors(self, encoder: Encoder, task: StsTask) -> dict[str, dict[str, np.ndarray]]:
         """pooling → {"<split>.1", "<split>.2", "fit"} → vectors."""
-        max_length = self.max_length or PAPER_MAX_LENGTHS.get(task.name, 64)
+        max_length = self._max_length(task.name)
         cache = VectorCache(
-            self.cache_dir,
-            model=encoder.name,
-            dtype=encoder.dtype,
-            max_length=max_length,
-            text_type="query",
+            self.cache_dir, encoder_spec(encoder, max_length=max_length), text_type="query"
         )
 
         def encode(texts: list[str], poolings: list[str]) -> dict[str, np.ndarray]:

@@ -13,8 +13,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def build_tiny_bert(folder: Path, *, with_pooler: bool = True) -> Path:
-    """A 2-layer, 32-wide random BERT with a WordPiece tokenizer, saved like a hub checkpoint."""
+def build_tiny_bert(folder: Path, *, with_pooler: bool = True, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide random BERT with a WordPiece tokenizer, saved like a hub checkpoint;
+    another `seed` gives other weights of the same shapes."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
@@ -39,7 +40,7 @@ def build_tiny_bert(folder: Path, *, with_pooler: bool = True) -> Path:
         mask_token="[MASK]",
         model_max_length=128,
     )
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=32,

@@ -1,13 +1,16 @@
 """Fitted-transform artifacts: a folder holding ``model.safetensors`` and ``transform.json``.
 
-The metadata names the encoder the transform was fitted for, so that loading it next to another
-model or pooling fails loudly instead of returning wrong vectors. Writes are atomic: files go to
-a temporary sibling first and are renamed into place only once complete and fsynced.
+The metadata records the space of the vectors the transform was fitted on (an
+``EmbeddingSpec``), so that using it after another encoder — another model, pooling, token limit,
+prefix, backend or dtype — fails loudly, naming the fields, instead of returning wrong vectors.
+Writes are atomic: files go to a temporary sibling first and are renamed into place only once
+complete and fsynced.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -23,6 +26,7 @@ import safetensors.numpy
 
 from baihua.core.errors import BaihuaError
 from baihua.core.files import fsync_dir, write_synced
+from baihua.core.spec import EmbeddingSpec, SpecMismatchError, check_space, library_version
 
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "transform.json"
@@ -32,15 +36,8 @@ class ArtifactError(BaihuaError, ValueError):
     """An artifact folder is missing, incomplete or corrupt."""
 
 
-class ArtifactMismatchError(ArtifactError):
-    """An artifact was fitted for another model or pooling than the one it is used with."""
-
-
-def _library_version() -> str:
-    try:
-        return importlib.metadata.version("baihua")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+class ArtifactMismatchError(SpecMismatchError, ArtifactError):
+    """An artifact was fitted on vectors of another space than the encoder it is used with."""
 
 
 class FlowParams(pydantic.BaseModel):
@@ -66,16 +63,19 @@ class FlowParams(pydantic.BaseModel):
 class TransformMetadata(pydantic.BaseModel):
     """What a fitted transform was fitted on and with; stored as ``transform.json``.
 
-    ``beta`` and ``gamma`` are required for whitening and meaningless for a flow, which needs
-    ``flow`` instead.
+    ``spec`` is the space of the fitting vectors (``EmbeddingSpec.to_dict()`` of the raw encoder);
+    artifacts written before specs existed recorded only ``model``, ``pooling`` and
+    ``max_length``, which are read into a partial ``spec``. ``text_type`` says whether the fitting
+    sentences were encoded as queries or passages (recorded, not checked: one transform serves
+    both sides). ``beta`` and ``gamma`` are required for whitening and meaningless for a flow,
+    which needs ``flow`` instead.
     """
 
     model_config = pydantic.ConfigDict(frozen=True)
 
     method: Literal["whitening", "flow"]
-    model: str = pydantic.Field(min_length=1)
-    pooling: str = pydantic.Field(min_length=1)
-    max_length: int = pydantic.Field(gt=0)
+    spec: dict[str, Any]
+    text_type: Literal["query", "passage"] | None = None
     n_features_in: int = pydantic.Field(gt=0)
     n_components: int = pydantic.Field(gt=0)
     beta: float | None = None
@@ -83,8 +83,26 @@ class TransformMetadata(pydantic.BaseModel):
     eigenvalue_floor: float = pydantic.Field(default=0.0, ge=0.0)
     flow: FlowParams | None = None
     n_samples: int = pydantic.Field(ge=0)
-    library_version: str = pydantic.Field(default_factory=_library_version)
+    library_version: str = pydantic.Field(default_factory=library_version)
     created: pydantic.AwareDatetime = pydantic.Field(default_factory=lambda: datetime.now(UTC))
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _read_legacy_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "spec" not in data:
+            legacy = ("model", "pooling", "max_length")
+            data = {k: v for k, v in data.items() if k not in legacy} | {
+                "spec": {k: data[k] for k in legacy if k in data}
+            }
+        return data
+
+    @pydantic.model_validator(mode="after")
+    def _check_spec(self) -> TransformMetadata:
+        if "weights" in self.spec:
+            EmbeddingSpec.from_dict(self.spec)  # raises, naming the bad field
+        elif not {"model", "pooling", "max_length"} <= self.spec.keys():
+            raise ValueError("spec needs at least model, pooling and max_length")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _check_method_fields(self) -> TransformMetadata:
@@ -103,7 +121,9 @@ class Transform(Protocol):
 
     def transform(self, X: Any) -> np.ndarray: ...
 
-    def check_compatible(self, *, model: str, pooling: str) -> None: ...
+    def digest(self) -> str: ...
+
+    def check_compatible(self, spec: EmbeddingSpec) -> None: ...
 
 
 class LoadableTransform:
@@ -123,27 +143,29 @@ class LoadableTransform:
         raise NotImplementedError
 
     def save_pretrained(
-        self, path: str | os.PathLike[str], *, model: str, pooling: str, max_length: int
+        self,
+        path: str | os.PathLike[str],
+        *,
+        spec: EmbeddingSpec,
+        text_type: Literal["query", "passage"] | None = None,
     ) -> None:
-        """Save to an artifact folder, recording the encoder settings the vectors came from.
+        """Save to an artifact folder, recording the space the fitting vectors came from.
 
         Parameters
         ----------
         path : path-like
             Artifact folder; an existing artifact there is replaced atomically.
-        model : str
-            Encoder name or path; loading next to another model is refused.
-        pooling : str
-            Pooling of the encoder's hidden states, e.g. ``"last-avg"`` or ``"first-last-avg"``.
-        max_length : int
-            Token limit the fitting sentences were encoded with.
+        spec : EmbeddingSpec
+            The encoder's space (``encoder_spec(encoder)``); loading next to an encoder with
+            another space is refused. A transform in ``spec`` is dropped: this one replaces it.
+        text_type : "query", "passage" or None
+            Which prefix the fitting sentences were encoded with, for the record.
         """
         self._check_is_fitted("save_pretrained")
         tensors, fields = self._artifact_contents()
         metadata = TransformMetadata(
-            model=model,
-            pooling=pooling,
-            max_length=max_length,
+            spec=spec.raw.to_dict(),
+            text_type=text_type,
             n_features_in=self.n_features_in_,
             n_components=self.n_components_,
             n_samples=self.n_samples_seen_,
@@ -151,12 +173,33 @@ class LoadableTransform:
         )
         save_artifact(path, tensors, metadata)
 
-    def check_compatible(self, *, model: str, pooling: str) -> None:
-        """Raise ArtifactMismatchError if this was loaded from an artifact fitted for another
-        model or pooling; a transform fitted in memory carries no record and is trusted."""
+    def digest(self) -> str:
+        """sha256 of what this transform computes with (its tensors and method fields): equal for
+        a transform and its saved and loaded copy, different after any refit."""
+        self._check_is_fitted("digest")
+        return transform_digest(*self._artifact_contents())
+
+    def check_compatible(self, spec: EmbeddingSpec) -> None:
+        """Raise ArtifactMismatchError if this was loaded from an artifact fitted on vectors of
+        another space than ``spec``; a transform fitted in memory carries no record and is
+        trusted."""
         metadata = getattr(self, "metadata", None)
         if metadata is not None:
-            check_compatible(metadata, model=model, pooling=pooling)
+            check_compatible(metadata, spec)
+
+
+def transform_digest(tensors: dict[str, np.ndarray], fields: dict[str, Any]) -> str:
+    """sha256 over each tensor's name, dtype, shape and bytes, and the method fields as JSON."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    fields = {
+        k: v.model_dump() if isinstance(v, pydantic.BaseModel) else v for k, v in fields.items()
+    }
+    digest.update(json.dumps(fields, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 _LOADERS: dict[str, Callable[[Path], Transform]] = {}
@@ -267,20 +310,21 @@ def load_artifact(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], 
 
 def check_compatible(
     metadata: TransformMetadata,
+    spec: EmbeddingSpec,
     *,
-    model: str,
-    pooling: str,
     path: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Raise :class:`ArtifactMismatchError` unless the transform was fitted for ``model`` and
-    ``pooling``; ``path`` only makes the message name the artifact."""
-    if metadata.model == model and metadata.pooling == pooling:
-        return
+    """Raise :class:`ArtifactMismatchError`, listing the differing fields, unless the transform
+    was fitted on vectors of ``spec``'s encoder space; ``path`` only makes the message name the
+    artifact."""
     where = f" {path}" if path is not None else ""
-    raise ArtifactMismatchError(
-        f"{metadata.method} artifact{where} was fitted for model {metadata.model!r} pooling "
-        f"{metadata.pooling!r}, not model {model!r} pooling {pooling!r}; fit a transform for "
-        "this model and pooling (`baihua fit`) or configure the ones it was fitted for"
+    check_space(
+        metadata.spec,
+        spec.raw,
+        what=f"{metadata.method} artifact{where}",
+        hint="fit a transform for this encoder (`baihua fit`) or configure the encoder it was "
+        "fitted for",
+        error=ArtifactMismatchError,
     )
 
 

@@ -116,6 +116,30 @@ def test_fit_resumes_from_its_checkpoint_after_an_interruption(
     assert resumed.n_samples_seen_ == len(SENTENCES)
 
 
+def test_fit_resumed_in_another_space_is_refused_naming_the_field(
+    tiny_bert: Path, corpus: Path, tmp_path: Path
+) -> None:
+    encoder = Encoder(str(tiny_bert), pooling="last-avg", batch_size=4)
+    job = FitJob(corpus, tmp_path / "w", encoder, n_components=4, chunk_size=8)
+    seen = 0
+
+    def interrupt_after_first_chunk(n: int) -> None:
+        nonlocal seen
+        seen += n
+        if seen > 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        job.run(progress=interrupt_after_first_chunk)
+    code, _, err = run(
+        "fit", "--input", str(corpus), "--model", str(tiny_bert), "--pooling", "cls",
+        "--n-components", "4", "--out", str(tmp_path / "w"),
+    )  # fmt: skip
+    assert code == 1
+    assert "fit checkpoint" in err and "pooling 'last-avg' → 'cls'" in err
+    assert "delete" in err and "w.partial" in err
+
+
 def test_flow_fit_writes_a_flow_that_embed_uses(tiny_bert: Path, corpus: Path, tmp_path: Path):
     artifact = tmp_path / "flow"
     code, _, err = run(

@@ -13,6 +13,8 @@ from baihua.app.cli import cli
 from baihua.app.components import build_pipeline, open_store
 from baihua.app.jobs import IndexBuildJob
 from baihua.app.settings import Settings
+from baihua.encoder import encoder_spec
+from baihua.whitening import Whitening
 
 runner = CliRunner()
 
@@ -86,6 +88,37 @@ def test_interrupted_build_resumes_without_duplicates(tiny_bert: Path, tmp_path:
         assert store.ids().tolist() == list(range(100, 110))
         fresh = pipeline.embed([store.get(109).text], text_type="passage").vectors  # type: ignore[union-attr]
         np.testing.assert_allclose(store.vectors([109]), fresh, atol=1e-6)
+
+
+def test_build_resumed_with_another_whitening_of_the_same_k_is_refused(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    corpus = write_jsonl(tmp_path / "docs.jsonl", 10)
+    texts = [f"hello {w} world" for w in "abcdefghijklmnopqrstuvwxyz"]
+    for name, shift in (("w1", 0), ("w2", 13)):
+        encoder = build_pipeline(settings_for(tiny_bert, tmp_path)).encoder
+        whitening = Whitening(8).fit(encoder.encode(texts[shift:] + texts[:shift])[:20])
+        whitening.save_pretrained(tmp_path / name, spec=encoder_spec(encoder))
+    first = settings_for(tiny_bert, tmp_path / "data")
+    first.whitening = tmp_path / "w1"
+    pipeline = build_pipeline(first)
+    seen = 0
+
+    def interrupt(n: int) -> None:
+        nonlocal seen
+        seen += n
+        if seen > 4:
+            raise KeyboardInterrupt
+
+    with open_store(first, pipeline.dim) as store, pytest.raises(KeyboardInterrupt):
+        IndexBuildJob(corpus, store, pipeline, chunk_size=4).run(progress=interrupt)
+    result = runner.invoke(
+        cli, ["index", "build", "--input", str(corpus), "--data-dir", str(tmp_path / "data"),
+              "--model", str(tiny_bert), "--whitening", str(tmp_path / "w2")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "another vector space (transform '" in result.stderr
+    assert "baihua index reembed" in result.stderr
 
 
 def test_bad_id_names_file_and_line(tiny_bert: Path, tmp_path: Path) -> None:

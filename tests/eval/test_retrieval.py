@@ -14,7 +14,7 @@ from sklearn.metrics import ndcg_score
 from typer.testing import CliRunner
 
 from baihua.app.cli import cli
-from baihua.encoder import Encoder, ModelSpec, l2_normalize
+from baihua.encoder import Encoder, ModelSpec, encoder_spec, l2_normalize
 from baihua.eval.beir import load_beir, sts_to_beir, write_beir
 from baihua.eval.cache import VectorCache
 from baihua.eval.datasets import DatasetError, StsSplit
@@ -170,9 +170,8 @@ def test_grid_caches_passages_and_queries_apart_and_scores_a_brute_force_ranking
         ("passage", dataset.corpus, passages),
         ("query", dataset.queries, queries),
     ):
-        cache = VectorCache(
-            tmp_path / "cache", model="tiny-e5", dtype="float32", max_length=64, text_type=text_type
-        )
+        space = encoder_spec(encoder, max_length=64)
+        cache = VectorCache(tmp_path / "cache", space, text_type=text_type)
         cached = cache.get(texts, ["last-avg"], encode=not_called)["last-avg"]
         np.testing.assert_allclose(cached, vectors, atol=1e-5)
     scores = l2_normalize(queries) @ l2_normalize(passages).T

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
 from baihua.app.cli import cli
+from baihua.core.spec import EmbeddingSpec, SpecMismatchError
 from baihua.encoder import Encoder
 from baihua.eval.cache import VectorCache
 from baihua.eval.datasets import DatasetError, load_task, task_names
@@ -107,6 +110,13 @@ def test_unknown_transform_names_are_errors(name: str) -> None:
         parse_transform(name)
 
 
+SPACE = EmbeddingSpec(model="m", weights="a" * 64, pooling="cls", max_length=64)
+
+
+def fake_encode(texts: list[str], poolings: list[str]) -> dict[str, np.ndarray]:
+    return {p: np.array([[len(t), i] for t in texts], np.float32) for i, p in enumerate(poolings)}
+
+
 def test_cache_encodes_each_distinct_text_once_and_adds_poolings_later(tmp_path: Path) -> None:
     calls: list[tuple[list[str], list[str]]] = []
 
@@ -116,10 +126,10 @@ def test_cache_encodes_each_distinct_text_once_and_adds_poolings_later(tmp_path:
             p: np.array([[len(t), i] for t in texts], np.float32) for i, p in enumerate(poolings)
         }
 
-    cache = VectorCache(tmp_path, model="m", dtype="float32", max_length=64, text_type="query")
+    cache = VectorCache(tmp_path, SPACE, text_type="query")
     got = cache.get(["a", "bb", "a"], ["cls"], encode)
     np.testing.assert_array_equal(got["cls"][:, 0], [1, 2, 1])
-    reopened = VectorCache(tmp_path, model="m", dtype="float32", max_length=64, text_type="query")
+    reopened = VectorCache(tmp_path, SPACE, text_type="query")
     got = reopened.get(["bb", "ccc"], ["cls", "last-avg"], encode)
     np.testing.assert_array_equal(got["last-avg"][:, 0], [2, 3])
     assert calls == [
@@ -183,12 +193,36 @@ def test_cli_bad_input_exits_1_with_a_message(
 
 def test_cache_keeps_vectors_of_different_dtypes_apart(tmp_path: Path) -> None:
     def key(dtype: str) -> Path:
-        return VectorCache(
-            tmp_path, model="m", dtype=dtype, max_length=64, text_type="query"
-        ).folder
+        return VectorCache(tmp_path, dataclasses.replace(SPACE, dtype=dtype), text_type="q").folder
 
     assert key("float32") != key("bfloat16")
     assert key("float32") == key("float32")
+
+
+def test_cache_of_another_model_under_the_same_name_is_an_error_naming_the_field(
+    tmp_path: Path,
+) -> None:
+    VectorCache(tmp_path, SPACE, text_type="query").get(["a"], ["cls", "last-avg"], fake_encode)
+    retrained = dataclasses.replace(SPACE, weights="b" * 64)
+    with pytest.raises(SpecMismatchError, match="weights 'aaaaaaaaaaaa…' → 'bbbbbbbbbbbb…'"):
+        VectorCache(tmp_path, retrained, text_type="query")
+
+
+def test_cache_folders_from_before_specs_are_adopted_and_keep_their_vectors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = VectorCache(tmp_path, SPACE, text_type="query")
+    cache.get(["a", "bb"], ["cls"], fake_encode)
+    (cache.folder / "specs.json").unlink()  # as written by a version without specs
+    with caplog.at_level(logging.WARNING):
+        adopted = VectorCache(tmp_path, SPACE, text_type="query")
+    assert "predates vector-space records" in caplog.text
+    got = adopted.get(["bb", "a"], ["cls"], encode=lambda texts, poolings: pytest.fail("encoded"))
+    assert got["cls"][:, 0].tolist() == [2, 1]
+    recorded = json.loads((cache.folder / "specs.json").read_text())
+    assert recorded == {"cls": SPACE.to_dict()}
+    with pytest.raises(SpecMismatchError):
+        VectorCache(tmp_path, dataclasses.replace(SPACE, weights="b" * 64), text_type="query")
 
 
 def test_cli_scores_a_saved_artifact_and_checks_its_pooling(

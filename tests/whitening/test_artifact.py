@@ -1,3 +1,4 @@
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from baihua.core.spec import EmbeddingSpec
 from baihua.whitening import (
     ArtifactError,
     ArtifactMismatchError,
@@ -21,6 +23,7 @@ from baihua.whitening import (
 )
 
 MODEL = "intfloat/multilingual-e5-small"
+SPEC = EmbeddingSpec(model=MODEL, weights="a" * 64, pooling="mean", max_length=64)
 
 
 def _vectors(seed: int, n: int, d: int) -> np.ndarray:
@@ -33,15 +36,13 @@ def _fitted(seed: int = 0, n_components: int = 4) -> Whitening:
 
 
 def _save(w: Whitening, path: Path) -> None:
-    w.save_pretrained(path, model=MODEL, pooling="mean", max_length=64)
+    w.save_pretrained(path, spec=SPEC, text_type="query")
 
 
 def _metadata(**changes: object) -> TransformMetadata:
     fields: dict[str, object] = dict(
         method="whitening",
-        model=MODEL,
-        pooling="mean",
-        max_length=64,
+        spec=SPEC.to_dict(),
         n_features_in=6,
         n_components=4,
         beta=1.0,
@@ -80,9 +81,8 @@ def test_metadata_records_what_the_transform_was_fitted_for(tmp_path: Path) -> N
     stored = json.loads((tmp_path / "artifact" / "transform.json").read_text())
     expected = {
         "method": "whitening",
-        "model": MODEL,
-        "pooling": "mean",
-        "max_length": 64,
+        "spec": SPEC.to_dict(),
+        "text_type": "query",
         "n_features_in": 6,
         "n_components": 4,
         "beta": 0.5,
@@ -115,11 +115,7 @@ def test_load_transform_dispatches_on_method_and_sets_metadata(tmp_path: Path) -
     _save(w, tmp_path / "artifact")
     loaded = load_transform(tmp_path / "artifact")
     assert isinstance(loaded, Whitening)
-    assert (loaded.metadata.model, loaded.metadata.pooling, loaded.metadata.max_length) == (
-        MODEL,
-        "mean",
-        64,
-    )
+    assert loaded.metadata.spec == SPEC.to_dict()
     x = _vectors(3, 5, 6)
     np.testing.assert_array_equal(loaded.transform(x), w.transform(x))
 
@@ -139,21 +135,75 @@ def test_load_transform_of_an_unavailable_method_says_so(
         Whitening.from_pretrained(tmp_path / "flow")
 
 
-def test_check_compatible_accepts_the_fitted_model_and_pooling() -> None:
-    check_compatible(_metadata(), model=MODEL, pooling="mean")
+def test_check_compatible_accepts_the_fitted_space() -> None:
+    check_compatible(_metadata(), SPEC)
 
 
 @pytest.mark.parametrize(
-    ("model", "pooling"), [("bert-base-chinese", "mean"), (MODEL, "first-last-avg")]
+    ("field", "value"),
+    [
+        ("weights", "b" * 64),
+        ("pooling", "first-last-avg"),
+        ("max_length", 128),
+        ("query_prefix", "query: "),
+        ("dtype", "bfloat16"),
+        ("backend", "onnx"),
+    ],
 )
-def test_check_compatible_names_both_settings_on_mismatch(model: str, pooling: str) -> None:
+def test_check_compatible_names_the_differing_field_old_and_new(field: str, value: object) -> None:
+    other = dataclasses.replace(SPEC, **{field: value})
     with pytest.raises(ArtifactMismatchError) as raised:
-        check_compatible(_metadata(), model=model, pooling=pooling, path="artifacts/zh")
+        check_compatible(_metadata(), other, path="artifacts/zh")
     message = str(raised.value)
-    assert "whitening artifact artifacts/zh was fitted for" in message
-    assert f"model {MODEL!r} pooling 'mean'" in message
-    assert f"not model {model!r} pooling {pooling!r}" in message
+    assert "whitening artifact artifacts/zh was made in another vector space" in message
+    old = getattr(SPEC, field)
+    shown = repr(old[:12] + "…") if field == "weights" else repr(old)
+    assert f"{field} {shown} → " in message
+    assert raised.value.differences == {field: (old, value)}
     assert isinstance(raised.value, ArtifactError) and isinstance(raised.value, ValueError)
+
+
+def test_another_model_name_with_the_same_weights_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    check_compatible(_metadata(), dataclasses.replace(SPEC, model="/models/e5-small"))
+    assert "model 'intfloat/multilingual-e5-small' → '/models/e5-small'" in caplog.text
+    assert "cannot change vectors" in caplog.text
+
+
+def test_the_encoder_space_is_checked_not_the_transform_in_the_spec() -> None:
+    check_compatible(_metadata(), SPEC.with_transform("c" * 64, 4))
+
+
+def test_an_artifact_from_before_specs_is_checked_on_what_it_recorded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _save(_fitted(), tmp_path / "artifact")
+    stored = json.loads((tmp_path / "artifact" / "transform.json").read_text())
+    del stored["spec"], stored["text_type"]
+    stored |= {"model": MODEL, "pooling": "mean", "max_length": 64}
+    (tmp_path / "artifact" / "transform.json").write_text(json.dumps(stored))
+    loaded = load_transform(tmp_path / "artifact")
+    loaded.check_compatible(SPEC)
+    assert "not recorded, so not checked" in caplog.text and "weights" in caplog.text
+    with pytest.raises(ArtifactMismatchError, match="model 'intfloat/multilingual-e5-small' →"):
+        loaded.check_compatible(dataclasses.replace(SPEC, model="bert-base-chinese"))
+    with pytest.raises(ArtifactMismatchError, match="max_length 64 → 128"):
+        loaded.check_compatible(dataclasses.replace(SPEC, max_length=128))
+
+
+def test_digest_is_kept_by_save_and_load_and_changed_by_a_refit(tmp_path: Path) -> None:
+    w = _fitted()
+    _save(w, tmp_path / "artifact")
+    assert load_transform(tmp_path / "artifact").digest() == w.digest()
+    assert _fitted(seed=1).digest() != w.digest()
+    assert Whitening(4, beta=0.5, gamma=0.8).fit(_vectors(0, 80, 6)).digest() == w.digest()
+    assert Whitening(4, beta=0.0, gamma=0.8).fit(_vectors(0, 80, 6)).digest() != w.digest()
+
+
+def test_metadata_with_a_malformed_spec_is_invalid() -> None:
+    with pytest.raises(ValueError, match="spec field max_length has the wrong type"):
+        _metadata(spec=SPEC.to_dict() | {"max_length": "64"})
 
 
 def test_load_from_a_missing_folder_names_the_path(tmp_path: Path) -> None:

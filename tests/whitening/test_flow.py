@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import json
 import math
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from baihua.core.spec import EmbeddingSpec
 from baihua.whitening import (
     ArtifactError,
     ArtifactMismatchError,
@@ -21,6 +23,7 @@ from baihua.whitening import (
 from baihua.whitening.flow import _Glow
 
 MODEL = "intfloat/multilingual-e5-small"
+SPEC = EmbeddingSpec(model=MODEL, weights="a" * 64, pooling="mean", max_length=64)
 
 
 def _vectors(seed: int, n: int, d: int) -> np.ndarray:
@@ -88,7 +91,7 @@ def small() -> Flow:
 
 
 def _save(flow: Flow, path: Path) -> None:
-    flow.save_pretrained(path, model=MODEL, pooling="mean", max_length=64)
+    flow.save_pretrained(path, spec=SPEC)
 
 
 @settings(max_examples=25, deadline=None)
@@ -216,7 +219,7 @@ def test_save_then_load_transform_gives_an_identical_flow(fitted: Flow, tmp_path
     hyperparameters = ("n_levels", "n_steps", "hidden", "lr", "epochs", "batch_size", "seed")
     for name in (*hyperparameters, "weight_decay"):
         assert getattr(loaded, name) == getattr(fitted, name)
-    assert (loaded.metadata.model, loaded.metadata.pooling) == (MODEL, "mean")
+    assert loaded.metadata.spec == SPEC.to_dict()
 
 
 def test_metadata_records_the_flow_hyperparameters_and_no_beta_gamma(
@@ -239,24 +242,29 @@ def test_metadata_records_the_flow_hyperparameters_and_no_beta_gamma(
     assert "beta" not in stored and "gamma" not in stored
 
 
-@pytest.mark.parametrize(("model", "pooling"), [("bert-base-chinese", "mean"), (MODEL, "cls")])
-def test_loaded_flow_refuses_another_model_or_pooling(
-    fitted: Flow, tmp_path: Path, model: str, pooling: str
+@pytest.mark.parametrize(("field", "value"), [("weights", "b" * 64), ("pooling", "cls")])
+def test_loaded_flow_refuses_another_encoder_space(
+    fitted: Flow, tmp_path: Path, field: str, value: str
 ) -> None:
     _save(fitted, tmp_path / "flow")
     loaded = Flow.from_pretrained(tmp_path / "flow")
-    loaded.check_compatible(model=MODEL, pooling="mean")
-    with pytest.raises(ArtifactMismatchError, match="flow artifact was fitted for"):
-        loaded.check_compatible(model=model, pooling=pooling)
+    loaded.check_compatible(SPEC)
+    with pytest.raises(ArtifactMismatchError, match=f"flow artifact was made in .*{field}"):
+        loaded.check_compatible(dataclasses.replace(SPEC, **{field: value}))
 
 
 def test_flow_fitted_in_memory_is_trusted_by_check_compatible(fitted: Flow) -> None:
-    fitted.check_compatible(model="any", pooling="any")
+    fitted.check_compatible(dataclasses.replace(SPEC, model="any", weights="c" * 64))
+
+
+def test_flow_digest_is_kept_by_save_and_load(fitted: Flow, tmp_path: Path) -> None:
+    _save(fitted, tmp_path / "flow")
+    assert Flow.from_pretrained(tmp_path / "flow", device="cpu").digest() == fitted.digest()
 
 
 def test_loading_a_whitening_artifact_as_a_flow_says_so(tmp_path: Path) -> None:
     w = Whitening().fit(_vectors(0, 50, 4))
-    w.save_pretrained(tmp_path / "w", model=MODEL, pooling="mean", max_length=64)
+    w.save_pretrained(tmp_path / "w", spec=SPEC)
     with pytest.raises(ArtifactError, match="'whitening' transform, not flow"):
         Flow.from_pretrained(tmp_path / "w")
 
@@ -323,7 +331,7 @@ def test_using_an_unfitted_flow_raises_not_fitted(method: str) -> None:
 
 def test_saving_an_unfitted_flow_raises_not_fitted(tmp_path: Path) -> None:
     with pytest.raises(NotFittedError):
-        Flow().save_pretrained(tmp_path / "flow", model=MODEL, pooling="mean", max_length=64)
+        Flow().save_pretrained(tmp_path / "flow", spec=SPEC)
 
 
 def test_diverging_training_raises_instead_of_returning_nan() -> None:
