@@ -135,15 +135,22 @@ def serve(
     whitening: Annotated[Path | None, typer.Option(help="Fitted transform folder.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Start the HTTP service: /embed, /search, /documents, /v1/embeddings, /metrics."""
+    """Start the HTTP service: /embed, /search, /documents, /v1/embeddings, /metrics.
+
+    The artifact, model and index are loaded and checked against each other before the port
+    opens; a wrong combination exits with one line saying what differs."""
     import uvicorn
 
     from baihua.app.main import create_app
+    from baihua.app.service import describe, load_components
 
     settings = load_settings(
         config, host=host, port=port, data_dir=data_dir, model=model, whitening=whitening
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    pipeline, store = load_components(settings)
+    with store:
+        typer.echo(f"baihua: {describe(pipeline, store)}", err=True)
+        uvicorn.run(create_app(settings, pipeline, store), host=settings.host, port=settings.port)
 
 
 @cli.command()
@@ -266,7 +273,7 @@ def index_build(
     )
     pipeline = build_pipeline(settings)
     index_dir = settings.data_dir / "index"
-    with open_store(settings, pipeline.dim) as store:
+    with open_store(settings, pipeline) as store:
         job = IndexBuildJob(input, store, pipeline, index_dir / "build-progress.json")
         done = job.done()
         if done:

@@ -32,6 +32,12 @@ def build_pipeline(settings: Settings) -> EmbeddingPipeline:
     return EmbeddingPipeline(encoder, transform)
 
 
-def open_store(settings: Settings, dim: int) -> Store:
-    """The persistent index in `<data_dir>/index`, created when missing."""
-    return FaissStore.open(settings.data_dir / "index", dim=dim, factory=settings.index_factory)
+def open_store(settings: Settings, pipeline: EmbeddingPipeline) -> Store:
+    """The persistent index in `<data_dir>/index` for `pipeline`'s vectors, created when
+    missing; one built in another space is refused, naming the fields that differ."""
+    return FaissStore.open(
+        settings.data_dir / "index",
+        dim=pipeline.dim,
+        factory=settings.index_factory,
+        spec=pipeline.spec,
+    )

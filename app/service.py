@@ -10,6 +10,7 @@ from baihua.app.components import build_pipeline, open_store
 from baihua.app.documents import DocumentIndex
 from baihua.app.metrics import Metrics
 from baihua.app.settings import Settings
+from baihua.core.spec import check_space
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import GeodesicReranker, Store
 
@@ -37,6 +38,31 @@ class Service:
             await asyncio.to_thread(store.close)
 
 
+def load_components(settings: Settings) -> tuple[EmbeddingPipeline, Store]:
+    """The artifact, the model and the index, checked against each other: what `serve` loads
+    before it binds its port, so that a wrong combination stops the process instead of serving
+    503s or wrong scores. Raises what `build_pipeline` and `open_store` raise."""
+    pipeline = build_pipeline(settings)
+    return pipeline, open_store(settings, pipeline)
+
+
+def check_store(store: Store, pipeline: EmbeddingPipeline) -> None:
+    """A store handed in must hold vectors of the pipeline's space (or at least its dim)."""
+    if store.spec is not None:
+        check_space(store.spec, pipeline.spec, what="the index", hint="serve it in its own space")
+    if store.dim != pipeline.dim:
+        raise ValueError(f"the store holds {store.dim}-dim vectors; the model makes {pipeline.dim}")
+
+
+def describe(pipeline: EmbeddingPipeline, store: Store) -> str:
+    """The start-up line: what is served."""
+    where = getattr(store, "path", None) or "memory"
+    return (
+        f"serving {pipeline.spec.summary()}; {pipeline.dim} dims; index {where}: "
+        f"{len(store)} documents"
+    )
+
+
 async def load_service(
     settings: Settings,
     metrics: Metrics,
@@ -48,9 +74,9 @@ async def load_service(
         pipeline = await asyncio.to_thread(build_pipeline, settings)
     owns_store = store is None
     if store is None:
-        store = await asyncio.to_thread(open_store, settings, pipeline.dim)
-    elif store.dim != pipeline.dim:
-        raise ValueError(f"the store holds {store.dim}-dim vectors; the model makes {pipeline.dim}")
+        store = await asyncio.to_thread(open_store, settings, pipeline)
+    else:
+        check_store(store, pipeline)
     batcher = MicroBatcher(
         pipeline,
         max_batch_size=settings.max_batch_size,

@@ -8,7 +8,7 @@ rebuilt or retrained from the stored vectors; ``save()`` writes an index snapsho
 Layout of a store directory::
 
     documents.sqlite      documents (id, text, payload, vector); meta (format, dim, factory,
-                          generation, and what other parts record about the vectors)
+                          generation, spec: the EmbeddingSpec of the vectors as JSON)
     snapshot.json         names the files of the last save() and the write generation they match
     index-<token>.faiss   the FAISS index (CPU copy)
     labels-<token>.npy    position in the index -> document id (-1: deleted or replaced)
@@ -18,6 +18,8 @@ Layout of a store directory::
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
+from baihua.core.spec import EmbeddingSpec, check_space
 from baihua.index import planning
 from baihua.index.database import DocumentDatabase
 from baihua.index.faiss_index import FaissIndex
@@ -54,6 +57,8 @@ from baihua.index.validation import (
 
 FORMAT = "1"
 
+logger = logging.getLogger(__name__)
+
 
 class FaissStore:
     """Documents (id, text, JSON payload, vector) searchable by inner product through FAISS.
@@ -74,6 +79,10 @@ class FaissStore:
         (index types without a GPU version, such as HNSW, then stay on CPU). True: require it.
     search_params : str
         FAISS ParameterSpace settings applied to the index, e.g. "nprobe=16" or "efSearch=128".
+    spec : EmbeddingSpec or None
+        The space of the vectors that will be written and searched. A store holding documents
+        records its space and refuses another (``SpecMismatchError``, listing the fields); an empty
+        store takes the new one. None checks nothing and keeps what is recorded.
 
     Thread safety: searches and reads run in parallel (serialised on a GPU index, which FAISS
     does not allow concurrently); add, upsert, delete, train and close run alone. One process
@@ -88,6 +97,7 @@ class FaissStore:
         path: Path | None = None,
         use_gpu: bool | None = None,
         search_params: str = "",
+        spec: EmbeddingSpec | None = None,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer; got {dim!r}")
@@ -107,7 +117,9 @@ class FaissStore:
         try:
             if self.path is not None:
                 self._lock_file = _lock_directory(self.path)
+            self.spec = self._check_spec(spec)
             self._generation = self._init_meta()
+            self._record_spec()
             self._load_index()
         except BaseException:
             self._release()
@@ -122,14 +134,16 @@ class FaissStore:
         *,
         use_gpu: bool | None = None,
         search_params: str = "",
+        spec: EmbeddingSpec | None = None,
     ) -> FaissStore:
         """Open the store in ``path``, creating the directory when missing.
 
         An existing store must have been created with the same ``dim`` and ``factory``
-        (``StoreMismatchError`` otherwise). Its index snapshot is loaded when it matches the
-        committed documents, and rebuilt from them when it does not (writes after the last save).
+        (``StoreMismatchError`` otherwise) and, when it holds documents, in the same ``spec``
+        (``SpecMismatchError``). Its index snapshot is loaded when it matches the committed
+        documents, and rebuilt from them when it does not (writes after the last save).
         """
-        return cls(dim, factory, path=path, use_gpu=use_gpu, search_params=search_params)
+        return cls(dim, factory, path=path, use_gpu=use_gpu, search_params=search_params, spec=spec)
 
     # ----------------------------------------------------------------------------------- writes
 
@@ -318,10 +332,40 @@ class FaissStore:
 
     # --------------------------------------------------------------------------------- internals
 
+    def _check_spec(self, spec: EmbeddingSpec | None) -> EmbeddingSpec | None:
+        """The space of the stored vectors: ``spec`` once checked against the recorded one, else
+        the recorded one. Runs before the dim check: a space mismatch says more than a dim."""
+        recorded = self._db.meta().get("spec")
+        if spec is None:
+            return None if recorded is None else EmbeddingSpec.from_dict(json.loads(recorded))
+        where = f"the index at {self.path}" if self.path is not None else "the index"
+        stored = self._db.count()
+        if recorded is not None and stored:
+            check_space(
+                json.loads(recorded),
+                spec,
+                what=where,
+                hint="open it in the space it was built in, or re-embed its documents into the "
+                "new one (`baihua index reembed`)",
+            )
+        elif stored:
+            logger.warning(
+                "%s predates vector-space records: taking its %d vectors to be of %s",
+                where,
+                stored,
+                spec.summary(),
+            )
+        return spec
+
+    def _record_spec(self) -> None:
+        if self.spec is not None and self._db.meta().get("spec") != json.dumps(self.spec.to_dict()):
+            with self._db.transaction():
+                self._db.set_meta({"spec": json.dumps(self.spec.to_dict())})
+
     def _init_meta(self) -> int:
         """Record format, dim and factory in a new database, or check them in an existing one."""
         meta = self._db.meta()
-        if not meta:
+        if not meta.keys() - {"spec"}:
             with self._db.transaction():
                 self._db.set_meta(
                     {"format": FORMAT, "dim": str(self.dim), "factory": self.factory}

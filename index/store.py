@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from baihua.core.errors import BaihuaError
+from baihua.core.spec import EmbeddingSpec
 
 IdsLike = Sequence[int] | npt.NDArray[np.integer[Any]]
 
@@ -63,6 +64,8 @@ class Store(Protocol):
     """
 
     dim: int
+    spec: EmbeddingSpec | None
+    """The space of the stored vectors (checked and recorded on open); None if never given."""
 
     @property
     def persistent(self) -> bool:

@@ -43,7 +43,7 @@ def test_build_stores_ids_texts_and_payloads_searchable(tiny_bert: Path, tmp_pat
     settings = settings_for(tiny_bert, data)
     settings.pooling = None
     pipeline = build_pipeline(settings)
-    with open_store(settings, pipeline.dim) as store:
+    with open_store(settings, pipeline) as store:
         assert store.ids().tolist() == list(range(100, 112))
         doc = store.get(105)
         assert doc is not None and doc.text == "hello f world 5" and doc.payload == {"lang": "en"}
@@ -60,7 +60,7 @@ def test_plain_corpus_gets_positions_as_ids(tiny_bert: Path, tmp_path: Path) -> 
     corpus.write_text("hello\n\nworld\nbert\n")
     settings = settings_for(tiny_bert, tmp_path / "data")
     pipeline = build_pipeline(settings)
-    with open_store(settings, pipeline.dim) as store:
+    with open_store(settings, pipeline) as store:
         assert IndexBuildJob(corpus, store, pipeline, progress(settings)).run() == 3
         assert [store.get(i).text for i in range(3)] == ["hello", "world", "bert"]  # type: ignore[union-attr]
 
@@ -77,11 +77,11 @@ def test_interrupted_build_resumes_without_duplicates(tiny_bert: Path, tmp_path:
         if seen > 4:
             raise KeyboardInterrupt
 
-    with open_store(settings, pipeline.dim) as store, pytest.raises(KeyboardInterrupt):
+    with open_store(settings, pipeline) as store, pytest.raises(KeyboardInterrupt):
         IndexBuildJob(corpus, store, pipeline, progress(settings), chunk_size=4).run(
             progress=interrupt
         )
-    with open_store(settings, pipeline.dim) as store:
+    with open_store(settings, pipeline) as store:
         job = IndexBuildJob(corpus, store, pipeline, progress(settings), chunk_size=4)
         assert job.done() == 4 and len(store) == 4
         job.run()
@@ -110,8 +110,8 @@ def test_build_resumed_with_another_whitening_of_the_same_k_is_refused(
         if seen > 4:
             raise KeyboardInterrupt
 
-    with open_store(first, pipeline.dim) as store, pytest.raises(KeyboardInterrupt):
-        IndexBuildJob(corpus, store, pipeline, chunk_size=4).run(progress=interrupt)
+    with open_store(first, pipeline) as store, pytest.raises(KeyboardInterrupt):
+        IndexBuildJob(corpus, store, pipeline, progress(first), chunk_size=4).run(progress=interrupt)
     result = runner.invoke(
         cli, ["index", "build", "--input", str(corpus), "--data-dir", str(tmp_path / "data"),
               "--model", str(tiny_bert), "--whitening", str(tmp_path / "w2")],
