@@ -16,7 +16,9 @@ SERVE = """
 import sys, uvicorn
 from baihua.app.main import create_app
 from baihua.app.settings import Settings
-settings = Settings(model=sys.argv[1], pooling="last-avg", device="cpu", data_dir=sys.argv[2])
+settings = Settings(
+    model=sys.argv[1], pooling="last-avg", max_length=16, device="cpu", data_dir=sys.argv[2]
+)  # the space of base_settings, which reopens the index below
 uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")
 """
 
