@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from baihua.core.errors import BaihuaError
+
 logger = logging.getLogger(__name__)
 
 SPACE_FIELDS = (
@@ -54,11 +56,11 @@ def library_version() -> str:
         return "0+unknown"
 
 
-class SpecError(ValueError):
+class SpecError(BaihuaError, ValueError):
     """A recorded spec is unreadable (not a mapping, missing fields, wrong types)."""
 
 
-class SpecMismatchError(ValueError):
+class SpecMismatchError(BaihuaError, ValueError):
     """Vectors of two different spaces would be mixed; ``differences`` maps each differing field
     to (recorded, current)."""
 

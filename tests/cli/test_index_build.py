@@ -111,7 +111,9 @@ def test_build_resumed_with_another_whitening_of_the_same_k_is_refused(
             raise KeyboardInterrupt
 
     with open_store(first, pipeline) as store, pytest.raises(KeyboardInterrupt):
-        IndexBuildJob(corpus, store, pipeline, progress(first), chunk_size=4).run(progress=interrupt)
+        IndexBuildJob(corpus, store, pipeline, progress(first), chunk_size=4).run(
+            progress=interrupt
+        )
     result = runner.invoke(
         cli, ["index", "build", "--input", str(corpus), "--data-dir", str(tmp_path / "data"),
               "--model", str(tiny_bert), "--whitening", str(tmp_path / "w2")],
