@@ -1,9 +1,11 @@
-"""Atomic, durable file writes: a reader sees a file's old content or its new, never a part."""
+"""Atomic, durable file writes: a reader (or the next run after a crash) sees a file's old content
+or its new, never a part."""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -24,15 +26,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, never a part."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+def write_atomic(path: Path, content: bytes | Callable[[Path], object]) -> None:
+    """Write ``content`` to ``path`` through a fsynced temporary sibling renamed into place.
+
+    ``content`` is the bytes, or a function that writes the file at the path it is given (e.g.
+    ``lambda p: faiss.write_index(index, str(p))``); the temporary keeps ``path``'s suffix, so
+    writers that add one (``np.save``) write where they are told. Its name contains ``.tmp-``,
+    for clean-ups of interrupted writes.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex}{path.suffix}")
     try:
-        write_synced(tmp, data)
-        os.replace(tmp, path)
+        if isinstance(content, bytes):
+            write_synced(temporary, content)
+        else:
+            content(temporary)
+            with open(temporary, "rb") as file:
+                os.fsync(file.fileno())
+        os.replace(temporary, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)

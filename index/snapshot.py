@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ from typing import Any
 import faiss
 import numpy as np
 import numpy.typing as npt
+
+from baihua.core.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -65,27 +65,6 @@ def read_snapshot(path: Path, dim: int) -> Snapshot | None:
             "ignoring unreadable index snapshot in %s (%s); rebuilding from documents", path, error
         )
         return None
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write to a temporary file, fsync it, rename it over ``path``, fsync the directory."""
-    temporary = path.with_name(f"{path.stem}.tmp-{uuid.uuid4().hex}{path.suffix}")
-    try:
-        write(temporary)
-        _fsync(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _remove_stale_files(path: Path, keep: set[str]) -> None:

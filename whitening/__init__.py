@@ -15,9 +15,10 @@ from baihua.whitening.artifact import (
     register_transform,
     save_artifact,
 )
+from baihua.whitening.base import NotFittedError, TransformBase
 from baihua.whitening.flow import Flow
 from baihua.whitening.moments import Moments, check_array
-from baihua.whitening.whitening import NotFittedError, Whitening
+from baihua.whitening.whitening import Whitening
 
 __all__ = [
     "ArtifactError",
@@ -28,6 +29,7 @@ __all__ = [
     "Moments",
     "NotFittedError",
     "Transform",
+    "TransformBase",
     "TransformMetadata",
     "Whitening",
     "check_array",

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -25,15 +23,9 @@ import torch
 from torch import nn
 
 from baihua.core.errors import UsageError
-from baihua.whitening.artifact import (
-    ArtifactError,
-    FlowParams,
-    LoadableTransform,
-    load_artifact,
-    register_transform,
-)
-from baihua.whitening.moments import BLOCK_ROWS, check_array
-from baihua.whitening.whitening import NotFittedError
+from baihua.whitening.artifact import FlowParams, TransformMetadata, register_transform
+from baihua.whitening.base import TransformBase
+from baihua.whitening.moments import BLOCK_ROWS
 
 # Glow's "logscale_factor": log-scales are stored divided by 3, so Adam moves them 3× faster.
 _ACTNORM_DEAD_CHANNEL = 1e-4
@@ -274,7 +266,7 @@ def _resolve_device(device: str) -> torch.device:
     return resolved
 
 
-class Flow(LoadableTransform):
+class Flow(TransformBase):
     """BERT-flow: maps sentence vectors through a Glow trained to make them N(0, I).
 
     Like whitening it removes the anisotropy of raw BERT vectors, but with a learned non-linear
@@ -356,22 +348,27 @@ class Flow(LoadableTransform):
         self.device = device
         self.num_threads = num_threads
 
-    def fit(self, X: Any) -> Flow:
-        """Train a fresh flow on ``X`` of shape (n_samples, n_features), forgetting earlier fits.
+    method = "flow"
+
+    def fit(self, X: Any, y: Any = None) -> Flow:
+        """Train a fresh flow on ``X`` of shape (n_samples, n_features), forgetting earlier fits;
+        ``y`` is ignored.
 
         Raises
         ------
         FloatingPointError
             If the loss stopped being finite (training diverged); lower ``lr``.
         """
+        return super().fit(X)
+
+    def _fit(self, X: np.ndarray) -> Flow:
         params = self._params()
-        X = check_array(X)
         n_samples, n_features = X.shape
         _check_divisible(n_features, params.n_levels)
         if n_samples < 2:
             raise UsageError(
                 f"Flow needs at least 2 vectors to fit (ActNorm is initialised from their "
-                f"variance), got {n_samples}"
+                f"variance), got n_samples={n_samples}"
             )
         device = _resolve_device(self.device)
         with _torch_threads(self.num_threads):
@@ -425,10 +422,6 @@ class Flow(LoadableTransform):
         X = self._check_input(X, "transform")
         return self._apply(lambda batch: self.module_(batch)[0], X)
 
-    def fit_transform(self, X: Any) -> np.ndarray:
-        """Fit on ``X`` and return it transformed."""
-        return self.fit(X).transform(X)
-
     def inverse_transform(self, Z: Any) -> np.ndarray:
         """Map latents ``Z`` of shape (n_samples, n_features) back to vectors, float32."""
         Z = self._check_input(Z, "inverse_transform", name="Z")
@@ -451,42 +444,30 @@ class Flow(LoadableTransform):
         return tensors, {"method": "flow", "flow": self._params()}
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str], *, device: str = "auto") -> Flow:
-        """Load a flow saved by :meth:`save_pretrained` onto ``device``; sets ``.metadata``."""
-        path = Path(path)
-        tensors, metadata = load_artifact(path)
-        if metadata.method != "flow":
-            raise ArtifactError(
-                f"{path} holds a {metadata.method!r} transform, not flow; "
-                "load it with load_transform"
-            )
+    def _expected_shapes(cls, metadata: TransformMetadata) -> dict[str, tuple[int, ...]]:
         # The metadata validator requires the flow section for flows.
         assert metadata.flow is not None
-        params = metadata.flow
         d = metadata.n_features_in
         if metadata.n_components != d:
-            raise ArtifactError(
-                f"{path}: a flow keeps all {d} dimensions but the metadata says "
-                f"n_components={metadata.n_components}; the artifact is corrupt, fit it again"
+            raise ValueError(
+                f"a flow keeps all {d} dimensions but the metadata says "
+                f"n_components={metadata.n_components}"
             )
-        try:
-            _check_divisible(d, params.n_levels)
-        except ValueError as error:
-            raise ArtifactError(f"{path}: {error}; the artifact is corrupt") from error
+        _check_divisible(d, metadata.flow.n_levels)
+        module = _Glow(d, metadata.flow.n_levels, metadata.flow.n_steps, metadata.flow.hidden)
+        return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+
+    @classmethod
+    def _from_artifact(
+        cls, tensors: dict[str, np.ndarray], metadata: TransformMetadata, **options: Any
+    ) -> Flow:
+        """``options`` may set ``device`` (default ``"auto"``): where the loaded flow runs."""
+        assert metadata.flow is not None
+        params, d = metadata.flow, metadata.n_features_in
+        flow = cls(**params.model_dump(), **options)
         module = _Glow(d, params.n_levels, params.n_steps, params.hidden)
-        state = module.state_dict()
-        for name in sorted(state.keys() | tensors.keys()):
-            shape = tuple(state[name].shape) if name in state else "nothing"
-            found = tensors[name].shape if name in tensors else "nothing"
-            if found != shape:
-                raise ArtifactError(
-                    f"{path}: tensor {name!r} should have shape {shape} but has {found}; "
-                    "the artifact is corrupt, fit it again"
-                )
         module.load_state_dict({name: torch.from_numpy(t) for name, t in tensors.items()})
-        flow = cls(**params.model_dump(), device=device)
-        flow._set_fitted(module.to(_resolve_device(device)).eval(), d, metadata.n_samples)
-        flow.metadata = metadata
+        flow._set_fitted(module.to(_resolve_device(flow.device)).eval(), d, metadata.n_samples)
         return flow
 
     def _set_fitted(self, module: _Glow, n_features: int, n_samples: int) -> None:
@@ -510,15 +491,6 @@ class Flow(LoadableTransform):
         except pydantic.ValidationError as error:
             raise UsageError(f"invalid Flow hyperparameters: {error}") from error
 
-    def _check_input(self, X: Any, method: str, name: str = "X") -> np.ndarray:
-        self._check_is_fitted(method)
-        X = check_array(X, name=name)
-        if X.shape[1] != self.n_features_in_:
-            raise UsageError(
-                f"{name} has {X.shape[1]} features, but Flow was fitted on {self.n_features_in_}"
-            )
-        return X
-
     def _apply(self, function: Callable[[torch.Tensor], torch.Tensor], X: np.ndarray) -> np.ndarray:
         device = next(self.module_.parameters()).device
         blocks = []
@@ -527,10 +499,6 @@ class Flow(LoadableTransform):
                 block = np.ascontiguousarray(X[start : start + BLOCK_ROWS], dtype=np.float32)
                 blocks.append(function(torch.from_numpy(block).to(device)).cpu().numpy())
         return np.concatenate(blocks)
-
-    def _check_is_fitted(self, method: str) -> None:
-        if not hasattr(self, "module_"):
-            raise NotFittedError(f"This Flow instance is not fitted yet; call fit before {method}")
 
 
 register_transform("flow", Flow.from_pretrained)

@@ -38,16 +38,26 @@ def check_array(x: Any, *, name: str = "X") -> np.ndarray:
     np.ndarray
         ``x`` as an array, without a copy when it already is a real-valued ndarray.
     """
+    if hasattr(x, "toarray"):  # scipy.sparse: densifying silently could exhaust memory
+        raise TypeError(f"{name}: sparse input is not supported; pass {name}.toarray()")
     array = np.asarray(x)
     if array.ndim != 2:
         raise ValueError(
             f"{name} must be a 2-D array of shape (n_samples, n_features), got shape "
-            f"{array.shape}; reshape a single vector with x.reshape(1, -1)"
+            f"{array.shape}; Reshape your data: a single vector with x.reshape(1, -1)"
         )
+    if np.iscomplexobj(array):
+        raise ValueError(f"{name}: Complex data not supported, got dtype {array.dtype}")
+    if array.dtype == object:
+        array = array.astype(np.float64)  # raises, naming the value, unless all are numbers
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{name} is empty: shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is empty: 0 sample(s) (shape={array.shape})")
+    if array.shape[1] == 0:
+        raise ValueError(
+            f"{name} is empty: 0 feature(s) (shape={array.shape}) while a minimum of 1 is required."
+        )
     # A float64 sum is finite iff every entry is, barring overflow, which the slow check settles.
     if not np.isfinite(array.sum(dtype=np.float64)) and not np.isfinite(array).all():
         first_bad_row = int(np.flatnonzero(~np.isfinite(array).all(axis=1))[0])
@@ -129,7 +139,7 @@ class Moments:
         whitened training vectors have exactly identity covariance.
         """
         if self.n < 2:
-            raise ValueError(f"a covariance needs at least 2 vectors, got {self.n}")
+            raise ValueError(f"a covariance needs at least 2 vectors, got n_samples={self.n}")
         covariance = (self.sum_outer - np.outer(self.sum, self.sum) / self.n) / self.n
         return (covariance + covariance.T) / 2
 

@@ -5,24 +5,14 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from baihua.core.errors import UsageError
-from baihua.whitening.artifact import (
-    ArtifactError,
-    LoadableTransform,
-    load_artifact,
-    register_transform,
-)
+from baihua.whitening.artifact import TransformMetadata, register_transform
+from baihua.whitening.base import TransformBase
 from baihua.whitening.moments import BLOCK_ROWS, Moments, check_array
-
-
-class NotFittedError(ValueError, AttributeError):
-    """A transform was used before it was fitted (mirrors scikit-learn's, without needing it)."""
 
 
 def _moments_of(X: np.ndarray) -> Moments:
@@ -31,7 +21,7 @@ def _moments_of(X: np.ndarray) -> Moments:
     return moments
 
 
-class Whitening(LoadableTransform):
+class Whitening(TransformBase):
     """Maps x to ``(x − β·μ) · U[:, :k] · Λ[:k]^(−γ/2)``, with Σ = U Λ Uᵀ the covariance.
 
     β = γ = 1 is BERT-whitening: the fitted vectors get zero mean and identity covariance, which
@@ -92,45 +82,39 @@ class Whitening(LoadableTransform):
         self.gamma = gamma
         self.eigenvalue_floor = eigenvalue_floor
 
-    def fit(self, X: Any) -> Whitening:
-        """Fit on ``X`` of shape (n_samples, n_features), forgetting earlier fits."""
-        return self._fit(_moments_of(check_array(X)))
+    method = "whitening"
 
-    def partial_fit(self, X: Any) -> Whitening:
+    def _fit(self, X: np.ndarray) -> Whitening:
+        return self._fit_moments(_moments_of(X))
+
+    def partial_fit(self, X: Any, y: Any = None) -> Whitening:
         """Add ``X`` to the statistics seen so far and refit.
 
         Each call recomputes the eigendecomposition (~0.1 s at d = 768); to stream many small
         chunks, accumulate a :class:`Moments` and call :meth:`fit_moments` once. On error the
         estimator keeps its previous state.
         """
-        X = check_array(X)
         if not hasattr(self, "moments_"):
-            return self._fit(_moments_of(X))
-        self._check_n_features(X)
-        return self._fit(self.moments_.merge(_moments_of(X)))
+            return self._fit(check_array(X))
+        X = self._check_input(X, "partial_fit")
+        return self._fit_moments(self.moments_.merge(_moments_of(X)))
 
     def fit_moments(self, moments: Moments) -> Whitening:
         """Fit on statistics computed elsewhere (e.g. merged by a map/reduce job); keeps a copy."""
-        return self._fit(copy.deepcopy(moments))
+        return self._fit_moments(copy.deepcopy(moments))
 
     def transform(self, X: Any) -> np.ndarray:
         """Transform ``X`` of shape (n_samples, n_features) to float32 (n_samples, n_components_).
 
         Computed in float64: with full whitening, the smallest eigenvalues amplify rounding.
         """
-        self._check_is_fitted("transform")
-        X = check_array(X)
-        self._check_n_features(X)
+        X = self._check_input(X, "transform")
         shift = self.beta * self.mean_
         out = np.empty((X.shape[0], self.n_components_), dtype=np.float32)
         for start in range(0, X.shape[0], BLOCK_ROWS):
             block = X[start : start + BLOCK_ROWS].astype(np.float64)
             out[start : start + BLOCK_ROWS] = (block - shift) @ self.components_
         return out
-
-    def fit_transform(self, X: Any) -> np.ndarray:
-        """Fit on ``X`` and return it transformed."""
-        return self.fit(X).transform(X)
 
     def _artifact_contents(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         tensors = {
@@ -149,37 +133,28 @@ class Whitening(LoadableTransform):
         return tensors, fields
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike[str]) -> Whitening:
-        """Load a whitening saved by :meth:`save_pretrained`; sets ``.metadata``."""
-        path = Path(path)
-        tensors, metadata = load_artifact(path)
-        if metadata.method != "whitening":
-            raise ArtifactError(
-                f"{path} holds a {metadata.method!r} transform, not whitening; "
-                "load it with load_transform"
-            )
+    def _expected_shapes(cls, metadata: TransformMetadata) -> dict[str, tuple[int, ...]]:
         d, k = metadata.n_features_in, metadata.n_components
-        expected = {
+        return {
             "mean": (d,),
             "components": (d, k),
             "explained_variance": (d,),
             "moments.sum": (d,),
             "moments.sum_outer": (d, d),
         }
-        for name, shape in expected.items():
-            found = tensors[name].shape if name in tensors else "nothing"
-            if found != shape:
-                raise ArtifactError(
-                    f"{path}: tensor {name!r} should have shape {shape} but has {found}; "
-                    "the artifact is corrupt, fit it again"
-                )
+
+    @classmethod
+    def _from_artifact(
+        cls, tensors: dict[str, np.ndarray], metadata: TransformMetadata, **options: Any
+    ) -> Whitening:
         # The metadata validator requires both for whitening.
         assert metadata.beta is not None and metadata.gamma is not None
         whitening = cls(
-            n_components=k,
+            n_components=metadata.n_components,
             beta=metadata.beta,
             gamma=metadata.gamma,
             eigenvalue_floor=metadata.eigenvalue_floor,
+            **options,
         )
         whitening._set_fitted(
             mean=tensors["mean"],
@@ -189,10 +164,9 @@ class Whitening(LoadableTransform):
                 metadata.n_samples, tensors["moments.sum"], tensors["moments.sum_outer"]
             ),
         )
-        whitening.metadata = metadata
         return whitening
 
-    def _fit(self, moments: Moments) -> Whitening:
+    def _fit_moments(self, moments: Moments) -> Whitening:
         k = self._validate_params(moments.dim)
         eigenvalues, eigenvectors = np.linalg.eigh(moments.covariance)
         # Descending; negative eigenvalues of a covariance are rounding noise.
@@ -245,19 +219,6 @@ class Whitening(LoadableTransform):
                 f"eigenvalue_floor must be a positive finite number, got {self.eigenvalue_floor!r}"
             )
         return int(k)
-
-    def _check_is_fitted(self, method: str) -> None:
-        if not hasattr(self, "components_"):
-            raise NotFittedError(
-                f"This Whitening instance is not fitted yet; call fit, partial_fit or "
-                f"fit_moments before {method}"
-            )
-
-    def _check_n_features(self, X: np.ndarray) -> None:
-        if X.shape[1] != self.n_features_in_:
-            raise UsageError(
-                f"X has {X.shape[1]} features, but Whitening was fitted on {self.n_features_in_}"
-            )
 
 
 register_transform("whitening", Whitening.from_pretrained)

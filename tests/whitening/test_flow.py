@@ -317,7 +317,7 @@ def test_fit_on_cuda_without_cuda_says_so() -> None:
 
 
 def test_transform_rejects_another_dimension_and_bad_input(fitted: Flow) -> None:
-    with pytest.raises(ValueError, match="X has 8 features, but Flow was fitted on 16"):
+    with pytest.raises(ValueError, match="X has 8 features, but Flow is expecting 16 features"):
         fitted.transform(np.ones((3, 8)))
     with pytest.raises(ValueError, match="Z contains NaN"):
         fitted.inverse_transform(np.full((3, 16), np.nan))

@@ -76,7 +76,7 @@ def test_update_in_blocks_equals_update_at_once(monkeypatch: pytest.MonkeyPatch)
 
 def test_covariance_needs_two_vectors() -> None:
     moments = _moments(np.ones((1, 3)))
-    with pytest.raises(ValueError, match="at least 2 vectors, got 1"):
+    with pytest.raises(ValueError, match="at least 2 vectors, got n_samples=1"):
         _ = moments.covariance
 
 

@@ -188,7 +188,7 @@ def test_transform_output_is_float32_for_any_real_input() -> None:
         (Whitening(n_components=0), _vectors(0, 10, 5), "n_components=0"),
         (Whitening(), np.ones(5), "2-D array of shape"),
         (Whitening(), np.array([[1.0, 2.0], [np.nan, 1.0]]), r"NaN or infinity \(first at row 1\)"),
-        (Whitening(), np.ones((1, 5)), "at least 2 vectors, got 1"),
+        (Whitening(), np.ones((1, 5)), "at least 2 vectors, got n_samples=1"),
         (Whitening(), np.ones((4, 5)), "identical"),
         (Whitening(beta=float("nan")), _vectors(0, 10, 2), "beta must be a finite number"),
         (
@@ -214,7 +214,7 @@ def test_transform_before_fit_raises_not_fitted_error() -> None:
 
 def test_transform_rejects_a_different_number_of_features() -> None:
     w = Whitening().fit(_vectors(13, 20, 3))
-    with pytest.raises(ValueError, match="X has 4 features, but Whitening was fitted on 3"):
+    with pytest.raises(ValueError, match="X has 4 features, but Whitening is expecting 3 features"):
         w.transform(np.ones((2, 4)))
 
 
