@@ -13,6 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from baihua.core.errors import UsageError
+from baihua.core.spec import EmbeddingSpec
 from baihua.whitening import ArtifactError, Flow, NotFittedError, TransformBase, Whitening
 
 # scikit-learn's check data has 1, 3 or 5 features; a flow needs n_features divisible by
@@ -38,6 +39,9 @@ FLOW_ODD_WIDTH_CHECKS = {
         "check_transformer_preserve_dtypes",
     ]
 }
+
+
+SPEC = EmbeddingSpec(model="m", weights="a" * 64, pooling="cls", max_length=8)
 
 
 def expected_failures(estimator: TransformBase) -> dict[str, str]:
@@ -92,9 +96,7 @@ def test_a_transform_works_inside_a_pipeline_and_ignores_y() -> None:
 
 
 def test_loading_an_artifact_as_the_wrong_class_is_refused(tmp_path: Path) -> None:
-    Whitening(n_components=4).fit(vectors()).save_pretrained(
-        tmp_path / "w", model="m", pooling="cls", max_length=8
-    )
+    Whitening(n_components=4).fit(vectors()).save_pretrained(tmp_path / "w", spec=SPEC)
     with pytest.raises(ArtifactError, match="holds a 'whitening' transform, not flow"):
         Flow.from_pretrained(tmp_path / "w")
 
@@ -102,9 +104,7 @@ def test_loading_an_artifact_as_the_wrong_class_is_refused(tmp_path: Path) -> No
 def test_an_artifact_with_an_unexpected_tensor_is_refused(tmp_path: Path) -> None:
     import safetensors.numpy
 
-    Whitening(n_components=4).fit(vectors()).save_pretrained(
-        tmp_path / "w", model="m", pooling="cls", max_length=8
-    )
+    Whitening(n_components=4).fit(vectors()).save_pretrained(tmp_path / "w", spec=SPEC)
     weights = tmp_path / "w" / "model.safetensors"
     tensors = safetensors.numpy.load_file(weights)
     safetensors.numpy.save_file({**tensors, "extra": np.zeros(3)}, weights)
