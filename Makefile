@@ -3,13 +3,23 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint
+.PHONY: install serve test lint screenshots browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# The browser tests drive Debian's Chromium (they skip without it); CJK fonts for screenshots.
+# Installed when root and missing; a failure here only leaves those tests skipped.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium fonts-wqy-microhei >/dev/null) \
+		|| echo "could not install chromium: the browser tests will be skipped"; \
+	fi
 
 install: $(STAMP)
 
@@ -18,6 +28,10 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+# The playground's screenshots in docs/, taken by its browser tests on the real model.
+screenshots: $(STAMP)
+	BAIHUA_UI_SCREENSHOTS=docs $(VENV)/bin/python -m pytest tests/app/test_ui.py -k real_model
 
 lint: $(STAMP)
 	$(VENV)/bin/python -m ruff check .

@@ -1,8 +1,9 @@
-"""All routes; everything but the health probes sits behind the optional API key."""
+"""All routes; everything but the health probes and the playground page (its API calls send
+the key) sits behind the optional API key."""
 
 from fastapi import APIRouter, Depends
 
-from baihua.app.routes import documents, embed, health, info, metrics, openai, search
+from baihua.app.routes import documents, embed, health, info, metrics, openai, search, ui
 from baihua.app.security import require_api_key
 
 protected = APIRouter(dependencies=[Depends(require_api_key)])
@@ -11,4 +12,5 @@ for module in (info, embed, search, documents, openai, metrics):
 
 api_router = APIRouter()
 api_router.include_router(health.router)
+api_router.include_router(ui.router)
 api_router.include_router(protected)

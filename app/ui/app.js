@@ -1,0 +1,250 @@
+// The baihua playground: plain browser JavaScript against the service's own HTTP API.
+"use strict";
+
+// The page lives at <root>/ui/, so the API is one level up (also behind a path prefix).
+const API_ROOT = new URL("../", document.baseURI);
+const KEY_STORAGE = "baihua-api-key";
+
+const $ = (id) => document.getElementById(id);
+
+/** The server's error as one line: FastAPI's `detail` (a string or a list of field errors)
+ * or OpenAI's `error.message`, prefixed with the status. */
+async function errorMessage(response) {
+  const text = await response.text();
+  let message = text.trim();
+  try {
+    const body = JSON.parse(text);
+    if (typeof body.detail === "string") {
+      message = body.detail;
+    } else if (Array.isArray(body.detail)) {
+      message = body.detail
+        .map((e) => {
+          const where = (e.loc || []).filter((part) => part !== "body").join(".");
+          return where ? `${where}: ${e.msg}` : e.msg;
+        })
+        .join("; ");
+    } else if (body.error && body.error.message) {
+      message = body.error.message;
+    }
+  } catch (_) {
+    // not JSON: show the text as it came
+  }
+  const status = `${response.status}${response.statusText ? " " + response.statusText : ""}`;
+  return `${status}: ${message || "(no message)"}`;
+}
+
+/** GET (no body) or POST JSON to a route; resolves to the JSON answer, throws the server's
+ * error message otherwise. */
+async function api(path, body) {
+  const headers = { Accept: "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const init = { method: body === undefined ? "GET" : "POST", headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(new URL(path, API_ROOT), init);
+  } catch (err) {
+    throw new Error(`could not reach the server: ${err.message}`);
+  }
+  if (!response.ok) {
+    const error = new Error(await errorMessage(response));
+    error.status = response.status;
+    throw error;
+  }
+  return response.json();
+}
+
+function dot(a, b) {
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) sum += a[i] * b[i];
+  return sum;
+}
+
+function cell(row, text, className) {
+  const td = row.insertCell();
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+/** Runs `work` for a panel: its button disabled meanwhile, any error shown in the panel. */
+function panel(name, work) {
+  const form = $(`${name}-form`);
+  const error = $(`${name}-error`);
+  const run = async (event) => {
+    if (event) event.preventDefault();
+    const buttons = form ? form.querySelectorAll("button") : [];
+    buttons.forEach((b) => (b.disabled = true));
+    error.hidden = true;
+    error.textContent = "";
+    try {
+      await work();
+    } catch (err) {
+      error.textContent = err.message;
+      error.hidden = false;
+    } finally {
+      buttons.forEach((b) => (b.disabled = false));
+    }
+  };
+  if (form) form.addEventListener("submit", run);
+  return run;
+}
+
+// ------------------------------------------------------------------------------------ search
+
+async function search() {
+  const started = performance.now();
+  const query = $("query").value;
+  const topK = Number.parseInt($("top-k").value, 10);
+  const whiten = $("whiten").checked;
+  const rerank = $("rerank").checked;
+  const status = $("search-status");
+  if (!whiten && rerank) {
+    throw new Error(
+      "geodesic re-ranking ranks by the index's (whitened) vectors: turn whitening on, " +
+        "or re-ranking off"
+    );
+  }
+  status.textContent = "searching…";
+  // Without whitening, a wider candidate list from the index is re-scored by raw cosine.
+  const fetchK = whiten ? topK : Math.min(Math.max(4 * topK, 40), 255);
+  let found;
+  try {
+    found = await api("search", { query, top_k: fetchK, rerank: rerank ? "geodesic" : "none" });
+  } catch (err) {
+    status.textContent = "";
+    throw err;
+  }
+  let hits = found.results;
+  if (!whiten && hits.length) {
+    const [q, docs] = await Promise.all([
+      api("embed", { texts: [query], whiten: false, text_type: "query" }),
+      api("embed", { texts: hits.map((h) => h.text), whiten: false, text_type: "passage" }),
+    ]);
+    hits.forEach((hit, i) => (hit.raw = dot(q.embeddings[0], docs.embeddings[i])));
+    hits = hits.sort((a, b) => b.raw - a.raw).slice(0, topK);
+  }
+  renderHits(hits, whiten, rerank);
+  const ms = performance.now() - started;
+  const table = $("results");
+  table.dataset.ms = ms.toFixed(1);
+  let text = `${hits.length} result${hits.length === 1 ? "" : "s"} in ${ms.toFixed(0)} ms`;
+  if (!whiten) text += ` (the index's best ${fetchK}, re-ranked by raw cosine)`;
+  if (found.truncated) text += "; the query was truncated at the model's token limit";
+  status.textContent = text;
+}
+
+function renderHits(hits, whiten, rerank) {
+  const table = $("results");
+  table.classList.toggle("show-raw", !whiten);
+  table.classList.toggle("show-geodesic", rerank);
+  const body = table.tBodies[0];
+  body.replaceChildren();
+  hits.forEach((hit, i) => {
+    const row = body.insertRow();
+    row.dataset.id = hit.id;
+    cell(row, String(i + 1));
+    cell(row, String(hit.id), "id");
+    cell(row, hit.score.toFixed(4), "score");
+    cell(row, hit.raw === undefined ? "" : hit.raw.toFixed(4), "raw");
+    cell(row, hit.geodesic == null ? "" : hit.geodesic.toFixed(4), "geodesic");
+    cell(row, hit.text, "text");
+    cell(row, Object.keys(hit.payload).length ? JSON.stringify(hit.payload) : "", "payload");
+  });
+  table.hidden = false;
+}
+
+// ------------------------------------------------------------------------------ add documents
+
+async function addDocuments() {
+  const texts = $("documents")
+    .value.split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line);
+  if (!texts.length) throw new Error("documents: write at least one non-empty line");
+  let payload = {};
+  const raw = $("payload").value.trim();
+  if (raw) {
+    try {
+      payload = JSON.parse(raw);
+    } catch (err) {
+      throw new Error(`payload: not valid JSON (${err.message})`);
+    }
+    if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
+      throw new Error('payload: must be a JSON object, e.g. {"lang": "zh"}');
+    }
+  }
+  const documents = texts.map((text) => ({ text, payload }));
+  const written = await api("documents", { documents });
+  const cut = written.truncated.filter((t) => t).length;
+  let text = `added ${written.ids.length} document${written.ids.length === 1 ? "" : "s"}: ` +
+    `id ${written.ids.join(", ")}`;
+  if (cut) text += `; ${cut} truncated at the model's token limit`;
+  $("add-status").textContent = text;
+  $("documents").value = "";
+}
+
+// ------------------------------------------------------------------------------------ compare
+
+async function compare() {
+  const texts = [$("text-a").value, $("text-b").value];
+  const [whitened, raw] = await Promise.all([
+    api("embed", { texts, whiten: true }),
+    api("embed", { texts, whiten: false }),
+  ]);
+  const show = (name, answer) => {
+    const cos = dot(answer.embeddings[0], answer.embeddings[1]);
+    $(`cos-${name}`).textContent = `${cos.toFixed(4)}  (${answer.dim} dims)`;
+    $(`bar-${name}`).value = cos;
+  };
+  show("raw", raw);
+  show("whitened", whitened);
+  $("compare").hidden = false;
+}
+
+// --------------------------------------------------------------------------------------- info
+
+async function showInfo() {
+  const list = $("info");
+  list.replaceChildren();
+  const add = (key, value) => {
+    const dt = document.createElement("dt");
+    dt.textContent = key;
+    const dd = document.createElement("dd");
+    dd.textContent = typeof value === "object" && value !== null ? JSON.stringify(value) : String(value);
+    list.append(dt, dd);
+  };
+  const ready = await fetch(new URL("readyz", API_ROOT)).then((r) => r.json()).catch(() => null);
+  add("status", ready ? ready.status : "unreachable");
+  let info;
+  try {
+    info = await api("info");
+  } catch (err) {
+    if (err.status === 404) throw new Error("this server has no GET /info (an older baihua)");
+    throw err;
+  }
+  for (const [key, value] of Object.entries(info)) add(key, value);
+}
+
+// ------------------------------------------------------------------------------------- set-up
+
+function init() {
+  const key = $("api-key");
+  key.value = sessionStorage.getItem(KEY_STORAGE) || "";
+  const refreshInfo = panel("info", showInfo);
+  key.addEventListener("change", () => {
+    sessionStorage.setItem(KEY_STORAGE, key.value.trim());
+    refreshInfo();
+  });
+  $("info-refresh").addEventListener("click", refreshInfo);
+  panel("search", search);
+  panel("add", addDocuments);
+  panel("compare", compare);
+  refreshInfo();
+}
+
+init();
