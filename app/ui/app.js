@@ -51,9 +51,7 @@ async function api(path, body) {
     throw new Error(`could not reach the server: ${err.message}`);
   }
   if (!response.ok) {
-    const error = new Error(await errorMessage(response));
-    error.status = response.status;
-    throw error;
+    throw new Error(await errorMessage(response));
   }
   return response.json();
 }
@@ -71,21 +69,27 @@ function cell(row, text, className) {
   return td;
 }
 
-/** Runs `work` for a panel: its button disabled meanwhile, any error shown in the panel. */
+/** Runs `work(isLatest)` for a panel: its buttons disabled meanwhile, the error of the latest
+ * run shown in the panel. */
 function panel(name, work) {
   const form = $(`${name}-form`);
   const error = $(`${name}-error`);
+  let latest = 0;
   const run = async (event) => {
     if (event) event.preventDefault();
+    const mine = ++latest;
     const buttons = form ? form.querySelectorAll("button") : [];
     buttons.forEach((b) => (b.disabled = true));
     error.hidden = true;
     error.textContent = "";
     try {
-      await work();
+      await work(() => mine === latest);
     } catch (err) {
-      error.textContent = err.message;
-      error.hidden = false;
+      if (mine === latest) {
+        // an older run's failure is stale once a newer run started
+        error.textContent = err.message;
+        error.hidden = false;
+      }
     } finally {
       buttons.forEach((b) => (b.disabled = false));
     }
@@ -208,26 +212,26 @@ async function compare() {
 
 // --------------------------------------------------------------------------------------- info
 
-async function showInfo() {
-  const list = $("info");
-  list.replaceChildren();
-  const add = (key, value) => {
-    const dt = document.createElement("dt");
-    dt.textContent = key;
-    const dd = document.createElement("dd");
-    dd.textContent = typeof value === "object" && value !== null ? JSON.stringify(value) : String(value);
-    list.append(dt, dd);
-  };
+function definition([key, value]) {
+  const dt = document.createElement("dt");
+  dt.textContent = key;
+  const dd = document.createElement("dd");
+  if (value === null) dd.textContent = "none";
+  else if (typeof value !== "object") dd.textContent = String(value);
+  else dd.textContent = Object.entries(value).map(([k, v]) => `${k}=${v}`).join(", ");
+  return [dt, dd];
+}
+
+async function showInfo(isLatest) {
+  const entries = [];
   const ready = await fetch(new URL("readyz", API_ROOT)).then((r) => r.json()).catch(() => null);
-  add("status", ready ? ready.status : "unreachable");
-  let info;
+  entries.push(["status", ready ? ready.status : "unreachable"]);
   try {
-    info = await api("info");
-  } catch (err) {
-    if (err.status === 404) throw new Error("this server has no GET /info (an older baihua)");
-    throw err;
+    entries.push(...Object.entries(await api("info")));
+  } finally {
+    // Replaced in one step by the latest refresh only, so overlapping ones never mix.
+    if (isLatest()) $("info").replaceChildren(...entries.flatMap(definition));
   }
-  for (const [key, value] of Object.entries(info)) add(key, value);
 }
 
 // ------------------------------------------------------------------------------------- set-up

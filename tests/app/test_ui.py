@@ -111,10 +111,10 @@ def ranked(pipeline: EmbeddingPipeline, query: str, texts: list[str], **options:
     return sorted(zip((d @ q).tolist(), texts, strict=True), reverse=True)
 
 
-def test_the_page_loads_and_shows_the_service_state(page: Page) -> None:
+def test_the_page_loads_and_shows_the_service_info(page: Page, pipeline: EmbeddingPipeline) -> None:
     assert page.page.title() == "baihua playground"
     assert page.page.url.endswith("/ui/")
-    page.page.locator("#info dd").first.wait_for()
+    page.page.wait_for_function("() => document.querySelectorAll('#info dt').length > 1")
     info = dict(
         zip(
             page.page.locator("#info dt").all_inner_texts(),
@@ -123,6 +123,9 @@ def test_the_page_loads_and_shows_the_service_state(page: Page) -> None:
         )
     )
     assert info["status"] == "ready"
+    assert info["model"] == pipeline.encoder.name
+    assert (info["dim"], info["encoder_dim"]) == ("16", "32")
+    assert "n_components=16" in info["whitening"]
 
 
 def test_a_query_shows_the_nearest_documents_with_scores_and_payloads(
@@ -281,7 +284,7 @@ def test_the_real_model_finds_the_paraphrase_and_whitening_spreads_cosines(
     page = Page(browser, url)
     try:
         page.set_key(KEY)
-        page.page.locator("#info dd").first.wait_for()
+        page.page.wait_for_function("() => document.querySelectorAll('#info dt').length > 1")
         page.search("怎么开通花呗", top_k=5)
         expected = ranked(pipeline, "怎么开通花呗", [t for t, _ in FAQ])[:5]
         assert page.column("text") == [text for _, text in expected]
