@@ -68,9 +68,9 @@ class StsEval:
         }
         loaded = [load_task(self.data_dir, name) for name in self.tasks]
         for task in loaded:
-            self._check_splits(task)
+            self.check_splits(task)
         for task in loaded:
-            vectors = self._vectors(encoder, task)
+            vectors = self.vectors(encoder, task)
             for pooling in self.poolings:
                 for spec in self.transforms:
                     started = time.perf_counter()
@@ -89,7 +89,7 @@ class StsEval:
                         result.fit_seconds[task.name] = fit_seconds
         return list(results.values())
 
-    def _check_splits(self, task: StsTask) -> None:
+    def check_splits(self, task: StsTask) -> None:
         for split in self.splits:
             if split not in task.splits:
                 raise UsageError(f"task {task.name} has no {split} split")
@@ -105,8 +105,8 @@ class StsEval:
                 return int(read_metadata(spec.path).spec["max_length"])
         return PAPER_MAX_LENGTHS.get(task, 64)
 
-    def _vectors(self, encoder: Encoder, task: StsTask) -> dict[str, dict[str, np.ndarray]]:
-        """pooling → {"<split>.1", "<split>.2", "fit"} → vectors."""
+    def vectors(self, encoder: Encoder, task: StsTask) -> dict[str, dict[str, np.ndarray]]:
+        """pooling → {"<split>.1", "<split>.2", "fit"} → vectors, through the vector cache."""
         max_length = self._max_length(task.name)
         cache = VectorCache(
             self.cache_dir, encoder_spec(encoder, max_length=max_length), text_type="query"
