@@ -9,7 +9,6 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
-	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
 # The browser tests drive Debian's Chromium (they skip without it); CJK fonts for screenshots.
@@ -26,11 +25,11 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/baihua serve
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(VENV)/bin/python -m pytest
 
 # The playground's screenshots in docs/, taken by its browser tests on the real model.
-screenshots: $(STAMP)
+screenshots: $(STAMP) browser
 	BAIHUA_UI_SCREENSHOTS=docs $(VENV)/bin/python -m pytest tests/app/test_ui.py -k real_model
 
 lint: $(STAMP)

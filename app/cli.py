@@ -483,10 +483,11 @@ def plot_anisotropy(
     cache_dir: Annotated[Path | None, typer.Option(help="Vector cache folder.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Cosine histograms of random, paraphrase and non-paraphrase pairs, raw and transformed."""
+    """Cosine histograms of random, paraphrase and non-paraphrase pairs, raw and transformed;
+    prints their means and the paraphrase/non-paraphrase separation (ROC AUC)."""
     from baihua.app.components import build_encoder
     from baihua.encoder import default_cache_dir
-    from baihua.eval.anisotropy import anisotropy
+    from baihua.eval.anisotropy import anisotropy, summary_table
     from baihua.eval.plots import anisotropy_figure, save
     from baihua.eval.transforms import parse_transform
 
@@ -508,6 +509,7 @@ def plot_anisotropy(
             progress=bar.update,
         )
     title = f"{encoder.name} {encoder.pooling}: cosines of {task} {split} pairs"
+    typer.echo(summary_table(results))
     wrote(save(anisotropy_figure(results, title), out))
 
 

@@ -16,6 +16,7 @@ from scipy.stats import rankdata
 
 from baihua.encoder import Encoder
 from baihua.eval.datasets import load_task
+from baihua.eval.report import markdown_table
 from baihua.eval.sts import StsEval, pair_cosines
 from baihua.eval.transforms import TransformSpec, fit_transform, parse_transform
 
@@ -32,6 +33,17 @@ class PairCosines:
     def separation(self) -> float:
         """P(a paraphrase pair scores above a non-paraphrase pair): ROC AUC, ties count half."""
         return roc_auc(self.cosines["paraphrase"], self.cosines["non-paraphrase"])
+
+
+def summary_table(results: Sequence[PairCosines]) -> str:
+    """Markdown: mean cosine per kind of pair and the separation, a row per transform."""
+    header = ["transform", *(f"mean cos {kind}" for kind in PAIR_KINDS), "separation (AUC)"]
+    rows = [
+        [r.transform, *(f"{r.cosines[kind].mean():.3f}" for kind in PAIR_KINDS)]
+        + [f"{r.separation():.3f}"]
+        for r in results
+    ]
+    return markdown_table(header, rows)
 
 
 def roc_auc(positive: np.ndarray, negative: np.ndarray) -> float:

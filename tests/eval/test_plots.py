@@ -143,6 +143,9 @@ def test_plot_anisotropy_command_writes_both_files(
             str(out), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.stderr
+    header, rule, *rows = [line for line in result.stdout.splitlines() if line]
+    assert header.startswith("| transform | mean cos random |")
+    assert [row.split(" | ")[0] for row in rows] == ["| none", "| full", "| rot-8"]
     assert (tmp_path / "pics" / "aniso.png").is_file()
     assert (tmp_path / "pics" / "aniso.svg").is_file()
 
