@@ -39,7 +39,7 @@ def summary_table(results: Sequence[PairCosines]) -> str:
     """Markdown: mean cosine per kind of pair and the separation, a row per transform."""
     header = ["transform", *(f"mean cos {kind}" for kind in PAIR_KINDS), "separation (AUC)"]
     rows = [
-        [r.transform, *(f"{r.cosines[kind].mean():.3f}" for kind in PAIR_KINDS)]
+        [r.transform, *(f"{round(r.cosines[kind].mean(), 3) + 0.0:.3f}" for kind in PAIR_KINDS)]
         + [f"{r.separation():.3f}"]
         for r in results
     ]

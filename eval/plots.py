@@ -83,6 +83,7 @@ def anisotropy_figure(results: Sequence[PairCosines], title: str) -> Figure:
     for ax, result in zip(axes, results, strict=True):
         for kind in PAIR_KINDS:
             values = result.cosines[kind]
+            mean = round(float(values.mean()), 2) + 0.0  # + 0.0: no "-0.00"
             ax.hist(
                 values,
                 bins=bins,
@@ -91,7 +92,7 @@ def anisotropy_figure(results: Sequence[PairCosines], title: str) -> Figure:
                 alpha=0.35,
                 color=PAIR_COLOURS[kind],
                 edgecolor=PAIR_COLOURS[kind],
-                label=f"{kind} (n={len(values)}, mean {values.mean():.2f})",
+                label=f"{kind} (n={len(values)}, mean {mean:.2f})",
             )
             ax.axvline(values.mean(), color=PAIR_COLOURS[kind], linewidth=1)
         ax.set_title(f"{result.transform}: separation AUC {result.separation():.3f}", fontsize=10)
@@ -131,7 +132,9 @@ def k_sweep_figure(
     tasks = [*rows[0]["scores"], "avg"]
     specs = {r["transform"]: parse_transform_or_none(r["transform"]) for r in rows}
     ks = sorted({s.n_components for s in specs.values() if s and _family(s) and s.n_components})
-    has_full = any(s and _family(s) and s.n_components is None for s in specs.values())
+    has_full = any(s and _family(s) and s.n_components is None for s in specs.values()) or (
+        "flow" in specs
+    )  # flow keeps every dimension
     positions = {k: i for i, k in enumerate(ks)}
     ticks = [str(k) for k in ks] + (["full"] if has_full else [])
     families = list(dict.fromkeys(f for s in specs.values() if s and (f := _family(s))))
@@ -161,8 +164,9 @@ def k_sweep_figure(
                 if r["transform"] == "none":
                     ax.axhline(score(r), color="black", linestyle="--", linewidth=1, label="none")
                 elif r["transform"] == "flow":
-                    x = len(ks) if has_full else len(ks) - 1
-                    ax.plot([x], [score(r)], marker="*", markersize=9, color="#444", label="flow")
+                    ax.plot(
+                        [len(ks)], [score(r)], marker="*", markersize=9, color="#444", label="flow"
+                    )
             ax.set_title(f"{task} · {pooling}", fontsize=9)
             ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
             ax.tick_params(axis="y", labelsize=7)
