@@ -203,6 +203,10 @@ def spectrum_figure(explained_variance: np.ndarray, k: int, title: str) -> Figur
     ax.set_xlabel("component (by variance)")
     ax.set_ylabel("share of variance", color=FAMILY_COLOURS[0])
     ax.set_xlim(1, len(ratio))
+    # Eigenvalues near zero (e.g. a direction LayerNorm fixes) would squash the scale.
+    floor = ratio[0] * 1e-5
+    off_scale = int((ratio < floor).sum())
+    ax.set_ylim(bottom=max(floor, float(ratio.min())) / 2)
     right = ax.twinx()
     right.plot(components, cumulative, color=FAMILY_COLOURS[1], label="cumulative")
     right.set_ylim(0, 1.02)
@@ -211,12 +215,15 @@ def spectrum_figure(explained_variance: np.ndarray, k: int, title: str) -> Figur
     right.annotate(
         f"k = {k}: {cumulative[k - 1]:.1%} of the variance",
         xy=(k, cumulative[k - 1]),
-        xytext=(8, -24),
+        xytext=(8, 8),
         textcoords="offset points",
         fontsize=9,
     )
     half = int(np.searchsorted(cumulative, 0.5)) + 1
-    ax.set_title(f"{title}\n{len(ratio)} dims; half the variance in the first {half}", fontsize=10)
+    subtitle = f"{len(ratio)} dims; half the variance in the first {half}"
+    if off_scale:
+        subtitle += f"; {off_scale} below 1e-5 of the largest, off the scale"
+    ax.set_title(f"{title}\n{subtitle}", fontsize=10)
     ax.grid(alpha=0.3)
     return figure
 

@@ -113,24 +113,27 @@ async function search() {
         "or re-ranking off"
     );
   }
+  // Results of an earlier query must not stand under this one's error.
+  $("results").hidden = true;
   status.textContent = "searching…";
   // Without whitening, a wider candidate list from the index is re-scored by raw cosine.
   const fetchK = whiten ? topK : Math.min(Math.max(4 * topK, 40), 255);
   let found;
+  let hits;
   try {
     found = await api("search", { query, top_k: fetchK, rerank: rerank ? "geodesic" : "none" });
+    hits = found.results;
+    if (!whiten && hits.length) {
+      const [q, docs] = await Promise.all([
+        api("embed", { texts: [query], whiten: false, text_type: "query" }),
+        api("embed", { texts: hits.map((h) => h.text), whiten: false, text_type: "passage" }),
+      ]);
+      hits.forEach((hit, i) => (hit.raw = dot(q.embeddings[0], docs.embeddings[i])));
+      hits = hits.sort((a, b) => b.raw - a.raw).slice(0, topK);
+    }
   } catch (err) {
     status.textContent = "";
     throw err;
-  }
-  let hits = found.results;
-  if (!whiten && hits.length) {
-    const [q, docs] = await Promise.all([
-      api("embed", { texts: [query], whiten: false, text_type: "query" }),
-      api("embed", { texts: hits.map((h) => h.text), whiten: false, text_type: "passage" }),
-    ]);
-    hits.forEach((hit, i) => (hit.raw = dot(q.embeddings[0], docs.embeddings[i])));
-    hits = hits.sort((a, b) => b.raw - a.raw).slice(0, topK);
   }
   renderHits(hits, whiten, rerank);
   const ms = performance.now() - started;

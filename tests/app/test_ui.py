@@ -167,7 +167,9 @@ def test_a_document_added_through_the_page_is_then_found(
     assert page.column("payload")[found] == '{"source":"page"}'
 
 
-def test_a_wrong_api_key_is_shown_and_no_results(page: Page) -> None:
+def test_a_wrong_api_key_is_shown_and_no_stale_results(page: Page) -> None:
+    page.search("hello")
+    assert page.page.locator("#results").is_visible()
     page.set_key("wrong-key")
     page.search("hello")
     message = page.error("search")
