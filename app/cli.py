@@ -492,7 +492,7 @@ def plot_anisotropy(
     from baihua.eval.transforms import parse_transform
 
     if fit_on not in ("task", "test"):
-        raise ValueError(f"--fit-on must be task or test, got {fit_on!r}")
+        raise UsageError(f"--fit-on must be task or test, got {fit_on!r}")
     transforms = [parse_transform(name) for name in split_list(whitening)]
     settings = load_settings(config, model=model, pooling=pooling, cache_dir=cache_dir)
     encoder = build_encoder(settings)
@@ -548,10 +548,10 @@ def plot_spectrum(
 
     transform = load_transform(whitening)
     if not isinstance(transform, Whitening):
-        raise ValueError(f"{whitening}: a {type(transform).__name__} artifact has no spectrum")
+        raise UsageError(f"{whitening}: a {type(transform).__name__} artifact has no spectrum")
     k = k or transform.n_components_
     if not 1 <= k <= transform.n_features_in_:
-        raise ValueError(f"--k must be between 1 and {transform.n_features_in_}, got {k}")
+        raise UsageError(f"--k must be between 1 and {transform.n_features_in_}, got {k}")
     meta = transform.metadata
     title = f"{meta.model} {meta.pooling}: whitening fitted on {transform.n_samples_seen_} vectors"
     wrote(save(spectrum_figure(transform.explained_variance_, k, title), out))

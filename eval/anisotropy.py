@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from baihua.core.errors import UsageError
 from baihua.encoder import Encoder
 from baihua.eval.datasets import load_task
 from baihua.eval.report import markdown_table
@@ -58,7 +59,7 @@ def label_bands(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     non-paraphrase pairs (bottom fifth: 0, ≤ 1)."""
     low, high = float(labels.min()), float(labels.max())
     if high == low:
-        raise ValueError(f"every pair has label {low}: no paraphrase / non-paraphrase split")
+        raise UsageError(f"every pair has label {low}: no paraphrase / non-paraphrase split")
     return labels >= low + 0.8 * (high - low), labels <= low + 0.2 * (high - low)
 
 

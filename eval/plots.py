@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
+from baihua.core.errors import UsageError
 from baihua.eval.anisotropy import PAIR_KINDS, PairCosines
 from baihua.eval.transforms import TransformSpec, parse_transform
 from baihua.whitening.artifact import write_atomic
@@ -59,13 +60,13 @@ def read_records(path: Path, required: Sequence[str], producer: str) -> list[dic
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not JSON ({err}); write one with `{producer}`") from err
+        raise UsageError(f"{path}: not JSON ({err}); write one with `{producer}`") from err
     if not isinstance(records, list) or not records:
-        raise ValueError(f"{path}: expected a list of results as `{producer}` writes")
+        raise UsageError(f"{path}: expected a list of results as `{producer}` writes")
     for i, record in enumerate(records):
         missing = [f for f in required if not isinstance(record, dict) or f not in record]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"{path}: result {i} has no {', '.join(missing)}; is it from `{producer}`?"
             )
     return records
@@ -126,7 +127,7 @@ def k_sweep_figure(
     row per pooling; a line per transform family, raw vectors (`none`) dashed, flow a marker."""
     rows = [r for r in records if r["split"] == split]
     if not rows:
-        raise ValueError(f"no results for split {split!r}")
+        raise UsageError(f"no results for split {split!r}")
     chosen = list(poolings) if poolings else list(dict.fromkeys(r["pooling"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
     tasks = [*rows[0]["scores"], "avg"]
@@ -145,7 +146,7 @@ def k_sweep_figure(
     for row, pooling in zip(grid, chosen, strict=True):
         results = [r for r in rows if r["pooling"] == pooling]
         if not results:
-            raise ValueError(f"no results for pooling {pooling!r}")
+            raise UsageError(f"no results for pooling {pooling!r}")
         for ax, task in zip(row, tasks, strict=True):
 
             def score(record: dict[str, Any], task: str = task) -> float:
@@ -237,7 +238,7 @@ def retrieval_figure(records: Sequence[dict[str, Any]], metric: str = "MRR@10") 
     missing = [i for i, r in enumerate(records) if metric not in r["metrics"]]
     if missing:
         known = ", ".join(records[missing[0]]["metrics"])
-        raise ValueError(f"result {missing[0]} has no metric {metric!r}; it has {known}")
+        raise UsageError(f"result {missing[0]} has no metric {metric!r}; it has {known}")
     datasets = list(dict.fromkeys(r["dataset"] for r in records))
     models = list(dict.fromkeys(r["model"] for r in records))
     kinds = list(dict.fromkeys(_retrieval_kind(r["transform"]) for r in records))
