@@ -552,8 +552,11 @@ def plot_spectrum(
     k = k or transform.n_components_
     if not 1 <= k <= transform.n_features_in_:
         raise UsageError(f"--k must be between 1 and {transform.n_features_in_}, got {k}")
-    meta = transform.metadata
-    title = f"{meta.model} {meta.pooling}: whitening fitted on {transform.n_samples_seen_} vectors"
+    space = transform.metadata.spec
+    title = (
+        f"{space.get('model')} {space.get('pooling')}: whitening fitted on "
+        f"{transform.n_samples_seen_} vectors"
+    )
     wrote(save(spectrum_figure(transform.explained_variance_, k, title), out))
 
 

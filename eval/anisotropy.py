@@ -19,7 +19,7 @@ from baihua.encoder import Encoder
 from baihua.eval.datasets import load_task
 from baihua.eval.report import markdown_table
 from baihua.eval.sts import StsEval, pair_cosines
-from baihua.eval.transforms import TransformSpec, fit_transform, parse_transform
+from baihua.eval.transforms import TransformSpec, parse_transform
 
 PAIR_KINDS = ("random", "paraphrase", "non-paraphrase")
 
@@ -120,9 +120,8 @@ def anisotropy(
     out = []
     for spec in specs:
         a, b = vectors[f"{split}.1"], vectors[f"{split}.2"]
-        transform = fit_transform(spec, vectors["fit"])
+        transform = grid.fitted(encoder, task, pooling, spec, vectors)
         if transform is not None:
-            transform.check_compatible(model=encoder.name, pooling=pooling)
             a, b = transform.transform(a), transform.transform(b)
         out.append(PairCosines(spec.name, split_cosines(a, b, labels, n_random)))
     return out

@@ -21,9 +21,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
 from baihua.core.errors import UsageError
+from baihua.core.files import write_atomic
 from baihua.eval.anisotropy import PAIR_KINDS, PairCosines
 from baihua.eval.transforms import TransformSpec, parse_transform
-from baihua.whitening.artifact import write_atomic
 
 FORMATS = (".png", ".svg")
 PAIR_COLOURS = {"random": "#8c8c8c", "paraphrase": "#2a9d5c", "non-paraphrase": "#d1495b"}

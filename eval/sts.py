@@ -74,13 +74,8 @@ class StsEval:
             for pooling in self.poolings:
                 for spec in self.transforms:
                     started = time.perf_counter()
-                    transform = fit_transform(spec, vectors[pooling]["fit"])
+                    transform = self.fitted(encoder, task.name, pooling, spec, vectors[pooling])
                     fit_seconds = time.perf_counter() - started
-                    if transform is not None:
-                        space = encoder_spec(
-                            encoder, pooling=pooling, max_length=self._max_length(task.name)
-                        )
-                        transform.check_compatible(space)
                     for split in self.splits:
                         result = results[(pooling, spec.name, split)]
                         score = self._score(task, split, vectors[pooling], transform)
@@ -88,6 +83,22 @@ class StsEval:
                         result.sizes[task.name] = len(task.splits[split])
                         result.fit_seconds[task.name] = fit_seconds
         return list(results.values())
+
+    def fitted(
+        self,
+        encoder: Encoder,
+        task: str,
+        pooling: str,
+        spec: TransformSpec,
+        vectors: dict[str, np.ndarray],
+    ) -> Whitening | Flow | None:
+        """`spec` fitted on the "fit" part of `vectors` (an artifact loaded), checked against the
+        space the vectors came from."""
+        transform = fit_transform(spec, vectors["fit"])
+        if transform is not None:
+            space = encoder_spec(encoder, pooling=pooling, max_length=self._max_length(task))
+            transform.check_compatible(space)
+        return transform
 
     def check_splits(self, task: StsTask) -> None:
         for split in self.splits:

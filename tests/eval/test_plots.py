@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from baihua.app.cli import cli
+from baihua.core.spec import EmbeddingSpec
 from baihua.encoder import Encoder
 from baihua.eval.anisotropy import anisotropy, label_bands, roc_auc, split_cosines
 from baihua.eval.plots import anisotropy_figure, k_sweep_figure, retrieval_figure, save
@@ -25,6 +26,7 @@ from baihua.whitening import Whitening
 from tests.eval.test_sts import pairs, write_task
 
 runner = CliRunner()
+SPEC = EmbeddingSpec(model="m", weights="a" * 64, pooling="cls", max_length=64)
 
 
 def cone(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -181,18 +183,19 @@ def test_k_sweep_plots_the_eval_result_files_scores(
 def test_spectrum_plots_the_artifacts_eigenvalues(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     whitening = Whitening(3).fit(rng.standard_normal((500, 6)) * [4, 3, 2, 1, 0.5, 0.1])
-    whitening.save_pretrained(tmp_path / "w", model="m", pooling="cls", max_length=64)
+    whitening.save_pretrained(tmp_path / "w", spec=SPEC)
     result = runner.invoke(cli, ["plot", "spectrum", "--whitening", str(tmp_path / "w"),
                                  "--out", str(tmp_path / "s")])  # fmt: skip
     assert result.exit_code == 0, result.stderr
     svg = (tmp_path / "s.svg").read_text()
+    assert "m cls: whitening fitted on 500 vectors" in svg
     share = np.cumsum(whitening.explained_variance_) / whitening.explained_variance_.sum()
     assert f"k = 3: {share[2]:.1%} of the variance" in svg
 
 
 def test_spectrum_refuses_a_k_beyond_the_dimensions(tmp_path: Path) -> None:
     whitening = Whitening().fit(np.random.default_rng(0).standard_normal((50, 4)))
-    whitening.save_pretrained(tmp_path / "w", model="m", pooling="cls", max_length=64)
+    whitening.save_pretrained(tmp_path / "w", spec=SPEC)
     result = runner.invoke(cli, ["plot", "spectrum", "--whitening", str(tmp_path / "w"),
                                  "--out", str(tmp_path / "s"), "--k", "9"])  # fmt: skip
     assert result.exit_code == 1
