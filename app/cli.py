@@ -219,16 +219,32 @@ def fit(
     ] = None,
     beta: Annotated[float, typer.Option(help="Su's β: how much of the mean to remove.")] = 1.0,
     gamma: Annotated[float, typer.Option(help="Su's γ: 1 whitens, 0 only rotates.")] = 1.0,
+    cap_n_components: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the covariance's rank when --n-components exceeds it, instead of refusing."
+        ),
+    ] = False,
     text_type: TextTypeOpt = "query",
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C."""
+    """Fit whitening (or BERT-flow) offline over a corpus (blank lines are skipped);
+    resumable after a crash or Ctrl-C."""
     from baihua.app.components import build_encoder
-    from baihua.app.jobs import FitJob
+    from baihua.app.jobs import FitJob, check_fit
     from baihua.encoder.corpus import count_sentences
 
     total = count_sentences(input)  # a bad line fails here, before the model loads
+    kind, fit_method = check_text_type(text_type), check_method(method)
+    options: dict[str, Any] = {
+        "method": fit_method,
+        "n_components": n_components,
+        "beta": beta,
+        "gamma": gamma,
+        "cap_n_components": cap_n_components,
+    }
+    check_fit(input, out, total, **options)  # so do bad paths and options
     settings = load_settings(
         config, model=model, pooling=pooling, max_length=max_length, batch_size=batch_size
     )
@@ -236,11 +252,8 @@ def fit(
         input,
         out,
         build_encoder(settings),
-        method=check_method(method),
-        n_components=n_components,
-        beta=beta,
-        gamma=gamma,
-        text_type=check_text_type(text_type),
+        text_type=kind,
+        **options,
     )
     done = job.plan(total)
     if done:

@@ -21,6 +21,12 @@ def _moments_of(X: np.ndarray) -> Moments:
     return moments
 
 
+def _rank(eigenvalues: np.ndarray, floor: float, n_samples: int) -> int:
+    """Directions with variance: eigenvalues (descending) above ``floor`` × the largest; n
+    centred vectors span at most n − 1."""
+    return min(int(np.sum(eigenvalues > floor * eigenvalues[0])), n_samples - 1)
+
+
 class Whitening(TransformBase):
     """Maps x to ``(x − β·μ) · U[:, :k] · Λ[:k]^(−γ/2)``, with Σ = U Λ Uᵀ the covariance.
 
@@ -36,17 +42,23 @@ class Whitening(TransformBase):
     Parameters
     ----------
     n_components : int or None
-        Dimensions k to keep (1 ≤ k ≤ n_features), those of largest variance; None keeps all.
-        Truncation shrinks vectors and indexes; in the paper it also often helps STS.
+        Dimensions k to keep, those of largest variance; None keeps every direction with
+        variance (``rank_`` of them). k must not exceed ``rank_``: whitening a direction without
+        variance only scales noise up. Truncation shrinks vectors and indexes; in the paper it
+        also often helps STS.
     beta : float
         Fraction of the mean subtracted. Only used by ``transform``, so it can change without a
         refit.
     gamma : float
         Exponent of the variance equalisation (1 whitens, 0 only rotates).
     eigenvalue_floor : float
-        Eigenvalues below ``eigenvalue_floor`` times the largest are raised to that value before
-        ``Λ^(−γ/2)``, so near-zero-variance directions are not blown up to noise; this only
-        matters when k is close to n_features or to the number of samples.
+        Directions whose variance is at most ``eigenvalue_floor`` times the largest have none:
+        they are rounding noise (float32 vectors put it near 1e-15; the LayerNorm that ends a
+        BERT leaves one such direction, n samples leave d − n + 1) and do not count in
+        ``rank_``. So no kept direction is scaled by more than ``eigenvalue_floor^(−γ/2)``
+        relative to the first.
+    cap_n_components : bool
+        When n_components exceeds ``rank_``, keep ``rank_`` components instead of raising.
 
     Attributes
     ----------
@@ -57,7 +69,10 @@ class Whitening(TransformBase):
         ``x @ components_``. Each eigenvector's largest-magnitude entry is positive, so refits
         on the same data give the same signs.
     explained_variance_ : np.ndarray of shape (n_features,)
-        All eigenvalues Λ of the covariance, descending, before the floor.
+        All eigenvalues Λ of the covariance, descending.
+    rank_ : int
+        Directions with variance: eigenvalues above ``eigenvalue_floor`` times the largest, and
+        at most n_samples − 1.
     n_components_ : int
         k.
     n_features_in_ : int
@@ -75,12 +90,14 @@ class Whitening(TransformBase):
         n_components: int | None = None,
         beta: float = 1.0,
         gamma: float = 1.0,
-        eigenvalue_floor: float = 1e-12,
+        eigenvalue_floor: float = 1e-8,
+        cap_n_components: bool = False,
     ) -> None:
         self.n_components = n_components
         self.beta = beta
         self.gamma = gamma
         self.eigenvalue_floor = eigenvalue_floor
+        self.cap_n_components = cap_n_components
 
     method = "whitening"
 
@@ -167,7 +184,7 @@ class Whitening(TransformBase):
         return whitening
 
     def _fit_moments(self, moments: Moments) -> Whitening:
-        k = self._validate_params(moments.dim)
+        self.check_params(moments.dim)
         eigenvalues, eigenvectors = np.linalg.eigh(moments.covariance)
         # Descending; negative eigenvalues of a covariance are rounding noise.
         eigenvalues = np.clip(eigenvalues[::-1], 0.0, None)
@@ -176,17 +193,31 @@ class Whitening(TransformBase):
             raise UsageError(
                 "all fitted vectors are identical (zero covariance); nothing to whiten"
             )
+        k = self._n_components(_rank(eigenvalues, self.eigenvalue_floor, moments.n), moments.n)
         columns = np.arange(eigenvectors.shape[1])
         largest = np.argmax(np.abs(eigenvectors), axis=0)
         eigenvectors = eigenvectors * np.sign(eigenvectors[largest, columns])
-        floored = np.maximum(eigenvalues[:k], self.eigenvalue_floor * eigenvalues[0])
         self._set_fitted(
             mean=moments.mean,
-            components=eigenvectors[:, :k] * floored ** (-self.gamma / 2),
+            components=eigenvectors[:, :k] * eigenvalues[:k] ** (-self.gamma / 2),
             explained_variance=eigenvalues,
             moments=moments,
         )
         return self
+
+    def _n_components(self, rank: int, n_samples: int) -> int:
+        """k for a covariance of this rank: n_components, capped or refused above the rank."""
+        if self.n_components is None or (self.cap_n_components and self.n_components > rank):
+            return rank
+        if self.n_components > rank:
+            raise UsageError(
+                f"n_components={self.n_components} exceeds the rank of the covariance, {rank} "
+                f"(directions with variance above {self.eigenvalue_floor:g} × the largest, from "
+                f"{n_samples} vectors); the extra components would be noise scaled up. Keep at "
+                f"most {rank}, fit on more vectors, or cap to the rank (cap_n_components=True, "
+                "`baihua fit --cap-n-components`)"
+            )
+        return int(self.n_components)
 
     def _set_fitted(
         self,
@@ -203,22 +234,28 @@ class Whitening(TransformBase):
         self.n_features_in_ = int(self.mean_.shape[0])
         self.n_samples_seen_ = moments.n
         self.moments_ = moments
+        self.rank_ = _rank(self.explained_variance_, self.eigenvalue_floor, moments.n)
 
-    def _validate_params(self, n_features: int) -> int:
-        k = n_features if self.n_components is None else self.n_components
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n_features:
+    def check_params(self, n_features: int | None = None) -> None:
+        """Raise UsageError for hyperparameters that cannot work (against the input width
+        ``n_features`` once it is known)."""
+        k, top = self.n_components, n_features or float("inf")
+        if k is not None and (
+            isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= top
+        ):
+            between = f"between 1 and n_features={n_features}" if n_features else "of at least 1"
             raise UsageError(
-                f"n_components={self.n_components!r} must be an integer between 1 and "
-                f"n_features={n_features}, or None to keep all"
+                f"n_components={self.n_components!r} must be an integer {between}, or None to "
+                "keep every direction with variance"
             )
         for name in ("beta", "gamma"):
             if not math.isfinite(getattr(self, name)):
                 raise UsageError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.eigenvalue_floor) and self.eigenvalue_floor > 0):
+        if not (math.isfinite(self.eigenvalue_floor) and 0 < self.eigenvalue_floor < 1):
             raise UsageError(
-                f"eigenvalue_floor must be a positive finite number, got {self.eigenvalue_floor!r}"
+                f"eigenvalue_floor must be a number between 0 and 1 (exclusive), got "
+                f"{self.eigenvalue_floor!r}"
             )
-        return int(k)
 
 
 register_transform("whitening", Whitening.from_pretrained)
