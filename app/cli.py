@@ -158,11 +158,40 @@ def serve(
         uvicorn.run(create_app(settings, pipeline, store), host=settings.host, port=settings.port)
 
 
+def check_texts(texts: list[str]) -> list[str]:
+    for number, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise UsageError(f"text {number} is blank; every text gets one output row")
+    return texts
+
+
+def read_stdin_texts() -> list[str]:
+    """One text per stdin line; a blank or non-UTF-8 line is an error naming the line number,
+    so that output row i is always input line i."""
+    from baihua.encoder.corpus import decode_lines
+
+    texts = []
+    for line_no, line in decode_lines(sys.stdin.buffer, "stdin"):
+        if not line.strip():
+            raise UsageError(
+                f"stdin:{line_no}: blank line; each line is one text with one output row, so "
+                "remove the line or put a text on it"
+            )
+        texts.append(line)
+    if not texts:
+        raise UsageError("no texts: pass them as arguments or one per line on stdin")
+    return texts
+
+
 @cli.command()
 @user_errors
 def embed(
     texts: Annotated[
-        list[str] | None, typer.Argument(help="Texts; read from stdin when none.")
+        list[str] | None,
+        typer.Argument(
+            help="Texts; read from stdin when none, one per line (UTF-8). Output row i is "
+            "input line i, so a blank line is an error naming it."
+        ),
     ] = None,
     model: ModelOpt = None,
     pooling: PoolingOpt = None,
@@ -184,10 +213,7 @@ def embed(
     if fmt not in ("jsonl", "npy"):
         raise UsageError(f"--format must be jsonl or npy, got {fmt!r}")
     kind = check_text_type(text_type)
-    if not texts:
-        texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        raise UsageError("no texts: pass them as arguments or one per line on stdin")
+    texts = check_texts(texts) if texts else read_stdin_texts()
     settings = load_settings(
         config, model=model, pooling=pooling, max_length=max_length, whitening=whitening
     )

@@ -49,7 +49,7 @@ def test_embed_reads_stdin_and_writes_npy(tiny_bert: Path, tmp_path: Path) -> No
     out = tmp_path / "v.npy"
     code, _, _ = run(
         "embed", "--model", str(tiny_bert), "--format", "npy", "--output", str(out),
-        stdin="hello\n\nworld\n",
+        stdin="hello\nworld\n",
     )  # fmt: skip
     assert code == 0
     assert np.load(out).shape == (2, 32)
