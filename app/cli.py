@@ -143,10 +143,9 @@ def serve(
     """Start the HTTP service: /embed, /search, /documents, /v1/embeddings, /metrics.
 
     The artifact, model and index are loaded and checked against each other before the port
-    opens; a wrong combination exits with one line saying what differs."""
-    import uvicorn
-
-    from baihua.app.main import create_app
+    opens; a wrong combination exits with one line saying what differs. SIGTERM drains for
+    shutdown_grace_s, snapshots the index and exits 0; a second signal exits at once."""
+    from baihua.app.server import serve as run_server
     from baihua.app.service import describe, load_components
 
     settings = load_settings(
@@ -155,7 +154,7 @@ def serve(
     pipeline, store = load_components(settings)
     with store:
         typer.echo(f"baihua: {describe(pipeline, store)}", err=True)
-        uvicorn.run(create_app(settings, pipeline, store), host=settings.host, port=settings.port)
+        run_server(settings, pipeline, store)
 
 
 @cli.command()

@@ -55,12 +55,14 @@ class DocumentIndex:
         ids: Sequence[int | None],
         *,
         upsert: bool = False,
+        client: str | None = None,
     ) -> Written:
         """Embed the texts as passages and store them; `None` ids get new ones.
 
-        Raises `index.DuplicateIdError` when an id exists and `upsert` is false.
+        Raises `index.DuplicateIdError` when an id exists and `upsert` is false. `client` names
+        the sender for its share of the encoder queue.
         """
-        embedded = await self.batcher.embed(texts, PASSAGE)
+        embedded = await self.batcher.embed(texts, PASSAGE, client=client)
         assigned = await asyncio.to_thread(
             self._write, ids, embedded.vectors, texts, payloads, upsert
         )
@@ -73,8 +75,9 @@ class DocumentIndex:
         filter: dict[str, Any] | None = None,
         *,
         rerank: Literal["none", "geodesic"] = "none",
+        client: str | None = None,
     ) -> Found:
-        embedded = await self.batcher.embed(queries, QUERY)
+        embedded = await self.batcher.embed(queries, QUERY, client=client)
         search = self._search_geodesic if rerank == "geodesic" else self.store.search
         hits = await asyncio.to_thread(search, embedded.vectors, top_k, filter)
         return Found(hits, embedded.truncated.tolist())

@@ -50,7 +50,17 @@ class Settings(BaseSettings):
     max_chars_per_text: int = Field(2000, ge=1)
     max_batch_size: int = Field(64, ge=1)
     max_wait_ms: float = Field(5.0, ge=0)
-    queue_size: int = Field(1024, ge=1)
+
+    # bounded work: every limit is a 413 / 422 / 429 / 503 naming it, never unbounded memory or time
+    max_request_bytes: int = Field(8 * 2**20, ge=1024)  # body size, checked before parsing (413)
+    max_payload_bytes: int = Field(16 * 2**10, ge=2)  # one document's payload as JSON (422)
+    max_payload_depth: int = Field(32, ge=1, le=64)  # nesting of a payload or filter (422)
+    max_search_hits: int = Field(10_000, ge=1)  # queries x top_k in one /search (422)
+    max_response_bytes: int = Field(32 * 2**20, ge=1024)  # one /search response (422)
+    max_queued_texts: int = Field(4096, ge=1)  # texts waiting for the encoder (503)
+    max_queued_texts_per_client: int | None = Field(None, ge=1)  # one API key's or host's (429)
+    request_timeout_s: float = Field(10.0, gt=0)  # deadline to be served by the encoder (503)
+    shutdown_grace_s: float = Field(20.0, ge=0, le=300)  # SIGTERM: in-flight work, then exit
 
     # geodesic re-ranking (`"rerank": "geodesic"` in /search)
     geodesic_k: int = Field(10, ge=1)  # neighbours per document in the kNN graph
