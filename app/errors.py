@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baihua.app.batcher import ClientOverLimit, EncoderError, EncoderUnavailable, TextRejected
-from baihua.index import DuplicateIdError, FilterError
+from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
 
 MAX_ECHOED_CHARS = 200  # of a rejected input, in a 422
 
@@ -123,6 +123,7 @@ async def _text_rejected(request: Request, exc: Exception) -> Response:
 
 
 async def _duplicate_id(request: Request, exc: Exception) -> Response:
+    """An id taken, or none left to assign: a conflict with what is stored."""
     return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, str(exc)))
 
 
@@ -140,3 +141,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TextRejected, _text_rejected)
     app.add_exception_handler(DuplicateIdError, _duplicate_id)
     app.add_exception_handler(FilterError, _filter_error)
+    app.add_exception_handler(IdsExhaustedError, _duplicate_id)

@@ -126,6 +126,11 @@ class DocumentDatabase:
         with self._lock:
             return int(self._db.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0])
 
+    def max_id(self) -> int | None:
+        with self._lock:
+            found = self._db.execute("SELECT MAX(id) FROM documents").fetchone()[0]
+        return None if found is None else int(found)
+
     def documents(self, ids: Iterable[int]) -> dict[int, Document]:
         docs: dict[int, Document] = {}
         with self._lock:
