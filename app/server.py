@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from baihua.app.main import begin_shutdown, create_app
 from baihua.app.settings import Settings
+from baihua.encoder import EmbeddingPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,10 @@ class GracefulServer(uvicorn.Server):
             self._loop.call_soon_threadsafe(begin_shutdown, self.app)
 
 
-def serve(settings: Settings) -> None:
-    """Serve `settings` on its host and port until a signal; returns after a clean stop."""
-    app = create_app(settings)
+def serve(settings: Settings, pipeline: EmbeddingPipeline | None = None) -> None:
+    """Serve `settings` on its host and port until a signal; returns after a clean stop.
+    `pipeline` replaces the one `settings` describe (as in `create_app`)."""
+    app = create_app(settings, pipeline)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -56,30 +56,25 @@ def test_work_of_clients_that_gave_up_is_dropped_and_not_counted_as_served(
     assert metric(metrics, 'baihua_shed_texts_total{reason="disconnected"}') >= 8
 
 
-def test_requests_past_their_deadline_are_503_and_successes_are_in_time(
+def test_requests_past_their_deadline_are_503_and_never_encoded(
     start_server: StartServer, pipeline: EmbeddingPipeline
 ) -> None:
-    url = start_server(
-        pipeline=SlowPipeline(pipeline, 0.2), max_batch_size=1, request_timeout_s=1.0
-    )
+    slow = SlowPipeline(pipeline, 0.2)
+    url = start_server(pipeline=slow, max_batch_size=1, request_timeout_s=1.0)
 
-    def timed(i: int) -> tuple[int, float, str]:
-        start = time.perf_counter()
-        response = httpx.post(f"{url}/embed", json={"texts": [f"t{i}"]}, timeout=30)
-        return (
-            response.status_code,
-            time.perf_counter() - start,
-            response.headers.get("Retry-After", ""),
-        )
+    def post(i: int) -> httpx.Response:
+        return httpx.post(f"{url}/embed", json={"texts": [f"t{i}"]}, timeout=30)
 
     with ThreadPoolExecutor(20) as pool:
-        results = list(pool.map(timed, range(20)))
-    statuses = [status for status, _, _ in results]
+        responses = list(pool.map(post, range(20)))
+    statuses = [response.status_code for response in responses]
     assert set(statuses) == {200, 503}, statuses
     assert statuses.count(200) <= 8  # about 1 s / 0.2 s per call
-    # served within the 1 s deadline, plus HTTP overhead on a busy machine
-    assert max(seconds for status, seconds, _ in results if status == 200) < 2.0
-    assert all(1 <= int(retry) <= 60 for status, _, retry in results if status == 503)
+    assert all(1 <= int(r.headers["Retry-After"]) <= 60 for r in responses if r.status_code == 503)
+    assert all("deadline" in r.json()["detail"] for r in responses if r.status_code == 503)
+    # the dropped ones never reached the encoder (their latency is the benchmark's business:
+    # bench/overload.py, since timings on a shared machine are noise)
+    assert len(slow.encoded) == statuses.count(200)
 
 
 def test_metrics_labels_stay_bounded_under_random_methods_and_paths(server: str) -> None:
