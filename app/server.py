@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from baihua.app.main import begin_shutdown, create_app
 from baihua.app.settings import Settings
 from baihua.encoder import EmbeddingPipeline
+from baihua.index import Store
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +50,12 @@ class GracefulServer(uvicorn.Server):
             self._loop.call_soon_threadsafe(begin_shutdown, self.app)
 
 
-def serve(settings: Settings, pipeline: EmbeddingPipeline | None = None) -> None:
+def serve(
+    settings: Settings, pipeline: EmbeddingPipeline | None = None, store: Store | None = None
+) -> None:
     """Serve `settings` on its host and port until a signal; returns after a clean stop.
-    `pipeline` replaces the one `settings` describe (as in `create_app`)."""
-    app = create_app(settings, pipeline)
+    `pipeline` and `store`, when given, replace what `settings` describe (as in `create_app`)."""
+    app = create_app(settings, pipeline, store)
     config = uvicorn.Config(
         app,
         host=settings.host,
