@@ -111,6 +111,15 @@ PoolingOpt = Annotated[
 ]
 MaxLengthOpt = Annotated[int | None, typer.Option(help="Token limit per text (default 64).")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML settings file.")]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (default: fastest here within min cosine 0.99 of fp32), torch, onnx, onnx-int8."
+    ),
+]
+DtypeOpt = Annotated[
+    str | None, typer.Option(help="With --backend torch: float32 (forces fp32) or bfloat16.")
+]
 TextTypeOpt = Annotated[
     str, typer.Option(help="query or passage: selects the model's prefix (e5: 'query: ').")
 ]
@@ -138,6 +147,8 @@ def serve(
     ] = None,
     model: ModelOpt = None,
     whitening: Annotated[Path | None, typer.Option(help="Fitted transform folder.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start the HTTP service: /embed, /search, /documents, /v1/embeddings, /metrics.
@@ -149,7 +160,14 @@ def serve(
     from baihua.app.service import describe, load_components
 
     settings = load_settings(
-        config, host=host, port=port, data_dir=data_dir, model=model, whitening=whitening
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        model=model,
+        whitening=whitening,
+        backend=backend,
+        dtype=dtype,
     )
     pipeline, store = load_components(settings)
     with store:
@@ -172,6 +190,8 @@ def embed(
     text_type: TextTypeOpt = "query",
     fmt: Annotated[str, typer.Option("--format", help="jsonl or npy.")] = "jsonl",
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Embed texts: JSON lines {"text", "embedding"} or a .npy matrix."""
@@ -188,7 +208,13 @@ def embed(
     if not texts:
         raise UsageError("no texts: pass them as arguments or one per line on stdin")
     settings = load_settings(
-        config, model=model, pooling=pooling, max_length=max_length, whitening=whitening
+        config,
+        model=model,
+        pooling=pooling,
+        max_length=max_length,
+        whitening=whitening,
+        backend=backend,
+        dtype=dtype,
     )
     vectors = build_pipeline(settings).embed(texts, text_type=kind).vectors
     sink = output.open("wb") if output else sys.stdout.buffer
@@ -220,6 +246,8 @@ def fit(
     gamma: Annotated[float, typer.Option(help="Su's γ: 1 whitens, 0 only rotates.")] = 1.0,
     text_type: TextTypeOpt = "query",
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C."""
@@ -229,7 +257,13 @@ def fit(
 
     total = count_sentences(input)  # a bad line fails here, before the model loads
     settings = load_settings(
-        config, model=model, pooling=pooling, max_length=max_length, batch_size=batch_size
+        config,
+        model=model,
+        pooling=pooling,
+        max_length=max_length,
+        batch_size=batch_size,
+        backend=backend,
+        dtype=dtype,
     )
     job = FitJob(
         input,
@@ -263,6 +297,8 @@ def index_build(
     model: ModelOpt = None,
     whitening: Annotated[Path | None, typer.Option(help="Fitted transform folder.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Embed a corpus as passages into the index; rerun to resume. JSONL may give `id` and
@@ -273,7 +309,13 @@ def index_build(
 
     total = count_sentences(input)
     settings = load_settings(
-        config, data_dir=data_dir, model=model, whitening=whitening, batch_size=batch_size
+        config,
+        data_dir=data_dir,
+        model=model,
+        whitening=whitening,
+        batch_size=batch_size,
+        backend=backend,
+        dtype=dtype,
     )
     pipeline = build_pipeline(settings)
     index_dir = settings.data_dir / "index"
@@ -315,9 +357,8 @@ def eval_sts(
     output: Annotated[Path | None, typer.Option(help="Write .json, .csv or .md.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Vector cache folder.")] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="float32 or bfloat16 (autocast) for the encoder.")
-    ] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """STS Spearman × 100 for models × poolings × transforms (the BERT-whitening table)."""
@@ -341,7 +382,12 @@ def eval_sts(
     results = []
     for name in split_list(model):
         settings = load_settings(
-            config, model=name, batch_size=batch_size, cache_dir=cache_dir, dtype=dtype
+            config,
+            model=name,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            backend=backend,
+            dtype=dtype,
         )
         encoder = build_encoder(settings)
         poolings = split_list(pooling) if pooling else [encoder.pooling]
@@ -384,6 +430,8 @@ def eval_retrieval_run(
     output: Annotated[Path | None, typer.Option(help="Write .json, .csv or .md.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Vector cache folder.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """MRR@10, Recall@1/10/top-k, nDCG@10, QPS and index bytes per transform × rerank."""
@@ -409,7 +457,13 @@ def eval_retrieval_run(
     results = []
     for name in split_list(model):
         settings = load_settings(
-            config, model=name, max_length=max_length, batch_size=batch_size, cache_dir=cache_dir
+            config,
+            model=name,
+            max_length=max_length,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            backend=backend,
+            dtype=dtype,
         )
         encoder = build_encoder(settings)
         with tqdm(desc=f"encode {name}", unit="sent", file=sys.stderr) as bar:
@@ -597,14 +651,34 @@ def models_list() -> None:
 @models_cli.command("prepare")
 @user_errors
 def models_prepare(
-    name: Annotated[str, typer.Argument(help="Preset to prepare.")] = "me5-small",
+    name: Annotated[str, typer.Argument(help="Preset or model folder to prepare.")] = "me5-small",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Also export for this backend (onnx, onnx-int8) and check it against fp32; "
+            "auto measures every backend and stores the choice."
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Expand a bundled model into the cache now instead of on first use."""
+    """Expand a bundled model into the cache now instead of on first use; with --backend, build
+    and check the backend's export too."""
+    from baihua.app.components import build_encoder
     from baihua.encoder.models import model_path, resolve_model
 
-    settings = load_settings(config)
-    typer.echo(model_path(resolve_model(name), settings.cache_dir))
+    settings = load_settings(config, model=name, backend=backend)
+    if backend is None:
+        typer.echo(model_path(resolve_model(name), settings.cache_dir))
+        return
+    encoder = build_encoder(settings)
+    folder = getattr(encoder.runner, "folder", None)
+    checked = getattr(encoder.runner, "calibration", None)
+    line = f"{encoder.name}: backend {encoder.backend} ({encoder.dtype})"
+    line += f" in {folder}" if folder else ""
+    if checked:
+        line += f"; calibration min/mean cosine to fp32 {checked['min_cosine']:.4f}/"
+        line += f"{checked['mean_cosine']:.4f}"
+    typer.echo(line)
 
 
 def main() -> None:

@@ -43,7 +43,9 @@ class VectorCache:
     text_type : "query" or "passage", the prefix the texts were encoded with.
     """
 
-    def __init__(self, root: Path, spec: EmbeddingSpec, *, text_type: str) -> None:
+    def __init__(
+        self, root: Path, spec: EmbeddingSpec, *, text_type: str, variant: str = ""
+    ) -> None:
         key: dict[str, str | int] = {
             "model": spec.model,
             "dtype": spec.dtype,
@@ -52,6 +54,8 @@ class VectorCache:
         }
         if spec.backend != "torch":  # keeps the folders of torch vectors written before backends
             key["backend"] = spec.backend
+        if variant:  # the int8 recipe: a new one must not reuse the old one's vectors
+            key["variant"] = variant
         self.spec = spec.raw
         self.folder = root / hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
         self.folder.mkdir(parents=True, exist_ok=True)

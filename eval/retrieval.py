@@ -113,6 +113,8 @@ class RetrievalResult:
     qps: float
     index_bytes: int
     graph_bytes: int  # the kNN graph geodesic re-ranking keeps besides the index; 0 for "none"
+    backend: str = "torch"
+    dtype: str = "float32"
 
 
 @dataclass
@@ -145,7 +147,14 @@ class RetrievalEval:
                 raw_corpus, raw_queries = vectors["passage"][pooling], vectors["query"][pooling]
                 for spec in self.transforms:
                     corpus, queries = transformed(spec, raw_corpus, raw_queries)
-                    labels = (dataset.name, encoder.name, pooling, spec.name)
+                    labels = {
+                        "dataset": dataset.name,
+                        "model": encoder.name,
+                        "backend": encoder.backend,
+                        "dtype": encoder.dtype,
+                        "pooling": pooling,
+                        "transform": spec.name,
+                    }
                     results += self._evaluate(dataset, corpus, queries, labels)
         return results
 
@@ -161,6 +170,7 @@ class RetrievalEval:
                 self.cache_dir,
                 encoder_spec(encoder, max_length=self.max_length),
                 text_type=text_type,
+                variant=encoder.variant,
             )
             out[text_type] = cache.get(texts, self.poolings, self._encoder(encoder, text_type))
         return out
@@ -183,7 +193,7 @@ class RetrievalEval:
         dataset: BeirDataset,
         corpus: np.ndarray,
         queries: np.ndarray,
-        labels: tuple[str, str, str, str],
+        labels: dict[str, str],
     ) -> list[RetrievalResult]:
         index = build_index(corpus, self.factory, self.search_params)
         index_bytes = len(faiss.serialize_index(index))
@@ -198,7 +208,7 @@ class RetrievalEval:
             seconds = time.perf_counter() - start
             results.append(
                 RetrievalResult(
-                    *labels,
+                    **labels,
                     rerank=rerank,
                     dim=corpus.shape[1],
                     metrics=score_rankings(ranked, dataset.relevant, self.top_k),
@@ -259,10 +269,10 @@ def build_index(vectors: np.ndarray, factory: str, search_params: str = "") -> A
 
 def table_rows(results: list[RetrievalResult]) -> tuple[list[str], list[list[str]]]:
     metrics = list(results[0].metrics)
-    header = ["dataset", "model", "pooling", "transform", "rerank", "dim", *metrics]
-    header += ["QPS", "index bytes", "graph bytes"]
+    header = ["dataset", "model", "backend", "dtype", "pooling", "transform", "rerank", "dim"]
+    header += [*metrics, "QPS", "index bytes", "graph bytes"]
     rows = [
-        [r.dataset, r.model, r.pooling, r.transform, r.rerank, str(r.dim)]
+        [r.dataset, r.model, r.backend, r.dtype, r.pooling, r.transform, r.rerank, str(r.dim)]
         + [f"{r.metrics[m]:.4f}" for m in metrics]
         + [f"{r.qps:.0f}", str(r.index_bytes), str(r.graph_bytes)]
         for r in results

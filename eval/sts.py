@@ -39,6 +39,8 @@ class StsResult:
     pooling: str
     transform: str
     split: str
+    backend: str = "torch"
+    dtype: str = "float32"
     scores: dict[str, float] = field(default_factory=dict)  # task → Spearman × 100
     sizes: dict[str, int] = field(default_factory=dict)  # task → pairs
     fit_seconds: dict[str, float] = field(default_factory=dict)  # task → transform fit time
@@ -61,7 +63,7 @@ class StsEval:
 
     def run(self, encoder: Encoder) -> list[StsResult]:
         results = {
-            (p, t.name, s): StsResult(encoder.name, p, t.name, s)
+            (p, t.name, s): StsResult(encoder.name, p, t.name, s, encoder.backend, encoder.dtype)
             for p in self.poolings
             for t in self.transforms
             for s in self.splits
@@ -120,7 +122,10 @@ class StsEval:
         """pooling → {"<split>.1", "<split>.2", "fit"} → vectors, through the vector cache."""
         max_length = self._max_length(task.name)
         cache = VectorCache(
-            self.cache_dir, encoder_spec(encoder, max_length=max_length), text_type="query"
+            self.cache_dir,
+            encoder_spec(encoder, max_length=max_length),
+            text_type="query",
+            variant=encoder.variant,
         )
 
         def encode(texts: list[str], poolings: list[str]) -> dict[str, np.ndarray]:

@@ -191,12 +191,18 @@ def test_cli_bad_input_exits_1_with_a_message(
     assert message in result.stderr
 
 
-def test_cache_keeps_vectors_of_different_dtypes_apart(tmp_path: Path) -> None:
-    def key(dtype: str) -> Path:
-        return VectorCache(tmp_path, dataclasses.replace(SPACE, dtype=dtype), text_type="q").folder
+def test_cache_keeps_vectors_of_different_backends_dtypes_and_recipes_apart(
+    tmp_path: Path,
+) -> None:
+    def key(backend: str, dtype: str, variant: str = "") -> Path:
+        space = dataclasses.replace(SPACE, backend=backend, dtype=dtype)
+        return VectorCache(tmp_path, space, text_type="q", variant=variant).folder
 
-    assert key("float32") != key("bfloat16")
-    assert key("float32") == key("float32")
+    assert key("torch", "float32") != key("torch", "bfloat16")
+    assert key("torch", "float32") != key("onnx", "float32")
+    assert key("onnx-int8", "int8") != key("onnx", "float32")
+    assert key("onnx-int8", "int8", "recipe 1") != key("onnx-int8", "int8", "recipe 2")
+    assert key("torch", "float32") == key("torch", "float32")
 
 
 def test_cache_of_another_model_under_the_same_name_is_an_error_naming_the_field(
