@@ -2,10 +2,10 @@
 int8 by ONNX Runtime's dynamic quantisation (per-channel weights).
 
 Layout: `<cache>/models/<model>.onnx/<key>/<backend>/{model.onnx, meta.json}`. The key hashes
-the model's weights fingerprint and the versions of everything that shapes the graph (torch, transformers,
-onnx, onnxruntime, this exporter), so a change of any of them builds a new export and removes
-the stale one. Each `<backend>` folder is written under a temporary name and renamed when
-complete: a killed export leaves only a `.partial` folder, which is never read.
+the model's weights fingerprint and the versions of everything that shapes the graph (torch,
+transformers, onnx, onnxruntime, this exporter), so a change of any of them builds a new export
+and removes the stale one. Each `<backend>` folder is written under a temporary name and renamed
+when complete: a killed export leaves only a `.partial` folder, which is never read.
 """
 
 from __future__ import annotations

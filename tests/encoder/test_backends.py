@@ -203,8 +203,14 @@ def test_impossible_backend_and_dtype_combinations_are_refused(
         Encoder(str(tiny_bert), device="cpu", backend=backend, dtype=dtype)  # type: ignore[arg-type]
 
 
-ME5_TEXTS = ["今天天气很好", "我想提前还款", "这家银行的信用卡怎么办理？", "A man is playing a guitar.",
-             "花呗分期后可以提前还清吗，会不会收手续费", "他们打算明年去北京工作"]  # fmt: skip
+ME5_TEXTS = [
+    "今天天气很好",
+    "我想提前还款",
+    "这家银行的信用卡怎么办理？",
+    "A man is playing a guitar.",
+    "花呗分期后可以提前还清吗，会不会收手续费",
+    "他们打算明年去北京工作",
+]
 
 
 @pytest.mark.slow
