@@ -65,7 +65,7 @@ def test_models_prepare_builds_and_checks_a_backend(tiny_bert: Path, own_cache: 
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--backend", "tensorrt"], "setting backend"),
+        (["--backend", "tensorrt"], "invalid settings: backend"),
         (["--backend", "onnx-int8", "--dtype", "bfloat16"], "backend onnx-int8 runs dtype int8"),
         (["--dtype", "bfloat16", "--backend", "auto"], "needs an explicit backend"),
     ],
