@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Path("data")
     index_factory: str = "Flat"
+    # the index engine: FAISS over SQLite in <data_dir>/index, or a Milvus collection
+    index_backend: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str | None = (
+        None  # a .db file (embedded); http://host:19530; <data_dir>/index/milvus.db
+    )
+    milvus_token: str | None = None  # "user:password" or an API key for a server
+    milvus_collection: str = "baihua"
+    milvus_index_type: str = "FLAT"  # FLAT, IVF_FLAT, HNSW, ... (embedded: FLAT, IVF_FLAT)
+    milvus_index_params: dict[str, Any] = Field(default_factory=dict)  # {"nlist": 1024}
+    milvus_search_params: dict[str, Any] = Field(default_factory=dict)  # {"nprobe": 16}
     api_key: str | None = None
     max_texts_per_request: int = Field(256, ge=1)
     max_chars_per_text: int = Field(2000, ge=1)
@@ -71,6 +81,22 @@ class Settings(BaseSettings):
     geodesic_k: int = Field(10, ge=1)  # neighbours per document in the kNN graph
     geodesic_candidates: int = Field(50, ge=1)  # hits re-ranked: max(4 * top_k, this)
     geodesic_hops: int = Field(1, ge=0)  # graph steps around the candidates a path may take
+
+    @model_validator(mode="after")
+    def _milvus_settings_need_milvus(self) -> Settings:
+        if self.index_backend != "milvus":
+            given = sorted(f for f in self.model_fields_set if f.startswith("milvus_"))
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} set but index_backend is {self.index_backend!r}; set "
+                    "index_backend=milvus (BAIHUA_INDEX_BACKEND) or drop them"
+                )
+        return self
+
+    @property
+    def milvus_location(self) -> str:
+        """Where the Milvus collection lives: ``milvus_uri``, else the embedded engine's file."""
+        return self.milvus_uri or str(self.data_dir / "index" / "milvus.db")
 
     @classmethod
     def settings_customise_sources(
