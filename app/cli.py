@@ -16,7 +16,9 @@ from tqdm import tqdm
 from baihua.core.errors import BaihuaError, UsageError
 
 if TYPE_CHECKING:
+    from baihua.app.ray_jobs import RayOptions
     from baihua.app.settings import Settings
+    from baihua.whitening import Flow, Whitening
 
 cli = typer.Typer(
     help="baihua (白化): sentence embeddings with whitening and retrieval.",
@@ -123,6 +125,44 @@ DtypeOpt = Annotated[
 TextTypeOpt = Annotated[
     str, typer.Option(help="query or passage: selects the model's prefix (e5: 'query: ').")
 ]
+EngineOpt = Annotated[
+    str, typer.Option(help="local, or ray: Ray Data blocks encoded by a pool of actors.")
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster to run on (auto, ray://host:10001); default a local Ray."),
+]
+RayActorsOpt = Annotated[int | None, typer.Option(help="Encoder actors, one model each (2).")]
+RayThreadsOpt = Annotated[int | None, typer.Option(help="Torch threads per actor (1).")]
+RayBlockSizeOpt = Annotated[int | None, typer.Option(help="Sentences per Ray block (2048).")]
+
+
+def ray_options(
+    engine: str,
+    address: str | None,
+    actors: int | None,
+    threads: int | None,
+    block_size: int | None,
+) -> RayOptions | None:
+    """The Ray options for `--engine ray`, None for local; Ray flags without it are refused."""
+    from baihua.app.ray_jobs import RayOptions
+
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine must be local or ray, got {engine!r}")
+    given = {"--ray-address": address, "--ray-actors": actors, "--ray-threads": threads}
+    given["--ray-block-size"] = block_size
+    if engine == "local":
+        flags = [flag for flag, value in given.items() if value is not None]
+        if flags:
+            raise UsageError(f"{', '.join(flags)} need --engine ray")
+        return None
+    default = RayOptions()
+    return RayOptions(
+        address=address,
+        actors=default.actors if actors is None else actors,
+        threads_per_actor=default.threads_per_actor if threads is None else threads,
+        block_size=default.block_size if block_size is None else block_size,
+    )
 
 
 def check_method(method: str) -> Literal["whitening", "flow"]:
@@ -249,12 +289,19 @@ def fit(
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
+    ray_threads: RayThreadsOpt = None,
+    ray_block_size: RayBlockSizeOpt = None,
 ) -> None:
-    """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C."""
+    """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C
+    (with --engine local)."""
     from baihua.app.components import build_encoder
     from baihua.app.jobs import FitJob
     from baihua.encoder.corpus import count_sentences
 
+    options = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
     total = count_sentences(input)  # a bad line fails here, before the model loads
     settings = load_settings(
         config,
@@ -276,10 +323,16 @@ def fit(
         text_type=check_text_type(text_type),
     )
     done = job.plan(total)
-    if done:
-        typer.echo(f"resuming from checkpoint: {done}/{total} sentences done", err=True)
-    with progress_bar(total, done, "fit") as bar:
-        transform = job.run(progress=bar.update)
+    if options is not None:
+        from baihua.app.ray_jobs import ray_fit
+
+        with progress_bar(total, 0, "fit (ray)") as bar:
+            transform: Whitening | Flow = ray_fit(job, settings, total, options, bar.update)
+    else:
+        if done:
+            typer.echo(f"resuming from checkpoint: {done}/{total} sentences done", err=True)
+        with progress_bar(total, done, "fit") as bar:
+            transform = job.run(progress=bar.update)
     typer.echo(
         f"wrote {out}: {method}, {transform.n_features_in_} → {transform.n_components_} dims "
         f"from {transform.n_samples_seen_} sentences",
@@ -300,13 +353,20 @@ def index_build(
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
+    ray_threads: RayThreadsOpt = None,
+    ray_block_size: RayBlockSizeOpt = None,
 ) -> None:
     """Embed a corpus as passages into the index; rerun to resume. JSONL may give `id` and
-    `payload`; other corpora get their sentence position as id."""
+    `payload`; other corpora get their sentence position as id. With --engine ray and the
+    Milvus backend the Ray workers write to Milvus."""
     from baihua.app.components import build_pipeline, open_store
     from baihua.app.jobs import IndexBuildJob
     from baihua.encoder.corpus import count_sentences
 
+    options = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
     total = count_sentences(input)
     settings = load_settings(
         config,
@@ -320,6 +380,17 @@ def index_build(
     pipeline = build_pipeline(settings)
     index_dir = settings.data_dir / "index"
     with open_store(settings, pipeline) as store:
+        if options is not None:
+            from baihua.app.ray_jobs import ray_index_build, ray_session
+
+            worker_uri = getattr(store, "worker_uri", None)
+            with ray_session(options), progress_bar(total, 0, "index (ray)") as bar:
+                ray_index_build(
+                    store, settings, input, total, options, worker_uri=worker_uri,
+                    progress=bar.update,
+                )  # fmt: skip
+            typer.echo(f"{index_dir}: {len(store)} documents", err=True)
+            return
         job = IndexBuildJob(input, store, pipeline, index_dir / "build-progress.json")
         done = job.done()
         if done:

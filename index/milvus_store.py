@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -254,6 +255,18 @@ class MilvusStore:
     def persistent(self) -> bool:
         return True
 
+    @property
+    def worker_uri(self) -> str:
+        """An address other processes can write through: the server's, or for the embedded
+        engine the socket of its server process (reachable on this machine only)."""
+        if not is_local(self.uri):
+            return self.uri
+        from milvus_lite.server_manager import server_manager_instance
+
+        socket: str | None = server_manager_instance.start_and_get_uri(self.uri)
+        assert socket is not None, "the embedded engine is running while the store is open"
+        return socket
+
     def save(self) -> None:
         """Flush the collection's growing segments to storage (writes are durable already)."""
         self._client.flush(self.collection)
@@ -379,8 +392,9 @@ class MilvusStore:
 
 
 def is_local(uri: str) -> bool:
-    """Whether ``uri`` names a file for the embedded engine rather than a server address."""
-    return "://" not in uri
+    """Whether ``uri`` names a file for the embedded engine rather than a server address
+    (``http://``, ``https://``, ``tcp://``, ``unix:``)."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", uri) is None
 
 
 def _rows(batch: Batch) -> list[dict[str, Any]]:
