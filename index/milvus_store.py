@@ -32,7 +32,14 @@ from pymilvus import DataType, MilvusClient
 from baihua.core.spec import EmbeddingSpec, check_space
 from baihua.index.filters import parse_filter
 from baihua.index.milvus_filters import to_milvus
-from baihua.index.store import Document, DuplicateIdError, Hit, IdsLike, StoreMismatchError
+from baihua.index.store import (
+    Document,
+    DuplicateIdError,
+    Hit,
+    IdsExhaustedError,
+    IdsLike,
+    StoreMismatchError,
+)
 from baihua.index.validation import (
     Batch,
     check_batch,
@@ -98,6 +105,7 @@ class MilvusStore:
         self.index_params = dict(index_params or {})
         self.search_params = dict(search_params or {})
         self._write_lock = threading.Lock()  # makes add's duplicate check and insert one step
+        self._next_id: int | None = None  # reserve_ids' counter, from the stored ids on first use
         if is_local(uri):
             if not uri.endswith(".db"):
                 raise ValueError(
@@ -138,6 +146,7 @@ class MilvusStore:
                     f"ids already stored: {preview(stored)}; use upsert() to replace them"
                 )
             self._client.insert(self.collection, _rows(batch))
+            self._count_ids(batch)
 
     def upsert(
         self,
@@ -152,6 +161,26 @@ class MilvusStore:
             return
         with self._write_lock:
             self._client.upsert(self.collection, _rows(batch))
+            self._count_ids(batch)
+
+    def reserve_ids(self, n: int, *, after: int = -1) -> list[int]:
+        """``n`` new ids above ``after``, above every stored id and every id this process
+        reserved. Unlike FaissStore's, the counter is not persisted: after a restart, ids of
+        documents deleted above the largest stored id can be handed out again."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0; got {n}")
+        with self._write_lock:
+            if self._next_id is None:
+                stored = self.ids()
+                self._next_id = int(stored[-1]) + 1 if len(stored) else 0
+            first = max(self._next_id, after + 1)
+            if first + n - 1 > 2**63 - 1:
+                raise IdsExhaustedError(
+                    f"no {n} new ids are left: ids end at 2**63 - 1 and {first - 1} is taken; "
+                    "give the documents ids yourself"
+                )
+            self._next_id = first + n
+        return list(range(first, first + n))
 
     def delete(self, ids: IdsLike) -> int:
         """Delete documents; returns how many existed (missing ids are ignored)."""
@@ -375,6 +404,11 @@ class MilvusStore:
                 f"positions {preview(long)}"
             )
         return batch
+
+    def _count_ids(self, batch: Batch) -> None:
+        """Keep reserve_ids' counter above ids written by the caller (write lock held)."""
+        if self._next_id is not None:
+            self._next_id = max(self._next_id, int(batch.ids.max()) + 1)
 
     def _existing(self, ids: Sequence[int]) -> set[int]:
         found: set[int] = set()
