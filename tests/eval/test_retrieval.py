@@ -181,6 +181,31 @@ def test_grid_caches_passages_and_queries_apart_and_scores_a_brute_force_ranking
     assert all(r.qps > 0 for r in results)
 
 
+def test_jl_rows_rank_by_the_seeded_random_projection_of_both_sides(
+    tiny_bert: Path, beir_dir: Path, tmp_path: Path
+) -> None:
+    encoder = Encoder(str(tiny_bert), pooling="last-avg", device="cpu")
+    dataset = load_beir(beir_dir)
+    grid = RetrievalEval(
+        datasets=[dataset],
+        poolings=["last-avg"],
+        transforms=[parse_transform("jl-8-s2")],
+        cache_dir=tmp_path / "cache",
+        top_k=10,
+    )
+    [result] = grid.run(encoder)
+    projection = np.random.RandomState(2).normal(0, 1 / np.sqrt(8), (8, 32)).T
+    passages = encoder.encode(dataset.corpus, text_type="passage", pooling="last-avg")
+    queries = encoder.encode(dataset.queries, text_type="query", pooling="last-avg")
+    passages, queries = (
+        (x.astype(np.float64) @ projection).astype(np.float32) for x in (passages, queries)
+    )
+    scores = l2_normalize(queries) @ l2_normalize(passages).T
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert result.dim == 8
+    assert result.metrics == pytest.approx(score_rankings(ranked, dataset.relevant, 10))
+
+
 def test_cli_prints_a_row_per_transform_and_rerank(
     tiny_bert: Path, beir_dir: Path, tmp_path: Path
 ) -> None:
