@@ -543,7 +543,7 @@ def eval_retrieval_run(
                 max_length=settings.max_length,
                 geodesic_k=settings.geodesic_k,
                 geodesic_candidates=settings.geodesic_candidates,
-                geodesic_hops=settings.geodesic_hops,
+                geodesic_reach=settings.geodesic_reach,
                 progress=bar.update,
             )
             results += grid.run(encoder)
@@ -560,13 +560,20 @@ def eval_retrieval_build(
     tasks: Annotated[str | None, typer.Option(help="Default: every task folder.")] = None,
     split: Annotated[str, typer.Option(help="STS split to turn into qrels/<split>.tsv.")] = "test",
     min_label: Annotated[float, typer.Option(help="Pairs labelled at least this match.")] = 1.0,
+    chains: Annotated[
+        bool,
+        typer.Option(
+            help="Paraphrases of paraphrases instead: <task>-chains (direct partners left in "
+            "the corpus as bridges) and <task>-chains-nobridge."
+        ),
+    ] = False,
 ) -> None:
     """STS pair tasks as BEIR folders: matching text1s query their text2s among all text2s."""
     from baihua.eval.beir import build_from_sts
     from baihua.eval.datasets import task_names
 
     names = split_list(tasks) if tasks else task_names(data_dir)
-    for dataset in build_from_sts(data_dir, names, split, out, min_label):
+    for dataset in build_from_sts(data_dir, names, split, out, min_label, chains=chains):
         typer.echo(
             f"wrote {out / dataset.name}: {len(dataset.queries)} queries, "
             f"{len(dataset.corpus)} documents",
