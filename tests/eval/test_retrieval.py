@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from baihua.app.cli import cli
 from baihua.encoder import Encoder, ModelSpec, encoder_spec, l2_normalize
-from baihua.eval.beir import load_beir, sts_to_beir, write_beir
+from baihua.eval.beir import load_beir, sts_to_beir, sts_to_chains, write_beir
 from baihua.eval.cache import VectorCache
 from baihua.eval.datasets import DatasetError, StsSplit
 from baihua.eval.retrieval import RetrievalEval, ndcg_at, score_rankings
@@ -80,6 +80,47 @@ def test_sts_pairs_become_queries_relevant_text2s_and_distractors() -> None:
     assert dataset.corpus == ["b", "c", "d", "f", "e", "h"]
     assert dataset.corpus_ids == ["d0", "d1", "d2", "d3", "d4", "d5"]
     assert dataset.relevant == [{0: 1, 1: 1}, {5: 1}]
+
+
+def chain_sts() -> StsSplit:
+    # a - b - c - d is a chain of paraphrases, e - f a lone pair, x and y negatives only
+    pairs = [("a", "b", 1), ("b", "c", 1), ("x", "a", 0), ("c", "d", 1), ("e", "f", 1)]
+    pairs += [("y", "c", 0), ("b", "a", 1)]
+    return StsSplit([p[0] for p in pairs], [p[1] for p in pairs], [float(p[2]) for p in pairs])
+
+
+def test_chain_queries_look_for_paraphrases_of_their_paraphrases() -> None:
+    dataset = sts_to_chains("TOY-chains", chain_sts())
+    # a's direct partner b stays as an unjudged bridge; e - f has nothing two steps apart
+    assert dataset.queries == ["a"]
+    assert dataset.corpus == ["b", "c", "x", "d", "e", "f", "y"]
+    assert dataset.relevant == [{1: 1, 3: 1}]
+    nobridge = sts_to_chains("TOY-chains-nobridge", chain_sts(), bridges=False)
+    assert nobridge.queries == ["a"] and "b" not in nobridge.corpus
+    assert [nobridge.corpus[p] for p in nobridge.relevant[0]] == ["c", "d"]
+
+
+def test_cli_build_chains_writes_both_variants(tmp_path: Path) -> None:
+    folder = tmp_path / "sts" / "TOY"
+    folder.mkdir(parents=True)
+    split = chain_sts()
+    lines = zip(split.text1, split.text2, split.labels, strict=True)
+    (folder / "TOY.test.data").write_text("".join(f"{a}\t{b}\t{int(y)}\n" for a, b, y in lines))
+    result = CliRunner().invoke(cli, [
+        "eval-retrieval", "build", "--data-dir", str(tmp_path / "sts"), "--chains",
+        "--out", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "TOY-chains", "TOY-chains-nobridge",
+    ]  # fmt: skip
+    assert load_beir(tmp_path / "out" / "TOY-chains") == sts_to_chains("TOY-chains", split)
+    (folder / "TOY.test.data").write_text("a\tb\t1\nc\td\t1\n")
+    result = CliRunner().invoke(cli, [
+        "eval-retrieval", "build", "--data-dir", str(tmp_path / "sts"), "--chains",
+        "--out", str(tmp_path / "out2"),
+    ])  # fmt: skip
+    assert result.exit_code == 1 and "no sentences two positive steps apart" in result.stderr
 
 
 def test_a_written_beir_folder_reads_back_the_same(tmp_path: Path) -> None:
