@@ -131,9 +131,9 @@ def check_method(method: str) -> Literal["whitening", "flow"]:
     return method  # type: ignore[return-value]
 
 
-def check_text_type(text_type: str) -> Literal["query", "passage"]:
+def check_text_type(text_type: str, flag: str = "--text-type") -> Literal["query", "passage"]:
     if text_type not in ("query", "passage"):
-        raise UsageError(f"--text-type must be query or passage, got {text_type!r}")
+        raise UsageError(f"{flag} must be query or passage, got {text_type!r}")
     return text_type  # type: ignore[return-value]
 
 
@@ -490,6 +490,10 @@ def eval_retrieval_run(
     index: Annotated[str, typer.Option(help="FAISS index_factory string.")] = "Flat",
     search_params: Annotated[str, typer.Option(help="FAISS search settings, e.g. nprobe=16.")] = "",
     split: Annotated[str, typer.Option(help="Reads qrels/<split>.tsv.")] = "test",
+    corpus_text_type: Annotated[
+        str,
+        typer.Option(help="passage, or query for symmetric tasks (e5: 'query: ' on both sides)."),
+    ] = "passage",
     max_length: MaxLengthOpt = None,
     output: Annotated[Path | None, typer.Option(help="Write .json, .csv or .md.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
@@ -544,6 +548,7 @@ def eval_retrieval_run(
                 geodesic_k=settings.geodesic_k,
                 geodesic_candidates=settings.geodesic_candidates,
                 geodesic_reach=settings.geodesic_reach,
+                corpus_text_type=check_text_type(corpus_text_type, "--corpus-text-type"),
                 progress=bar.update,
             )
             results += grid.run(encoder)

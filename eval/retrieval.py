@@ -1,7 +1,9 @@
 """Retrieval evaluation on BEIR folders: MRR@10, Recall@1/10/top-k, nDCG@10, queries per second
 and index size, for a grid of poolings × transforms × re-rankings.
 
-- Queries are encoded as "query", the corpus as "passage" (e5's prefixes), through the vector
+- Queries are encoded as "query", the corpus as "passage" (e5's prefixes; ``corpus_text_type``
+  "query" encodes the corpus as queries too, as e5 advises for symmetric tasks such as
+  paraphrase search, and then reuses the STS evaluation's cached vectors), through the vector
   cache, so a grid of transforms or a rerun encodes nothing twice.
 - A transform is fitted on the corpus vectors (what a deployment fits on: the collection it
   indexes, never the evaluation queries), then applied to both sides before L2 normalisation.
@@ -134,6 +136,7 @@ class RetrievalEval:
     geodesic_k: int = 10
     geodesic_candidates: int = 50
     geodesic_reach: int = 64
+    corpus_text_type: TextType = "passage"
     progress: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
@@ -145,7 +148,7 @@ class RetrievalEval:
         for dataset in self.datasets:
             vectors = self._vectors(encoder, dataset)
             for pooling in self.poolings:
-                raw_corpus, raw_queries = vectors["passage"][pooling], vectors["query"][pooling]
+                raw_corpus, raw_queries = vectors["corpus"][pooling], vectors["queries"][pooling]
                 for spec in self.transforms:
                     corpus, queries = transformed(spec, raw_corpus, raw_queries)
                     labels = {
@@ -160,20 +163,20 @@ class RetrievalEval:
         return results
 
     def _vectors(self, encoder: Encoder, dataset: BeirDataset) -> dict[str, dict[str, np.ndarray]]:
-        """text type → pooling → vectors, of the corpus ("passage") and the queries ("query")."""
+        """ "corpus" or "queries" → pooling → vectors."""
         out: dict[str, dict[str, np.ndarray]] = {}
-        sides: list[tuple[TextType, list[str]]] = [
-            ("passage", dataset.corpus),
-            ("query", dataset.queries),
+        sides: list[tuple[str, TextType, list[str]]] = [
+            ("corpus", self.corpus_text_type, dataset.corpus),
+            ("queries", "query", dataset.queries),
         ]
-        for text_type, texts in sides:
+        for side, text_type, texts in sides:
             cache = VectorCache(
                 self.cache_dir,
                 encoder_spec(encoder, max_length=self.max_length),
                 text_type=text_type,
                 variant=encoder.variant,
             )
-            out[text_type] = cache.get(texts, self.poolings, self._encoder(encoder, text_type))
+            out[side] = cache.get(texts, self.poolings, self._encoder(encoder, text_type))
         return out
 
     def _encoder(self, encoder: Encoder, text_type: TextType) -> Encode:

@@ -247,6 +247,31 @@ def test_jl_rows_rank_by_the_seeded_random_projection_of_both_sides(
     assert result.metrics == pytest.approx(score_rankings(ranked, dataset.relevant, 10))
 
 
+def test_a_symmetric_grid_encodes_the_corpus_as_queries(
+    tiny_bert: Path, beir_dir: Path, tmp_path: Path
+) -> None:
+    spec = ModelSpec("tiny-e5", str(tiny_bert), query_prefix="query: ", passage_prefix="passage: ")
+    encoder = Encoder(spec, pooling="last-avg", device="cpu")
+    dataset = load_beir(beir_dir)
+    grid = RetrievalEval(
+        datasets=[dataset],
+        poolings=["last-avg"],
+        transforms=[parse_transform("none")],
+        cache_dir=tmp_path / "cache",
+        top_k=10,
+        corpus_text_type="query",
+    )
+    [result] = grid.run(encoder)
+    corpus = encoder.encode(dataset.corpus, text_type="query", pooling="last-avg")
+    queries = encoder.encode(dataset.queries, text_type="query", pooling="last-avg")
+    cache = VectorCache(tmp_path / "cache", encoder_spec(encoder, max_length=64), text_type="query")
+    cached = cache.get(dataset.corpus, ["last-avg"], encode=not_called)["last-avg"]
+    np.testing.assert_allclose(cached, corpus, atol=1e-5)
+    scores = l2_normalize(queries) @ l2_normalize(corpus).T
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert result.metrics == pytest.approx(score_rankings(ranked, dataset.relevant, 10))
+
+
 def test_cli_prints_a_row_per_transform_and_rerank(
     tiny_bert: Path, beir_dir: Path, tmp_path: Path
 ) -> None:
