@@ -232,10 +232,13 @@ def build_from_sts(
             built = [sts_to_beir(task.name, pairs, min_label)]
         for dataset in built:
             if not dataset.queries:
-                what = "sentences two positive steps apart" if chains else "pair"
-                raise DatasetError(
-                    f"task {task.name}: no {what} in {split} with label >= {min_label}"
+                problem = (
+                    f"no two sentences in {split} are two positive (label >= {min_label}) steps "
+                    "apart"
+                    if chains
+                    else f"no pair in {split} has label >= {min_label}"
                 )
+                raise DatasetError(f"task {task.name}: {problem}")
             write_beir(dataset, out / dataset.name, split)
             datasets.append(dataset)
     return datasets

@@ -120,7 +120,7 @@ def test_cli_build_chains_writes_both_variants(tmp_path: Path) -> None:
         "eval-retrieval", "build", "--data-dir", str(tmp_path / "sts"), "--chains",
         "--out", str(tmp_path / "out2"),
     ])  # fmt: skip
-    assert result.exit_code == 1 and "no sentences two positive steps apart" in result.stderr
+    assert result.exit_code == 1 and "no two sentences in test are two positive" in result.stderr
 
 
 def test_a_written_beir_folder_reads_back_the_same(tmp_path: Path) -> None:
