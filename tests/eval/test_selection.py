@@ -21,7 +21,7 @@ from tests.eval.conftest import pairs, write_task
 def grid(scores: dict[tuple[str, str], dict[str, float]], dims: dict[str, int]) -> list[StsResult]:
     """StsResults from (transform, split) → task → score."""
     return [
-        StsResult("m", "last-avg", transform, split, dict(by_task), dim=dims[transform])
+        StsResult("m", "last-avg", transform, split, scores=dict(by_task), dim=dims[transform])
         for (transform, split), by_task in scores.items()
     ]
 
