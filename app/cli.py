@@ -167,13 +167,13 @@ def ray_options(
 
 def check_method(method: str) -> Literal["whitening", "flow"]:
     if method not in ("whitening", "flow"):
-        raise UsageError(f"--method must be whitening or flow, got {method!r}")
+        raise UsageError(f"--method must be whitening, flow or jl, got {method!r}")
     return method  # type: ignore[return-value]
 
 
-def check_text_type(text_type: str) -> Literal["query", "passage"]:
+def check_text_type(text_type: str, flag: str = "--text-type") -> Literal["query", "passage"]:
     if text_type not in ("query", "passage"):
-        raise UsageError(f"--text-type must be query or passage, got {text_type!r}")
+        raise UsageError(f"{flag} must be query or passage, got {text_type!r}")
     return text_type  # type: ignore[return-value]
 
 
@@ -273,18 +273,25 @@ def embed(
 @cli.command()
 @user_errors
 def fit(
-    input: Annotated[Path, typer.Option("--input", help="Corpus: lines, TSV pairs or JSONL.")],
     out: Annotated[Path, typer.Option(help="Artifact folder to write.")],
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", help="Corpus: lines, TSV pairs or JSONL (jl reads none)."),
+    ] = None,
     model: ModelOpt = None,
     pooling: PoolingOpt = None,
     max_length: MaxLengthOpt = None,
-    method: Annotated[str, typer.Option(help="whitening or flow (BERT-flow).")] = "whitening",
+    method: Annotated[
+        str,
+        typer.Option(help="whitening, flow (BERT-flow) or jl (seeded Gaussian projection)."),
+    ] = "whitening",
     n_components: Annotated[
         int | None, typer.Option(help="Dimensions kept (k); default all.")
     ] = None,
     beta: Annotated[float, typer.Option(help="Su's β: how much of the mean to remove.")] = 1.0,
     gamma: Annotated[float, typer.Option(help="Su's γ: 1 whitens, 0 only rotates.")] = 1.0,
     text_type: TextTypeOpt = "query",
+    seed: Annotated[int, typer.Option(help="jl: seed of the random matrix.")] = 0,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
@@ -296,13 +303,12 @@ def fit(
     ray_block_size: RayBlockSizeOpt = None,
 ) -> None:
     """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C
-    (with --engine local)."""
+    (with --engine local). `--method jl` draws the Johnson–Lindenstrauss baseline instead, from
+    no corpus."""
     from baihua.app.components import build_encoder
     from baihua.app.jobs import FitJob
     from baihua.encoder.corpus import count_sentences
 
-    options = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
-    total = count_sentences(input)  # a bad line fails here, before the model loads
     settings = load_settings(
         config,
         model=model,
@@ -312,6 +318,13 @@ def fit(
         backend=backend,
         dtype=dtype,
     )
+    if method == "jl":
+        fit_projection(out, settings, n_components, seed, input)
+        return
+    if input is None:
+        raise UsageError(f"--method {method} fits on a corpus: pass --input")
+    options = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
+    total = count_sentences(input)  # a bad line fails here, before the model loads
     job = FitJob(
         input,
         out,
@@ -338,6 +351,25 @@ def fit(
         f"from {transform.n_samples_seen_} sentences",
         err=True,
     )
+
+
+def fit_projection(
+    out: Path, settings: Settings, n_components: int | None, seed: int, input: Path | None
+) -> None:
+    """`baihua fit --method jl`: a random projection for the model's vectors, saved as an
+    artifact; it needs the model's dimension and space only."""
+    from baihua.app.components import build_encoder
+    from baihua.encoder import encoder_spec
+    from baihua.whitening.projection import RandomProjection
+
+    if input is not None:
+        raise UsageError("--method jl reads no corpus (the projection is random); drop --input")
+    if n_components is None:
+        raise UsageError("--method jl needs --n-components (the dimensions to project to)")
+    encoder = build_encoder(settings)
+    projection = RandomProjection(n_components, seed=seed).fit_features(encoder.dim)
+    projection.save_pretrained(out, spec=encoder_spec(encoder))
+    typer.echo(f"wrote {out}: jl, {encoder.dim} → {n_components} dims, seed {seed}", err=True)
 
 
 @index_cli.command("build")
@@ -412,16 +444,33 @@ def eval_sts(
     pooling: Annotated[str | None, typer.Option(help="Poolings, comma-separated.")] = None,
     tasks: Annotated[str | None, typer.Option(help="Default: every task folder.")] = None,
     whitening: Annotated[
-        str, typer.Option(help="Transforms: none, full, N, rot-N, b<β>g<γ>-<N|full>.")
+        str,
+        typer.Option(
+            help="Transforms: none, full, N, rot-N, b<β>g<γ>[e<ε>][d<D>]-<N|full>, abtt<D>-<N>, "
+            "shrink<ε>-<N>, jl-<N>[-s<seed>], flow."
+        ),
     ] = "none,full,256,128,rot-256",
     fit_on: Annotated[
         str,
         typer.Option(
-            help="task, test, a corpus file, or an artifact folder from `baihua fit` "
-            "(then the rows are none and that artifact)."
+            help="Sentences the transforms are fitted on (never labels): task (all its splits), "
+            "all-tasks (every task's, one fit), splits joined by + (test, train+valid), a "
+            "corpus file, or an artifact folder from `baihua fit` (then the rows are none and "
+            "that artifact)."
         ),
     ] = "task",
     splits: Annotated[str, typer.Option(help="Splits to score, comma-separated.")] = "test",
+    select_on: Annotated[
+        str | None,
+        typer.Option(
+            help="Choose the row best on this split (valid), per task and for all tasks, and "
+            "report its test score beside the best on test; needs both in --splits. Written "
+            "to <output stem>-selection<suffix> too."
+        ),
+    ] = None,
+    max_dims: Annotated[
+        int | None, typer.Option(help="With --select-on: only rows of at most this many dims.")
+    ] = None,
     max_length: Annotated[
         int | None, typer.Option(help="Token limit (default: 64, 128 for PAWSX).")
     ] = None,
@@ -436,19 +485,26 @@ def eval_sts(
     from baihua.app.components import build_encoder
     from baihua.encoder import default_cache_dir
     from baihua.encoder.corpus import iter_corpus
+    from baihua.eval import selection
     from baihua.eval.datasets import task_names
     from baihua.eval.report import FORMATS, markdown, write_report
-    from baihua.eval.sts import StsEval
+    from baihua.eval.sts import StsEval, fit_splits
     from baihua.eval.transforms import artifact_spec, parse_transform
 
     if output is not None and output.suffix.lower() not in FORMATS:
         raise UsageError(f"--output {output}: use a .json, .csv or .md file name")
+    if select_on is not None and not {select_on, "test"} <= set(split_list(splits)):
+        raise UsageError(f"--select-on {select_on} needs --splits {select_on},test")
+    if max_dims is not None and select_on is None:
+        raise UsageError("--max-dims limits what --select-on chooses from; add --select-on valid")
     transforms = [parse_transform(name) for name in split_list(whitening)]
     fit_texts: str | list[str] = fit_on
-    if Path(fit_on).is_dir():
+    if fit_on in ("task", "all-tasks") or fit_splits(fit_on):
+        pass
+    elif Path(fit_on).is_dir():
         transforms = [parse_transform("none"), artifact_spec(Path(fit_on))]
         fit_texts = "test"  # nothing is fitted: encode no more than the scored split
-    elif fit_on not in ("task", "test"):
+    else:
         fit_texts = list(iter_corpus(Path(fit_on)))
     results = []
     for name in split_list(model):
@@ -478,6 +534,11 @@ def eval_sts(
     typer.echo(markdown(results))
     if output is not None:
         write_report(results, output)
+    if select_on is not None:
+        chosen = selection.select(results, select_on, "test", max_dims)
+        typer.echo("\n" + selection.markdown(chosen))
+        if output is not None:
+            selection.write_report(chosen, selection.selection_path(output))
 
 
 @eval_retrieval_cli.command("run")
@@ -490,13 +551,20 @@ def eval_retrieval_run(
     pooling: Annotated[str | None, typer.Option(help="Poolings, comma-separated.")] = None,
     whitening: Annotated[
         str,
-        typer.Option(help="Transforms fitted on the corpus: none, full, N, rot-N, b<β>g<γ>-<N>."),
+        typer.Option(
+            help="Transforms fitted on the corpus, as in `baihua eval`: none, full, N, rot-N, "
+            "b<β>g<γ>[e<ε>][d<D>]-<N>, abtt<D>-<N>, shrink<ε>-<N>, jl-<N>[-s<seed>]."
+        ),
     ] = "none",
     rerank: Annotated[str, typer.Option(help="none, geodesic; comma-separated.")] = "none",
     top_k: Annotated[int, typer.Option(help="Hits per query; Recall@top-k is reported.")] = 100,
     index: Annotated[str, typer.Option(help="FAISS index_factory string.")] = "Flat",
     search_params: Annotated[str, typer.Option(help="FAISS search settings, e.g. nprobe=16.")] = "",
     split: Annotated[str, typer.Option(help="Reads qrels/<split>.tsv.")] = "test",
+    corpus_text_type: Annotated[
+        str,
+        typer.Option(help="passage, or query for symmetric tasks (e5: 'query: ' on both sides)."),
+    ] = "passage",
     max_length: MaxLengthOpt = None,
     output: Annotated[Path | None, typer.Option(help="Write .json, .csv or .md.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
@@ -550,7 +618,8 @@ def eval_retrieval_run(
                 max_length=settings.max_length,
                 geodesic_k=settings.geodesic_k,
                 geodesic_candidates=settings.geodesic_candidates,
-                geodesic_hops=settings.geodesic_hops,
+                geodesic_reach=settings.geodesic_reach,
+                corpus_text_type=check_text_type(corpus_text_type, "--corpus-text-type"),
                 progress=bar.update,
             )
             results += grid.run(encoder)
@@ -567,13 +636,20 @@ def eval_retrieval_build(
     tasks: Annotated[str | None, typer.Option(help="Default: every task folder.")] = None,
     split: Annotated[str, typer.Option(help="STS split to turn into qrels/<split>.tsv.")] = "test",
     min_label: Annotated[float, typer.Option(help="Pairs labelled at least this match.")] = 1.0,
+    chains: Annotated[
+        bool,
+        typer.Option(
+            help="Paraphrases of paraphrases instead: <task>-chains (direct partners left in "
+            "the corpus as bridges) and <task>-chains-nobridge."
+        ),
+    ] = False,
 ) -> None:
     """STS pair tasks as BEIR folders: matching text1s query their text2s among all text2s."""
     from baihua.eval.beir import build_from_sts
     from baihua.eval.datasets import task_names
 
     names = split_list(tasks) if tasks else task_names(data_dir)
-    for dataset in build_from_sts(data_dir, names, split, out, min_label):
+    for dataset in build_from_sts(data_dir, names, split, out, min_label, chains=chains):
         typer.echo(
             f"wrote {out / dataset.name}: {len(dataset.queries)} queries, "
             f"{len(dataset.corpus)} documents",

@@ -101,7 +101,7 @@ async def load_service(
         store,
         k=settings.geodesic_k,
         candidates=settings.geodesic_candidates,
-        hops=settings.geodesic_hops,
+        reach=settings.geodesic_reach,
     )
     documents = await asyncio.to_thread(DocumentIndex, store, batcher, reranker)
     metrics.track(queue_depth=batcher.queue_depth, index_size=store.__len__)

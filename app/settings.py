@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     # geodesic re-ranking (`"rerank": "geodesic"` in /search)
     geodesic_k: int = Field(10, ge=1)  # neighbours per document in the kNN graph
     geodesic_candidates: int = Field(50, ge=1)  # hits re-ranked: max(4 * top_k, this)
-    geodesic_hops: int = Field(1, ge=0)  # graph steps around the candidates a path may take
+    geodesic_reach: int = Field(64, ge=1)  # nearest nodes along the graph each one keeps
 
     @model_validator(mode="after")
     def _milvus_settings_need_milvus(self) -> Settings:
