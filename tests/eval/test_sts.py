@@ -115,6 +115,23 @@ def test_cache_encodes_each_distinct_text_once_and_adds_poolings_later(tmp_path:
     assert len(calls) == 3
 
 
+def test_caches_opened_side_by_side_keep_each_others_vectors(tmp_path: Path) -> None:
+    """Two evaluations filling one folder at once (two processes) must not drop or misalign
+    rows: each `get` reads what the other wrote before adding to it."""
+    first = VectorCache(tmp_path, SPACE, text_type="query")
+    second = VectorCache(tmp_path, SPACE, text_type="query")
+    first.get(["a", "bb"], ["cls"], fake_encode)
+    second.get(["ccc"], ["cls"], fake_encode)
+    first.get(["dddd"], ["cls"], fake_encode)
+
+    def must_not_encode(texts: list[str], poolings: list[str]) -> dict[str, np.ndarray]:
+        raise AssertionError(f"encoded {texts} again")
+
+    reopened = VectorCache(tmp_path, SPACE, text_type="query")
+    got = reopened.get(["dddd", "ccc", "bb", "a"], ["cls"], must_not_encode)
+    assert got["cls"][:, 0].tolist() == [4, 3, 2, 1]
+
+
 def test_grid_scores_equal_a_direct_computation(tiny_bert: Path, data_dir: Path, tmp_path: Path):
     encoder = Encoder(str(tiny_bert), device="cpu")
     grid = StsEval(
