@@ -432,6 +432,47 @@ def index_build(
         typer.echo(f"{index_dir}: {len(store)} documents", err=True)
 
 
+@index_cli.command("reembed")
+@user_errors
+def index_reembed(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The service's data folder (default ./data).")
+    ] = None,
+    model: ModelOpt = None,
+    whitening: Annotated[Path | None, typer.Option(help="Fitted transform folder.")] = None,
+    pooling: PoolingOpt = None,
+    max_length: MaxLengthOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-encode the index's stored documents in another space (model, whitening, pooling) and
+    switch to it atomically; rerun to resume. The old index keeps serving until the switch and
+    is kept in <data-dir>/index.previous."""
+    from baihua.app.components import build_pipeline
+    from baihua.app.reembed import ReembedJob
+
+    settings = load_settings(
+        config,
+        data_dir=data_dir,
+        model=model,
+        whitening=whitening,
+        pooling=pooling,
+        max_length=max_length,
+        batch_size=batch_size,
+    )
+    job = ReembedJob(settings.data_dir, build_pipeline(settings), factory=settings.index_factory)
+    total, done = job.total(), job.done()
+    if done:
+        typer.echo(f"resuming: {done}/{total} documents already re-embedded", err=True)
+    with progress_bar(total, done, "reembed") as bar:
+        count = job.run(progress=bar.update)
+    typer.echo(
+        f"{job.source}: {count} documents, now {job.pipeline.spec.summary()}; the old index is "
+        f"in {job.previous}",
+        err=True,
+    )
+
+
 def split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 

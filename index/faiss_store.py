@@ -144,7 +144,7 @@ class FaissStore:
         self._db = DocumentDatabase(None if self.path is None else self.path / DATABASE, dim)
         try:
             if self.path is not None:
-                self._lock_file = _lock_directory(self.path)
+                self._lock_file = lock_directory(self.path)
                 self._db_inode = (self.path / DATABASE).stat().st_ino
             self.spec = self._check_spec(spec)
             self._generation = self._init_meta()
@@ -576,7 +576,9 @@ def _refuse_missing_database(path: Path) -> None:
         )
 
 
-def _lock_directory(path: Path) -> IO[bytes]:
+def lock_directory(path: Path) -> IO[bytes]:
+    """Take the store directory's lock (held while the returned file stays open), or raise
+    StoreLockedError naming the directory."""
     handle = open(path / "lock", "ab")  # noqa: SIM115 - held open for the store's lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
