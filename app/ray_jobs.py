@@ -79,6 +79,27 @@ def blocks(total: int, block_size: int) -> list[dict[str, int]]:
     ]
 
 
+def _map_blocks(
+    actor: type, settings: Settings, corpus: Path, total: int, options: RayOptions, **kwargs: Any
+) -> Any:
+    """The corpus's blocks mapped by a pool of ``actor``s, each with the settings (its thread
+    count set), the corpus path and ``kwargs``; a Ray Dataset of one row per block."""
+    import ray.data
+
+    worker_settings = settings.model_dump() | {"num_threads": options.threads_per_actor}
+    return ray.data.from_items(blocks(total, options.block_size)).map_batches(
+        actor,
+        batch_size=1,
+        concurrency=options.actors,
+        num_cpus=options.threads_per_actor,
+        fn_constructor_kwargs={
+            "settings": worker_settings,
+            "corpus": str(corpus.resolve()),
+            **kwargs,
+        },
+    )
+
+
 class _MomentsActor:
     """Encodes blocks of the corpus and returns their moments; one model per actor."""
 
@@ -113,20 +134,7 @@ def ray_moments(
 ) -> Moments:
     """Moments of the encoded corpus, computed block by block on the actor pool and merged in
     block order (inside a ``ray_session``)."""
-    import ray.data
-
-    worker_settings = settings.model_dump() | {"num_threads": options.threads_per_actor}
-    results = ray.data.from_items(blocks(total, options.block_size)).map_batches(
-        _MomentsActor,
-        batch_size=1,
-        concurrency=options.actors,
-        num_cpus=options.threads_per_actor,
-        fn_constructor_kwargs={
-            "settings": worker_settings,
-            "corpus": str(corpus.resolve()),
-            "text_type": text_type,
-        },
-    )
+    results = _map_blocks(_MomentsActor, settings, corpus, total, options, text_type=text_type)
     parts: dict[int, Moments] = {}
     for row in results.iter_rows():
         moments = Moments(int(row["n"]), row["sum"], row["sum_outer"])
@@ -214,20 +222,8 @@ def ray_index_build(
 ) -> int:
     """Embed and store every document of ``corpus``; ``worker_uri`` (a Milvus address the
     workers can reach) makes the workers write, else the driver writes. Returns the count."""
-    import ray.data
-
-    worker_settings = settings.model_dump() | {"num_threads": options.threads_per_actor}
-    results = ray.data.from_items(blocks(total, options.block_size)).map_batches(
-        _IndexActor,
-        batch_size=1,
-        concurrency=options.actors,
-        num_cpus=options.threads_per_actor,
-        fn_constructor_kwargs={
-            "settings": worker_settings,
-            "corpus": str(corpus.resolve()),
-            "milvus_uri": worker_uri,
-            "dim": store.dim,
-        },
+    results = _map_blocks(
+        _IndexActor, settings, corpus, total, options, milvus_uri=worker_uri, dim=store.dim
     )
     done = 0
     for row in results.iter_rows():
