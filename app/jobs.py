@@ -33,6 +33,13 @@ def chunked(items: Iterator[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def check_out(out: Path) -> None:
+    """Raise unless an artifact can be written to ``out`` (checked before a model loads)."""
+    check_replaceable(out)
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"--out {out}: {out.parent} is a file, not a folder")
+
+
 def check_fit(
     corpus: Path,
     out: Path,
@@ -46,9 +53,7 @@ def check_fit(
 ) -> None:
     """Everything about a fit that can be checked before a model loads: the output folder, the
     method's options and whether `total` sentences (from `count_sentences`) can support them."""
-    check_replaceable(out)
-    if out.parent.exists() and not out.parent.is_dir():
-        raise UsageError(f"--out {out}: {out.parent} is a file, not a folder")
+    check_out(out)
     if method == "flow":
         if n_components is not None:
             raise UsageError("a flow keeps every dimension; drop --n-components for --method flow")
@@ -161,11 +166,26 @@ class FitJob:
             (self.partial / f"moments-{done}.st").unlink(missing_ok=True)
             done += len(chunk)
         transform = self._fit(done)
+        self._save(transform)
+        return transform
+
+    def finish(self, moments: Moments) -> Whitening:
+        """Fit the whitening on moments gathered elsewhere (another engine) and write it."""
+        whitening = Whitening(
+            self.n_components,
+            beta=self.beta,
+            gamma=self.gamma,
+            cap_n_components=self.cap_n_components,
+        )
+        whitening.fit_moments(moments)
+        self._save(whitening)
+        return whitening
+
+    def _save(self, transform: Whitening | Flow) -> None:
         transform.save_pretrained(
             self.out, spec=encoder_spec(self.encoder), text_type=self.text_type
         )
         shutil.rmtree(self.partial, ignore_errors=True)
-        return transform
 
     def _checkpoint(self, vectors: np.ndarray, start: int) -> None:
         if self.method == "flow":

@@ -8,11 +8,15 @@ reports them in the same 422 shape as pydantic's own errors.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from baihua.app.batcher import TextRejected
+from baihua.app.json_limits import json_error, json_size, lone_surrogate
 from baihua.app.settings import Settings
 
 MAX_TOP_K = 1000
@@ -24,6 +28,11 @@ Loc = tuple[str | int, ...]
 def _not_blank(text: str) -> str:
     if not text.strip():
         raise ValueError("text must not be empty or only whitespace")
+    position = lone_surrogate(text)
+    if position is not None:
+        raise ValueError(
+            f"text has a lone surrogate at character {position}, which is not valid Unicode"
+        )
     return text
 
 
@@ -69,8 +78,45 @@ class TextsRequest(RequestModel):
                         f"{settings.max_chars_per_text} (max_chars_per_text)",
                     }
                 )
+        errors.extend(self.extra_limit_errors(settings))
         if errors:
             raise RequestValidationError(errors)
+
+    def extra_limit_errors(self, settings: Settings) -> list[dict[str, Any]]:
+        """Limits of one request type, in pydantic's error shape."""
+        return []
+
+    @contextlib.contextmanager
+    def naming_rejected_texts(self) -> Iterator[None]:
+        """Turn the encoder's TextRejected into a 422 naming each text by its place in the body."""
+        try:
+            yield
+        except TextRejected as err:
+            located = self.located_texts()
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ("body", *located[position][0]),
+                        "msg": f"the model cannot take this text ({err.reason})",
+                    }
+                    for position in err.positions
+                ]
+            ) from None
+
+
+def _json_errors(value: Any, loc: Loc, settings: Settings) -> list[dict[str, Any]]:
+    """Payload or filter checks (valid Unicode, finite numbers, depth, size) as 422 errors."""
+    found = json_error(value, loc, max_depth=settings.max_payload_depth)
+    if found is not None:
+        return [{"type": "value_error", "loc": ("body", *found[0]), "msg": found[1]}]
+    size = json_size(value)
+    if size > settings.max_payload_bytes:
+        message = (
+            f"{size} bytes as JSON; the limit is {settings.max_payload_bytes} (max_payload_bytes)"
+        )
+        return [{"type": "too_long", "loc": ("body", *loc), "msg": message}]
+    return []
 
 
 class EmbedRequest(TextsRequest):
@@ -126,6 +172,19 @@ class SearchRequest(TextsRequest):
             return [(("query",), self.query)]
         return [(("queries", i), query) for i, query in enumerate(self.queries or [])]
 
+    def extra_limit_errors(self, settings: Settings) -> list[dict[str, Any]]:
+        errors = []
+        n_hits = len(self.located_texts()) * self.top_k
+        if n_hits > settings.max_search_hits:
+            message = (
+                f"{n_hits} hits asked for (queries x top_k); the limit is "
+                f"{settings.max_search_hits} (max_search_hits)"
+            )
+            errors.append({"type": "too_long", "loc": ("body", "top_k"), "msg": message})
+        if self.filter is not None:
+            errors.extend(_json_errors(self.filter, ("filter",), settings))
+        return errors
+
 
 class Hit(BaseModel):
     id: int
@@ -166,6 +225,12 @@ class DocumentsRequest(TextsRequest):
 
     def located_texts(self) -> list[tuple[Loc, str]]:
         return [(("documents", i, "text"), doc.text) for i, doc in enumerate(self.documents)]
+
+    def extra_limit_errors(self, settings: Settings) -> list[dict[str, Any]]:
+        errors = []
+        for i, doc in enumerate(self.documents):
+            errors.extend(_json_errors(doc.payload, ("documents", i, "payload"), settings))
+        return errors
 
 
 class DocumentsResponse(BaseModel):

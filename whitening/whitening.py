@@ -28,7 +28,9 @@ def _rank(eigenvalues: np.ndarray, floor: float, n_samples: int) -> int:
 
 
 class Whitening(TransformBase):
-    """Maps x to ``(x − β·μ) · U[:, :k] · Λ[:k]^(−γ/2)``, with Σ = U Λ Uᵀ the covariance.
+    """Maps x to ``(x − β·μ) · U[:, D:D+k] · (Λ[D:D+k] + ε·λ̄)^(−γ/2)``, with Σ = U Λ Uᵀ the
+    covariance, λ̄ its mean eigenvalue, D = ``drop_top`` and ε = ``shrinkage`` (both 0 by default:
+    ``(x − β·μ) · U[:, :k] · Λ[:k]^(−γ/2)``).
 
     β = γ = 1 is BERT-whitening: the fitted vectors get zero mean and identity covariance, which
     undoes the anisotropy of raw BERT vectors. β = γ = 0 only rotates and truncates, which keeps
@@ -51,6 +53,15 @@ class Whitening(TransformBase):
         refit.
     gamma : float
         Exponent of the variance equalisation (1 whitens, 0 only rotates).
+    drop_top : int
+        Leading principal directions D left out before the k kept ones. With β = 1 and γ = 0
+        this is "all-but-the-top" (Mu & Viswanath 2018): the mean and the D dominant directions,
+        which carry frequency and length rather than meaning, are removed, then the vector is
+        truncated to the next k directions.
+    shrinkage : float
+        ε: adds ε times the mean eigenvalue to every eigenvalue before ``^(−γ/2)``, so small
+        directions are amplified less than by plain whitening (ε → ∞ tends to a rotation up to
+        scale). Relative to the mean eigenvalue, so the same ε suits any vector scale.
     eigenvalue_floor : float
         Directions whose variance is at most ``eigenvalue_floor`` times the largest have none:
         they are rounding noise (float32 vectors put it near 1e-15; the LayerNorm that ends a
@@ -65,9 +76,9 @@ class Whitening(TransformBase):
     mean_ : np.ndarray of shape (n_features,)
         μ, the mean of the fitted vectors.
     components_ : np.ndarray of shape (n_features, n_components_)
-        ``U[:, :k] · Λ[:k]^(−γ/2)``. Columns (PCA stores rows) so that the transform reads
-        ``x @ components_``. Each eigenvector's largest-magnitude entry is positive, so refits
-        on the same data give the same signs.
+        ``U[:, D:D+k] · (Λ[D:D+k] + ε·λ̄)^(−γ/2)``. Columns (PCA stores rows) so that the
+        transform reads ``x @ components_``. Each eigenvector's largest-magnitude entry is
+        positive, so refits on the same data give the same signs.
     explained_variance_ : np.ndarray of shape (n_features,)
         All eigenvalues Λ of the covariance, descending.
     rank_ : int
@@ -91,13 +102,18 @@ class Whitening(TransformBase):
         beta: float = 1.0,
         gamma: float = 1.0,
         eigenvalue_floor: float = 1e-8,
+        *,
         cap_n_components: bool = False,
+        drop_top: int = 0,
+        shrinkage: float = 0.0,
     ) -> None:
         self.n_components = n_components
         self.beta = beta
         self.gamma = gamma
         self.eigenvalue_floor = eigenvalue_floor
         self.cap_n_components = cap_n_components
+        self.drop_top = drop_top
+        self.shrinkage = shrinkage
 
     method = "whitening"
 
@@ -147,6 +163,11 @@ class Whitening(TransformBase):
             "gamma": self.gamma,
             "eigenvalue_floor": self.eigenvalue_floor,
         }
+        # Only when set, so plain whitenings keep the digests they had before these existed.
+        if self.drop_top:
+            fields["drop_top"] = self.drop_top
+        if self.shrinkage:
+            fields["shrinkage"] = self.shrinkage
         return tensors, fields
 
     @classmethod
@@ -171,6 +192,8 @@ class Whitening(TransformBase):
             beta=metadata.beta,
             gamma=metadata.gamma,
             eigenvalue_floor=metadata.eigenvalue_floor,
+            drop_top=metadata.drop_top or 0,
+            shrinkage=metadata.shrinkage or 0.0,
             **options,
         )
         whitening._set_fitted(
@@ -197,25 +220,35 @@ class Whitening(TransformBase):
         columns = np.arange(eigenvectors.shape[1])
         largest = np.argmax(np.abs(eigenvectors), axis=0)
         eigenvectors = eigenvectors * np.sign(eigenvectors[largest, columns])
+        kept = slice(self.drop_top, self.drop_top + k)
         self._set_fitted(
             mean=moments.mean,
-            components=eigenvectors[:, :k] * eigenvalues[:k] ** (-self.gamma / 2),
+            components=eigenvectors[:, kept]
+            * (eigenvalues[kept] + self.shrinkage * eigenvalues.mean()) ** (-self.gamma / 2),
             explained_variance=eigenvalues,
             moments=moments,
         )
         return self
 
     def _n_components(self, rank: int, n_samples: int) -> int:
-        """k for a covariance of this rank: n_components, capped or refused above the rank."""
-        if self.n_components is None or (self.cap_n_components and self.n_components > rank):
-            return rank
-        if self.n_components > rank:
+        """k for a covariance of this rank: n_components, capped or refused above the directions
+        with variance left after the ``drop_top`` leading ones."""
+        left = rank - self.drop_top
+        where = (
+            f"the rank of the covariance, {rank}"
+            + (f", less drop_top={self.drop_top}" if self.drop_top else "")
+            + f" (directions with variance above {self.eigenvalue_floor:g} × the largest, from "
+            f"{n_samples} vectors)"
+        )
+        if left < 1:
+            raise UsageError(f"no direction with variance is left: {where}")
+        if self.n_components is None or (self.cap_n_components and self.n_components > left):
+            return left
+        if self.n_components > left:
             raise UsageError(
-                f"n_components={self.n_components} exceeds the rank of the covariance, {rank} "
-                f"(directions with variance above {self.eigenvalue_floor:g} × the largest, from "
-                f"{n_samples} vectors); the extra components would be noise scaled up. Keep at "
-                f"most {rank}, fit on more vectors, or cap to the rank (cap_n_components=True, "
-                "`baihua fit --cap-n-components`)"
+                f"n_components={self.n_components} exceeds {where}; the extra components would "
+                f"be noise scaled up. Keep at most {left}, fit on more vectors, or cap to the "
+                "rank (cap_n_components=True, `baihua fit --cap-n-components`)"
             )
         return int(self.n_components)
 
@@ -239,15 +272,23 @@ class Whitening(TransformBase):
     def check_params(self, n_features: int | None = None) -> None:
         """Raise UsageError for hyperparameters that cannot work (against the input width
         ``n_features`` once it is known)."""
-        k, top = self.n_components, n_features or float("inf")
+        D, top = self.drop_top, n_features or float("inf")
+        if isinstance(D, bool) or not isinstance(D, numbers.Integral) or not 0 <= D < top:
+            below = f"below n_features={n_features}" if n_features else "of at least 0"
+            raise UsageError(f"drop_top={D!r} must be an integer {below}")
+        k, room = self.n_components, top - D
         if k is not None and (
-            isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= top
+            isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= room
         ):
-            between = f"between 1 and n_features={n_features}" if n_features else "of at least 1"
+            between = (
+                f"between 1 and n_features - drop_top = {room}" if n_features else "of at least 1"
+            )
             raise UsageError(
                 f"n_components={self.n_components!r} must be an integer {between}, or None to "
                 "keep every direction with variance"
             )
+        if not (math.isfinite(self.shrinkage) and self.shrinkage >= 0):
+            raise UsageError(f"shrinkage must be a finite number >= 0, got {self.shrinkage!r}")
         for name in ("beta", "gamma"):
             if not math.isfinite(getattr(self, name)):
                 raise UsageError(f"{name} must be a finite number, got {getattr(self, name)!r}")

@@ -1,6 +1,6 @@
 from fastapi import APIRouter, HTTPException, status
 
-from baihua.app.deps import ServiceDep, SettingsDep
+from baihua.app.deps import ClientDep, ServiceDep, SettingsDep
 from baihua.app.schemas import Deleted, Document, DocumentId, DocumentsRequest, DocumentsResponse
 
 router = APIRouter(prefix="/documents", tags=["documents"])
@@ -8,18 +8,20 @@ router = APIRouter(prefix="/documents", tags=["documents"])
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def add_documents(
-    body: DocumentsRequest, service: ServiceDep, settings: SettingsDep
+    body: DocumentsRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
 ) -> DocumentsResponse:
     """Embed (as passages) and store documents; omitted ids are assigned and returned.
     An existing id is a 409 unless `upsert` is true."""
     body.check_limits(settings)
     docs = body.documents
-    written = await service.documents.add(
-        [doc.text for doc in docs],
-        [doc.payload for doc in docs],
-        [doc.id for doc in docs],
-        upsert=body.upsert,
-    )
+    with body.naming_rejected_texts():
+        written = await service.documents.add(
+            [doc.text for doc in docs],
+            [doc.payload for doc in docs],
+            [doc.id for doc in docs],
+            upsert=body.upsert,
+            client=client,
+        )
     return DocumentsResponse(ids=written.ids, truncated=written.truncated)
 
 

@@ -44,7 +44,7 @@ def test_n_components_above_the_sentences_rank_is_refused_before_the_model_loads
     [
         (["--n-components", "0"], "n_components=0 must be an integer of at least 1"),
         (["--n-components", "-3"], "n_components=-3 must be an integer of at least 1"),
-        (["--method", "pca"], "--method must be whitening or flow"),
+        (["--method", "pca"], "--method must be whitening, flow or jl"),
         (["--method", "flow", "--n-components", "8"], "drop --n-components"),
         (["--gamma", "nan"], "gamma must be a finite number"),
         (["--text-type", "doc"], "--text-type must be query or passage"),
@@ -98,3 +98,22 @@ def test_the_issues_fit_is_capped_to_the_rank_on_me5_small(lines: Path, tmp_path
     assert transform.n_components_ == transform.rank_ <= 299
     norms = np.linalg.norm(transform.components_, axis=0)
     assert norms.max() < 1e4 * norms[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--n-components", "0"], "n_components must be an integer >= 1"),
+        (["--n-components", "8", "--seed", "-1"], "seed must be an integer >= 0"),
+        (["--n-components", "8", "--out", "FILE"], "it is a file"),
+    ],
+)
+def test_jl_options_are_refused_before_the_model_loads(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    file = tmp_path / "file"
+    file.write_text("x")
+    out = ["--out", str(tmp_path / "w")] if "--out" not in flags else []
+    flags = [str(file) if flag == "FILE" else flag for flag in flags]
+    code, err = fit("--method", "jl", "--model", NO_MODEL, *out, *flags)
+    assert code == 1 and message in err and "nonexistent" not in err
