@@ -26,6 +26,10 @@ class EncoderUnavailable(RuntimeError):
     """The queue is full or the server is shutting down: the client should retry (HTTP 503)."""
 
 
+class QueueFullError(EncoderUnavailable):
+    """Too many requests are waiting (HTTP 503, or 429 under OpenAI's /v1)."""
+
+
 class EncoderError(RuntimeError):
     """`pipeline.embed` failed for the batch this request was part of (HTTP 500)."""
 
@@ -37,6 +41,7 @@ class EmbedOptions:
     text_type: TextType = "query"
     whiten: bool = True
     normalize: bool = True
+    dimensions: int | None = None
 
 
 @dataclass
@@ -97,7 +102,7 @@ class MicroBatcher:
         try:
             self._queue.put_nowait(_Job(texts, options, future))
         except asyncio.QueueFull:
-            raise EncoderUnavailable(
+            raise QueueFullError(
                 f"the encoder queue is full ({self._queue.maxsize} requests waiting)"
             ) from None
         return await future
@@ -163,6 +168,7 @@ class MicroBatcher:
             text_type=options.text_type,
             whiten=options.whiten,
             normalize=options.normalize,
+            dimensions=options.dimensions,
         )
 
 

@@ -109,7 +109,9 @@ PoolingOpt = Annotated[
     str | None,
     typer.Option(help="cls, pooler, last-avg or first-last-avg (default: preset's)."),
 ]
-MaxLengthOpt = Annotated[int | None, typer.Option(help="Token limit per text (default 64).")]
+MaxLengthOpt = Annotated[
+    int | None, typer.Option(help="Token limit per text (default: the model's, 512 for BERT).")
+]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML settings file.")]
 TextTypeOpt = Annotated[
     str, typer.Option(help="query or passage: selects the model's prefix (e5: 'query: ').")
@@ -393,6 +395,7 @@ def eval_retrieval_run(
     from baihua.eval.beir import beir_folders, load_beir
     from baihua.eval.report import FORMATS
     from baihua.eval.retrieval import (
+        DEFAULT_MAX_LENGTH,
         RetrievalEval,
         check_reranks,
         check_top_k,
@@ -423,7 +426,7 @@ def eval_retrieval_run(
                 top_k=top_k,
                 factory=index,
                 search_params=search_params,
-                max_length=settings.max_length,
+                max_length=settings.max_length or DEFAULT_MAX_LENGTH,
                 geodesic_k=settings.geodesic_k,
                 geodesic_candidates=settings.geodesic_candidates,
                 geodesic_hops=settings.geodesic_hops,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from baihua.app.settings import Settings
-from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec
+from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec, resolve_model
+from baihua.encoder.models import model_token_limit
 from baihua.index import FaissStore, Store
 
 
 def build_encoder(settings: Settings) -> Encoder:
+    """Unset `max_length` is the model's own limit: the service reads whole documents."""
+    spec = resolve_model(settings.model)
     return Encoder(
-        settings.model,
+        spec,
         pooling=settings.pooling,
-        max_length=settings.max_length,
+        max_length=settings.max_length or model_token_limit(spec, settings.cache_dir),
         batch_size=settings.batch_size,
         device=settings.device,
         dtype=settings.dtype,

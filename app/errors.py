@@ -1,31 +1,95 @@
-"""Map the library's errors to HTTP statuses; under /v1 errors take OpenAI's shape.
+"""Map the library's errors to HTTP statuses, with messages in words that name the field.
 
-OpenAI clients read `{"error": {"message", "type", "param", "code"}}`; everything else gets
-FastAPI's usual `{"detail": ...}`.
+Under /v1 errors take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, and
+OpenAI's statuses (400 for a bad request, 429 when the queue is full), so the official client
+raises the exception its users catch; everything else gets FastAPI's `{"detail": ...}`, with
+422 for a request that is valid JSON but not a valid request, and 400 for a body that is not
+JSON at all. Error bodies never echo the input back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, status
-from fastapi.exception_handlers import (
-    http_exception_handler,
-    request_validation_exception_handler,
-)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from baihua.app.batcher import EncoderError, EncoderUnavailable
+from baihua.app.batcher import EncoderError, EncoderUnavailable, QueueFullError
+from baihua.app.schemas import NOT_BLANK
 from baihua.index import DuplicateIdError, FilterError
 
 RETRY_AFTER_S = "1"
 
+# pydantic puts union members' tags into error locations; they are not fields of the request
+_TAGS = {"none", "str", "int", "float", "bool"}
+
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+_OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
+
 
 def _is_openai(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
+
+
+def _clean_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """The location without pydantic's union tags."""
+    return tuple(
+        part
+        for part in loc
+        if isinstance(part, int) or not ("[" in part or part.startswith("<") or part in _TAGS)
+    )
+
+
+def _field_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """The location inside the body: without "body" and without tags."""
+    clean = _clean_loc(loc)
+    return clean[1:] if clean[:1] == ("body",) else clean
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """`("body", "documents", 0, "text")` → `documents[0].text`; the whole body is `body`."""
+    path = ""
+    for part in _field_loc(loc):
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else part
+    return path or "body"
+
+
+def _plain(error: Mapping[str, Any]) -> str:
+    kind, message = error["type"], str(error["msg"])
+    if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NOT_BLANK:
+        return "must not be empty or only whitespace"
+    if kind == "missing":
+        return "is required" if _field_loc(error["loc"]) else "the request needs a JSON body"
+    if kind == "extra_forbidden":
+        return "is not a field of this request (misspelt?)"
+    if kind == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "")
+        return f"the body is not valid JSON: {reason} at character {error['loc'][-1]}"
+    return message.removeprefix("Value error, ")
+
+
+def plain_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`{"type", "loc", "msg"}` per error, `msg` starting with the field; `input` is dropped,
+    and so is "should be null" where the same field has a better message."""
+    others = [_field_loc(error["loc"]) for error in errors if error["type"] != "none_required"]
+    plain = []
+    for error in errors:
+        loc = _field_loc(error["loc"])
+        if error["type"] == "none_required" and any(other[: len(loc)] == loc for other in others):
+            continue
+        message = _plain(error)
+        if error["type"] != "json_invalid":
+            message = f"{field_path(error['loc'])}: {message}"
+        plain.append({"type": error["type"], "loc": list(_clean_loc(error["loc"])), "msg": message})
+    return plain
 
 
 def _openai_error(
@@ -34,34 +98,59 @@ def _openai_error(
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    kind = "invalid_request_error" if status_code < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    default = "invalid_request_error" if status_code < 500 else "server_error"
+    body = {
+        "error": {
+            "message": message,
+            "type": _OPENAI_TYPES.get(status_code, default),
+            "param": param,
+            "code": _OPENAI_CODES.get(status_code),
+        }
+    }
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    if not _is_openai(request):
-        return await request_validation_exception_handler(request, exc)
-    errors: list[dict[str, Any]] = list(exc.errors())
-    params = [".".join(str(part) for part in error["loc"][1:]) for error in errors]
-    message = "; ".join(f"{p}: {e['msg']}" for p, e in zip(params, errors, strict=True))
-    return _openai_error(status.HTTP_422_UNPROCESSABLE_CONTENT, message, params[0] or None)
+    errors = plain_errors(exc.errors())
+    not_json = any(error["type"] == "json_invalid" for error in errors)
+    if _is_openai(request):
+        first = _field_loc(errors[0]["loc"]) if errors else ()
+        param = str(first[0]) if first and not not_json else None
+        message = "; ".join(error["msg"] for error in errors)
+        return _openai_error(status.HTTP_400_BAD_REQUEST, message, param)
+    if not_json:
+        return JSONResponse({"detail": errors[0]["msg"]}, status.HTTP_400_BAD_REQUEST)
+    return JSONResponse({"detail": errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route on this path; Starlette names only the first route's."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
     if not _is_openai(request):
-        return await http_exception_handler(request, exc)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
     return _openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 async def _encoder_unavailable(request: Request, exc: Exception) -> Response:
+    # OpenAI clients back off on 429; the others know 503 with Retry-After
+    code = 429 if isinstance(exc, QueueFullError) and _is_openai(request) else 503
     return await _http_error(
-        request,
-        HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), headers={"Retry-After": RETRY_AFTER_S}
-        ),
+        request, HTTPException(code, str(exc), headers={"Retry-After": RETRY_AFTER_S})
     )
 
 
@@ -72,13 +161,19 @@ async def _encoder_error(request: Request, exc: Exception) -> Response:
 
 
 async def _duplicate_id(request: Request, exc: Exception) -> Response:
-    return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, str(exc)))
+    # the store names the library call; an HTTP client sets the request field instead
+    message = str(exc)
+    if "already stored" in message:
+        message = message.split(";")[0] + '; send "upsert": true to replace them'
+    return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, message))
 
 
 async def _filter_error(request: Request, exc: Exception) -> Response:
-    return await _http_error(
-        request, HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"filter: {exc}")
-    )
+    """A filter the store cannot read (an unknown operator, ...): 422 in the shape of the
+    validation errors, which the schema declares for 422."""
+    where = "query" if request.method == "GET" else "body"
+    error = {"type": "filter_error", "loc": (where, "filter"), "msg": str(exc)}
+    return await _validation_error(request, RequestValidationError([error]))
 
 
 def install_error_handlers(app: FastAPI) -> None:

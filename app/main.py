@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from baihua.app.docs import install_docs
 from baihua.app.errors import install_error_handlers
 from baihua.app.metrics import Metrics, MetricsMiddleware
+from baihua.app.openapi import install_openapi
 from baihua.app.routes import api_router
 from baihua.app.service import load_service
 from baihua.app.settings import Settings
@@ -57,6 +59,8 @@ def create_app(
         description=DESCRIPTION,
         version=importlib.metadata.version("baihua"),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -65,6 +69,8 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
     app.include_router(api_router)
+    install_docs(app)
+    install_openapi(app)
     return app
 
 

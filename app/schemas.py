@@ -1,44 +1,121 @@
 """Request and response bodies of the HTTP API.
 
 Requests are strict (no type coercion) and reject unknown fields, so a typo such as `"top-k"`
-is a 422 naming the field instead of a silently ignored option. Limits that depend on the settings
-(texts per request, characters per text) are checked by `TextsRequest.check_limits`, which
-reports them in the same 422 shape as pydantic's own errors.
+is a 422 naming the field instead of a silently ignored option (OpenAI's `/v1` requests ignore
+them, as OpenAI does). Limits that depend on the settings (texts per request, characters per
+text, output dimensions) are checked by `TextsRequest.check_limits`, which reports them in the
+same 422 shape as pydantic's own errors; in the schema they are `x-limit` markers that
+app/openapi.py replaces with the running server's values, so the OpenAPI document states them.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from baihua.app.settings import Settings
 
 MAX_TOP_K = 1000
-MAX_ID = 2**63 - 1  # FAISS ids are int64; -1 is its "no result" marker
+# The store takes int64 ids; the API stops at 2**53 - 1, the largest integer every JSON client
+# (JavaScript's numbers, JSON Schema validators reading floats) keeps exact.
+MAX_ID = 2**53 - 1
+# A text needs one character that is not whitespace (Python's str.isspace), spelt out because
+# regex engines disagree on what \s covers (Python's includes \x1c-\x1f, Rust's does not).
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 Loc = tuple[str | int, ...]
 
 
-def _not_blank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("text must not be empty or only whitespace")
-    return text
+def _integral_float(value: Any) -> Any:
+    """JSON Schema counts 4.0 as an integer; strict pydantic would not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
-Text = Annotated[str, AfterValidator(_not_blank)]
-DocumentId = Annotated[int, Field(ge=0, le=MAX_ID)]
+AcceptIntegralFloat = BeforeValidator(_integral_float)  # last in Annotated, after constraints
+
+Text = Annotated[
+    str,
+    Field(
+        pattern=NOT_BLANK,
+        description="Not empty or only whitespace.",
+        json_schema_extra={"x-limit": {"maxLength": "max_chars_per_text"}},
+    ),
+]
+TEXTS_LIMIT: dict[str, Any] = {"x-limit": {"maxItems": "max_texts_per_request"}}
+DocumentId = Annotated[int, Field(ge=0, le=MAX_ID), AcceptIntegralFloat]
+Dimensions = Annotated[
+    int,
+    Field(
+        ge=1,
+        description="Keep the first `dimensions` components (at most `/info`'s `dim`), then "
+        "normalise: with whitening these are exactly a `dimensions`-component fit.",
+        json_schema_extra={"x-limit": {"maximum": "dim"}},
+    ),
+    AcceptIntegralFloat,
+]
+
+
+def _one_or_many(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "<text>"
+    return "<list>" if isinstance(value, list) else None
+
+
+# One text or a list of them (TEI's `inputs`, OpenAI's `input`); tags start with "<" so error
+# locations can drop them (app/errors.py).
+OneOrMoreTexts = Annotated[
+    Annotated[Text, Tag("<text>")]
+    | Annotated[list[Text], Tag("<list>"), Field(min_length=1, json_schema_extra=TEXTS_LIMIT)],
+    Discriminator(
+        _one_or_many,
+        custom_error_type="one_or_many",
+        custom_error_message="must be a string or a list of strings",
+    ),
+]
 
 
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # python-re: the same regular expressions as the OpenAPI clients that test against `pattern`
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
 
 
 class TextsRequest(RequestModel):
-    """A request carrying texts to embed, each with its location in the body for errors."""
+    """A request carrying texts to embed, each with its location in the body for errors.
+
+    `one_of` names fields of which exactly one must be given (and none as an explicit null).
+    """
 
     list_field: ClassVar[str]
+    one_of: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if not cls.one_of or not isinstance(data, dict):
+            return data
+        for name in cls.one_of:
+            if name in data and data[name] is None:
+                raise ValueError(f"`{name}` must not be null; leave it out instead")
+        given = [name for name in cls.one_of if name in data]
+        if len(given) != 1:
+            names = " or ".join(f"`{name}`" for name in cls.one_of)
+            raise ValueError(f"give exactly one of {names}")
+        return data
 
     def located_texts(self) -> list[tuple[Loc, str]]:
         raise NotImplementedError
@@ -73,18 +150,66 @@ class TextsRequest(RequestModel):
             raise RequestValidationError(errors)
 
 
-class EmbedRequest(TextsRequest):
-    list_field = "texts"
+def check_dimensions(dimensions: int | None, dim: int) -> None:
+    """422 when `dimensions` exceeds the served dimension (the schema's maximum says so too)."""
+    if dimensions is not None and dimensions > dim:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("body", "dimensions"),
+                    "msg": f"this server's vectors have {dim} dimensions; send at most {dim}",
+                }
+            ]
+        )
 
-    texts: list[Text] = Field(min_length=1, description="Texts to embed, in order.")
+
+def exactly_one_of(*names: str) -> ConfigDict:
+    """The schema half of `TextsRequest.one_of`."""
+    return ConfigDict(json_schema_extra={"oneOf": [{"required": [name]} for name in names]})
+
+
+def _located(field: str, texts: str | list[str]) -> list[tuple[Loc, str]]:
+    if isinstance(texts, str):
+        return [((field,), texts)]
+    return [((field, i), text) for i, text in enumerate(texts)]
+
+
+class EmbedRequest(TextsRequest):
+    """Ours (`texts`, answered with an object) or TEI's (`inputs`, answered with the bare list
+    of vectors, as TEI does); the options apply to both."""
+
+    model_config = exactly_one_of("texts", "inputs")
+    list_field = "texts"
+    one_of = ("texts", "inputs")
+
+    texts: (
+        SkipJsonSchema[None]
+        | Annotated[list[Text], Field(min_length=1, json_schema_extra=TEXTS_LIMIT)]
+    ) = Field(None, description="Texts to embed, in order.")
+    inputs: SkipJsonSchema[None] | OneOrMoreTexts = Field(
+        None, description="TEI's field: one text or a list; the response is TEI's bare list."
+    )
     whiten: bool = Field(True, description="Apply the configured whitening transform, if any.")
     normalize: bool = Field(True, description="L2-normalise the vectors (cosine = dot product).")
     text_type: Literal["query", "passage"] = Field(
         "query", description="Selects the model's prefix (e5: 'query: ' or 'passage: ')."
     )
+    dimensions: Dimensions | None = None
+    truncate: bool | None = Field(
+        None,
+        description="TEI's flag. false: a text over the token limit is a 422 instead of being "
+        "truncated; true or omitted: truncate (and report it in `truncated`).",
+    )
+    truncation_direction: Literal["right", "Right"] = Field(
+        "right",
+        description="TEI's: long texts lose their end (cutting the start is not supported).",
+    )
 
     def located_texts(self) -> list[tuple[Loc, str]]:
-        return [(("texts", i), text) for i, text in enumerate(self.texts)]
+        if self.inputs is not None:
+            return _located("inputs", self.inputs)
+        return _located("texts", self.texts or [])
 
 
 class EmbedResponse(BaseModel):
@@ -97,13 +222,18 @@ class EmbedResponse(BaseModel):
 
 
 class SearchRequest(TextsRequest):
+    model_config = exactly_one_of("query", "queries")
     list_field = "queries"
+    one_of = ("query", "queries")
 
-    query: Text | None = Field(None, description="One query; results is a list of hits.")
-    queries: list[Text] | None = Field(
-        None, min_length=1, description="Several queries; results is a list of hit lists."
+    query: SkipJsonSchema[None] | Text = Field(
+        None, description="One query; results is a list of hits."
     )
-    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
+    queries: (
+        SkipJsonSchema[None]
+        | Annotated[list[Text], Field(min_length=1, json_schema_extra=TEXTS_LIMIT)]
+    ) = Field(None, description="Several queries; results is a list of hit lists.")
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K), AcceptIntegralFloat] = 10
     filter: dict[str, Any] | None = Field(
         None,
         description="Only documents whose payload matches, e.g. {'lang': 'zh'} or "
@@ -115,16 +245,10 @@ class SearchRequest(TextsRequest):
         "documents' kNN graph (each hit then has `geodesic`, its distance).",
     )
 
-    @model_validator(mode="after")
-    def _exactly_one_query(self) -> SearchRequest:
-        if (self.query is None) == (self.queries is None):
-            raise ValueError("give exactly one of `query` (a string) or `queries` (a list)")
-        return self
-
     def located_texts(self) -> list[tuple[Loc, str]]:
         if self.query is not None:
             return [(("query",), self.query)]
-        return [(("queries", i), query) for i, query in enumerate(self.queries or [])]
+        return _located("queries", self.queries or [])
 
 
 class Hit(BaseModel):
@@ -153,16 +277,13 @@ class DocumentIn(RequestModel):
 class DocumentsRequest(TextsRequest):
     list_field = "documents"
 
-    documents: list[DocumentIn] = Field(min_length=1)
+    documents: list[DocumentIn] = Field(min_length=1, json_schema_extra=TEXTS_LIMIT)
     upsert: bool = Field(False, description="Replace documents whose id exists instead of 409.")
 
-    @field_validator("documents")
-    @classmethod
-    def _unique_ids(cls, documents: list[DocumentIn]) -> list[DocumentIn]:
-        ids = [doc.id for doc in documents if doc.id is not None]
-        if len(ids) != len(set(ids)):
-            raise ValueError("document ids must be unique within one request")
-        return documents
+    def repeated_ids(self) -> list[int]:
+        """Ids given more than once (a 409, like a stored id: JSON Schema cannot say it)."""
+        counts = Counter(doc.id for doc in self.documents if doc.id is not None)
+        return sorted(i for i, n in counts.items() if n > 1)
 
     def located_texts(self) -> list[tuple[Loc, str]]:
         return [(("documents", i, "text"), doc.text) for i, doc in enumerate(self.documents)]
@@ -185,43 +306,37 @@ class Deleted(BaseModel):
 
 
 class OpenAIEmbeddingRequest(TextsRequest):
-    """OpenAI's `POST /v1/embeddings` body; any `model` is accepted and answered by ours."""
+    """OpenAI's `POST /v1/embeddings` body; any `model` is accepted and answered by ours.
 
+    Unknown fields are ignored, as OpenAI, TEI and infinity do. `input_type` is our extension
+    (NVIDIA's and Voyage's name): `passage` (or `document`) embeds with the passage prefix.
+    """
+
+    model_config = ConfigDict(extra="ignore")
     list_field = "input"
 
-    input: Text | list[Text]
+    input: OneOrMoreTexts
     model: str
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: Dimensions | None = None
     user: str | None = None
+    input_type: Literal["query", "passage", "document"] = Field(
+        "query", description="Not in OpenAI's API: `passage`/`document` for texts to index."
+    )
 
     @field_validator("input", mode="before")
     @classmethod
     def _strings_only(cls, value: Any) -> Any:
         if isinstance(value, list) and value and not isinstance(value[0], str):
             raise ValueError("only strings are supported; token-id arrays are not")
-        if isinstance(value, list) and not value:
-            raise ValueError("input must not be an empty list")
         return value
 
-    def check_dimensions(self, dim: int) -> None:
-        """422 unless `dimensions` is omitted or equals the served model's output dimension."""
-        if self.dimensions is not None and self.dimensions != dim:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ("body", "dimensions"),
-                        "msg": f"this server returns {dim} dimensions; omit `dimensions` or "
-                        f"send {dim}",
-                    }
-                ]
-            )
+    @property
+    def text_type(self) -> Literal["query", "passage"]:
+        return "query" if self.input_type == "query" else "passage"
 
     def located_texts(self) -> list[tuple[Loc, str]]:
-        if isinstance(self.input, str):
-            return [(("input",), self.input)]
-        return [(("input", i), text) for i, text in enumerate(self.input)]
+        return _located("input", self.input)
 
 
 class OpenAIEmbedding(BaseModel):
@@ -243,8 +358,35 @@ class OpenAIEmbeddingResponse(BaseModel):
     truncated: list[bool] = Field(description="Not in OpenAI's API: inputs cut at the limit.")
 
 
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "baihua"
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
 class Health(BaseModel):
     status: str
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What went wrong, in words.")
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    error: OpenAIError
 
 
 class TransformInfo(BaseModel):

