@@ -19,6 +19,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baihua.app.batcher import EncoderError, EncoderUnavailable, QueueFullError
+from baihua.app.documents import NoIdLeftError
 from baihua.app.schemas import NOT_BLANK
 from baihua.index import DuplicateIdError, FilterError
 
@@ -49,9 +50,9 @@ def _clean_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
 
 
 def _field_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
-    """The location inside the body: without "body" and without tags."""
+    """The field: without where it was sent ("body", "query", "path") and without tags."""
     clean = _clean_loc(loc)
-    return clean[1:] if clean[:1] == ("body",) else clean
+    return clean[1:] if clean[:1] in (("body",), ("query",), ("path",)) else clean
 
 
 def field_path(loc: Sequence[str | int]) -> str:
@@ -168,6 +169,10 @@ async def _duplicate_id(request: Request, exc: Exception) -> Response:
     return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, message))
 
 
+async def _no_id_left(request: Request, exc: Exception) -> Response:
+    return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, str(exc)))
+
+
 async def _filter_error(request: Request, exc: Exception) -> Response:
     """A filter the store cannot read (an unknown operator, ...): 422 in the shape of the
     validation errors, which the schema declares for 422."""
@@ -183,3 +188,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EncoderError, _encoder_error)
     app.add_exception_handler(DuplicateIdError, _duplicate_id)
     app.add_exception_handler(FilterError, _filter_error)
+    app.add_exception_handler(NoIdLeftError, _no_id_left)

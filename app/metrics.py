@@ -88,6 +88,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             route = scope.get("route")
-            labels = (scope["method"], getattr(route, "path", "unmatched"), str(status))
+            template = getattr(route, "path_format", None) or getattr(route, "path", "unmatched")
+            labels = (scope["method"], template, str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)

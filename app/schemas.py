@@ -26,12 +26,13 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from baihua.app.documents import DocumentIndex
 from baihua.app.settings import Settings
 
 MAX_TOP_K = 1000
 # The store takes int64 ids; the API stops at 2**53 - 1, the largest integer every JSON client
 # (JavaScript's numbers, JSON Schema validators reading floats) keeps exact.
-MAX_ID = 2**53 - 1
+MAX_ID = DocumentIndex.max_id
 # A text needs one character that is not whitespace (Python's str.isspace), spelt out because
 # regex engines disagree on what \s covers (Python's includes \x1c-\x1f, Rust's does not).
 NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
@@ -90,17 +91,11 @@ OneOrMoreTexts = Annotated[
 
 
 class RequestModel(BaseModel):
+    """`one_of` names fields of which exactly one must be given (and none as an explicit null);
+    `exactly_one_of` puts the same rule into the schema."""
+
     # python-re: the same regular expressions as the OpenAPI clients that test against `pattern`
     model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
-
-
-class TextsRequest(RequestModel):
-    """A request carrying texts to embed, each with its location in the body for errors.
-
-    `one_of` names fields of which exactly one must be given (and none as an explicit null).
-    """
-
-    list_field: ClassVar[str]
     one_of: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="before")
@@ -116,6 +111,12 @@ class TextsRequest(RequestModel):
             names = " or ".join(f"`{name}`" for name in cls.one_of)
             raise ValueError(f"give exactly one of {names}")
         return data
+
+
+class TextsRequest(RequestModel):
+    """A request carrying texts to embed, each with its location in the body for errors."""
+
+    list_field: ClassVar[str]
 
     def located_texts(self) -> list[tuple[Loc, str]]:
         raise NotImplementedError
@@ -303,6 +304,50 @@ class Document(BaseModel):
 class Deleted(BaseModel):
     id: int
     deleted: bool = True
+
+
+Filter = dict[str, Any]
+MAX_PAGE = 1000
+DocumentIds = Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_PAGE)]
+
+
+class DocumentPage(BaseModel):
+    documents: list[Document] = Field(description="In id order.")
+    next_after: int | None = Field(
+        description="Send as `after` for the next page; null on the last page."
+    )
+
+
+class DocumentCount(BaseModel):
+    count: int
+
+
+class GetDocumentsRequest(RequestModel):
+    ids: DocumentIds
+
+
+class DocumentsFound(BaseModel):
+    documents: list[Document] = Field(description="The stored ones, in request order.")
+    missing: list[int] = Field(description="Requested ids that are not stored.")
+
+
+class DeleteDocumentsRequest(RequestModel):
+    """Delete by ids or by a payload filter (a filter of `{}` would match every document and is
+    refused; delete the data folder instead)."""
+
+    model_config = exactly_one_of("ids", "filter")
+    one_of = ("ids", "filter")
+
+    ids: SkipJsonSchema[None] | DocumentIds = None
+    filter: SkipJsonSchema[None] | Annotated[Filter, Field(min_length=1)] = None
+
+
+class DeletedCount(BaseModel):
+    deleted: int = Field(description="How many documents existed and were deleted.")
+
+
+class PayloadUpdate(RequestModel):
+    payload: dict[str, Any] = Field(description="Replaces the payload; text and vector stay.")
 
 
 class OpenAIEmbeddingRequest(TextsRequest):

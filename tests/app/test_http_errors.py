@@ -49,7 +49,7 @@ def test_errors_do_not_echo_the_input(client: httpx.Client) -> None:
 def test_405_lists_every_method_of_the_path(client: httpx.Client) -> None:
     response = client.put("/documents/1")
     assert response.status_code == 405
-    assert set(response.headers["Allow"].split(", ")) == {"DELETE", "GET"}
+    assert set(response.headers["Allow"].split(", ")) == {"DELETE", "GET", "PATCH"}
 
 
 def test_an_existing_id_names_the_request_field_to_replace_it(client: httpx.Client) -> None:
