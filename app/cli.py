@@ -276,20 +276,21 @@ def export(
     The model and pooling default to those the artifact was fitted for."""
     from baihua.app.components import build_encoder
     from baihua.app.export import export_sentence_transformers
+    from baihua.encoder import encoder_spec
     from baihua.encoder.models import model_path
     from baihua.whitening import Whitening, load_transform, read_metadata
 
-    fitted = read_metadata(whitening) if whitening is not None else None
+    fitted = read_metadata(whitening).spec if whitening is not None else {}
     settings = load_settings(
         config,
-        model=model or (fitted.model if fitted else None),
-        pooling=fitted.pooling if fitted else None,
-        max_length=max_length,
+        model=model or fitted.get("model"),
+        pooling=fitted.get("pooling"),
+        max_length=max_length or fitted.get("max_length"),
     )
     encoder = build_encoder(settings)
     transform = load_transform(whitening) if whitening is not None else None
     if transform is not None:
-        transform.check_compatible(model=encoder.name, pooling=encoder.pooling)
+        transform.check_compatible(encoder_spec(encoder))
         if not isinstance(transform, Whitening):
             raise UsageError(f"--whitening {whitening}: a flow is not linear and cannot export")
     export_sentence_transformers(

@@ -12,7 +12,7 @@ from sentence_transformers import SentenceTransformer
 from typer.testing import CliRunner
 
 from baihua.app.cli import cli
-from baihua.encoder import EmbeddingPipeline, Encoder
+from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec
 from baihua.whitening import Flow, Whitening
 
 runner = CliRunner()
@@ -55,9 +55,7 @@ def export(*args: str) -> None:
 
 def fit_artifact(encoder: Encoder, folder: Path, **params: object) -> Whitening:
     whitening = Whitening(**params).fit(encoder.encode(SENTENCES))  # type: ignore[arg-type]
-    whitening.save_pretrained(
-        folder, model=encoder.name, pooling=encoder.pooling, max_length=encoder.max_length
-    )
+    whitening.save_pretrained(folder, spec=encoder_spec(encoder))
     return whitening
 
 
@@ -90,9 +88,8 @@ def test_export_refuses_a_flow_a_taken_folder_and_too_many_dimensions(
 ) -> None:
     encoder = Encoder(str(tiny_bert), device="cpu")
     fit_artifact(encoder, tmp_path / "w", n_components=8)
-    Flow(epochs=1, n_levels=1, n_steps=1, hidden=4).fit(encoder.encode(SENTENCES)).save_pretrained(
-        tmp_path / "flow", model=encoder.name, pooling=encoder.pooling, max_length=64
-    )
+    flow = Flow(epochs=1, n_levels=1, n_steps=1, hidden=4).fit(encoder.encode(SENTENCES))
+    flow.save_pretrained(tmp_path / "flow", spec=encoder_spec(encoder))
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "file").write_text("x")
