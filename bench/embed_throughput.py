@@ -1,5 +1,7 @@
 """Throughput of `POST /embed` under 8 concurrent clients, as a ratio to `pipeline.embed` called
-in process on the same batches: what the HTTP layer and micro-batching cost (or gain).
+in process on the same batches: what the HTTP layer and micro-batching cost (or gain); and, in the
+same run, TEI-shaped (`{"inputs": [...]}`, answered with a bare list) and OpenAI-shaped requests
+(`/v1/embeddings`, float and base64) as ratios to our native `/embed`.
 
     .venv/bin/python bench/embed_throughput.py                 # me5-small, 64 requests
     .venv/bin/python bench/embed_throughput.py --model path/to/folder --requests 32
@@ -17,8 +19,10 @@ import itertools
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 from serving import free_port, start_server, wait_ready
@@ -46,14 +50,27 @@ def in_process_seconds(pipeline: EmbeddingPipeline, work: list[list[str]]) -> fl
     return time.perf_counter() - start
 
 
-def http_seconds(url: str, work: list[list[str]], clients: int) -> float:
+# request shape → (route, body of a batch of texts)
+SHAPES: dict[str, tuple[str, Callable[[list[str]], dict[str, Any]]]] = {
+    "native": ("/embed", lambda texts: {"texts": texts}),
+    "tei": ("/embed", lambda texts: {"inputs": texts}),
+    "openai": ("/v1/embeddings", lambda texts: {"input": texts, "model": "m"}),
+    "openai-base64": (
+        "/v1/embeddings",
+        lambda texts: {"input": texts, "model": "m", "encoding_format": "base64"},
+    ),
+}
+
+
+def http_seconds(url: str, work: list[list[str]], clients: int, shape: str = "native") -> float:
     """Wall time for `clients` threads, each with its own keep-alive connection, to post all."""
     shares = [work[i::clients] for i in range(clients)]
+    route, body = SHAPES[shape]
 
     def post_all(share: list[list[str]]) -> None:
         with httpx.Client(base_url=url, timeout=300) as http:
             for texts in share:
-                http.post("/embed", json={"texts": texts}).raise_for_status()
+                http.post(route, json=body(texts)).raise_for_status()
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -80,7 +97,10 @@ def main() -> None:
             wait_ready(url, server)
             pipeline.embed(work[0])  # warm-up: first calls allocate
             http_seconds(url, work[: args.clients], args.clients)
-            ratios = []
+            ratios: list[float] = []
+            shape_ratios: dict[str, list[float]] = {
+                shape: [] for shape in SHAPES if shape != "native"
+            }
             for round in range(args.rounds):
                 t_local = in_process_seconds(pipeline, work)
                 t_http = http_seconds(url, work, args.clients)
@@ -88,10 +108,17 @@ def main() -> None:
                 print(f"round {round + 1}: in process {n / t_local:7.1f} sentences/s, "
                       f"/embed with {args.clients} clients {n / t_http:7.1f} sentences/s, "
                       f"ratio {ratios[-1]:.2f}")  # fmt: skip
+                for shape in shape_ratios:
+                    t_shape = http_seconds(url, work, args.clients, shape)
+                    shape_ratios[shape].append(t_http / t_shape)
+                    print(f"  {shape:>13}: {n / t_shape:7.1f} sentences/s, "
+                          f"{shape_ratios[shape][-1]:.2f} of native /embed")  # fmt: skip
         finally:
             server.terminate()
             server.wait(timeout=60)
     print(f"/embed throughput / in-process throughput: {statistics.median(ratios):.2f}")
+    for shape, values in shape_ratios.items():
+        print(f"{shape} throughput / native /embed throughput: {statistics.median(values):.2f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from baihua.app.cli import cli
-from baihua.encoder import Encoder, encoder_spec
+from baihua.encoder import Encoder, encoder_spec, resolve_model
+from baihua.encoder.models import model_token_limit
 from baihua.whitening import Whitening
 from tests.app.conftest import wait_until
 from tests.app.test_crash import free_port, is_ready
@@ -39,7 +40,9 @@ def build_index(model: Path, data_dir: Path, corpus: Path, *extra: str) -> None:
 
 
 def whitening_artifact(model: Path, path: Path, shift: int) -> Path:
-    encoder = Encoder(str(model), pooling="last-avg", device="cpu")
+    # the token limit `serve` and `index build` use by default: the model's own
+    limit = model_token_limit(resolve_model(str(model)))
+    encoder = Encoder(str(model), pooling="last-avg", device="cpu", max_length=limit)
     Whitening(8).fit(encoder.encode(TEXTS[shift:] + TEXTS[:shift])[:20]).save_pretrained(
         path, spec=encoder_spec(encoder)
     )
