@@ -25,7 +25,8 @@ from baihua.index import DuplicateIdError, FilterError
 
 RETRY_AFTER_S = "1"
 
-# pydantic puts union members' tags into error locations; they are not fields of the request
+# pydantic puts union members' tags into error locations ("str", "constrained-str",
+# "list[...]"); no field of the API has "-" or "[" in its name
 _TAGS = {"none", "str", "int", "float", "bool"}
 
 _OPENAI_TYPES = {
@@ -45,7 +46,8 @@ def _clean_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
     return tuple(
         part
         for part in loc
-        if isinstance(part, int) or not ("[" in part or part.startswith("<") or part in _TAGS)
+        if isinstance(part, int)
+        or not ("[" in part or "-" in part or part.startswith("<") or part in _TAGS)
     )
 
 

@@ -72,3 +72,12 @@ def test_docs_are_served_from_the_app_without_a_cdn(client: httpx.Client) -> Non
         .headers["content-type"]
         .startswith("text/javascript")
     )
+
+
+def test_a_blank_query_names_the_field_once(client: httpx.Client) -> None:
+    response = client.post("/search", json={"query": "   "})
+    assert response.status_code == 422
+    assert [e["msg"] for e in response.json()["detail"]] == [
+        "query: must not be empty or only whitespace"
+    ]
+    assert response.json()["detail"][0]["loc"] == ["body", "query"]
