@@ -16,7 +16,7 @@ COPY index index
 COPY app app
 COPY eval eval
 COPY configs configs
-RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu . \
+RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu ".[milvus]" \
  && baihua models prepare
 
 VOLUME ["/data"]

@@ -16,7 +16,9 @@ from tqdm import tqdm
 from baihua.core.errors import BaihuaError, UsageError
 
 if TYPE_CHECKING:
+    from baihua.app.ray_jobs import RayOptions
     from baihua.app.settings import Settings
+    from baihua.whitening import Flow, Whitening
 
 cli = typer.Typer(
     help="baihua (白化): sentence embeddings with whitening and retrieval.",
@@ -113,20 +115,67 @@ MaxLengthOpt = Annotated[
     int | None, typer.Option(help="Token limit per text (default: the model's, 512 for BERT).")
 ]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML settings file.")]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="auto (default: fastest here within min cosine 0.99 of fp32), torch, onnx, onnx-int8."
+    ),
+]
+DtypeOpt = Annotated[
+    str | None, typer.Option(help="With --backend torch: float32 (forces fp32) or bfloat16.")
+]
 TextTypeOpt = Annotated[
     str, typer.Option(help="query or passage: selects the model's prefix (e5: 'query: ').")
 ]
+EngineOpt = Annotated[
+    str, typer.Option(help="local, or ray: Ray Data blocks encoded by a pool of actors.")
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster to run on (auto, ray://host:10001); default a local Ray."),
+]
+RayActorsOpt = Annotated[int | None, typer.Option(help="Encoder actors, one model each (2).")]
+RayThreadsOpt = Annotated[int | None, typer.Option(help="Torch threads per actor (1).")]
+RayBlockSizeOpt = Annotated[int | None, typer.Option(help="Sentences per Ray block (2048).")]
+
+
+def ray_options(
+    engine: str,
+    address: str | None,
+    actors: int | None,
+    threads: int | None,
+    block_size: int | None,
+) -> RayOptions | None:
+    """The Ray options for `--engine ray`, None for local; Ray flags without it are refused."""
+    from baihua.app.ray_jobs import RayOptions
+
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine must be local or ray, got {engine!r}")
+    given = {"--ray-address": address, "--ray-actors": actors, "--ray-threads": threads}
+    given["--ray-block-size"] = block_size
+    if engine == "local":
+        flags = [flag for flag, value in given.items() if value is not None]
+        if flags:
+            raise UsageError(f"{', '.join(flags)} need --engine ray")
+        return None
+    default = RayOptions()
+    return RayOptions(
+        address=address,
+        actors=default.actors if actors is None else actors,
+        threads_per_actor=default.threads_per_actor if threads is None else threads,
+        block_size=default.block_size if block_size is None else block_size,
+    )
 
 
 def check_method(method: str) -> Literal["whitening", "flow"]:
     if method not in ("whitening", "flow"):
-        raise UsageError(f"--method must be whitening or flow, got {method!r}")
+        raise UsageError(f"--method must be whitening, flow or jl, got {method!r}")
     return method  # type: ignore[return-value]
 
 
-def check_text_type(text_type: str) -> Literal["query", "passage"]:
+def check_text_type(text_type: str, flag: str = "--text-type") -> Literal["query", "passage"]:
     if text_type not in ("query", "passage"):
-        raise UsageError(f"--text-type must be query or passage, got {text_type!r}")
+        raise UsageError(f"{flag} must be query or passage, got {text_type!r}")
     return text_type  # type: ignore[return-value]
 
 
@@ -140,24 +189,35 @@ def serve(
     ] = None,
     model: ModelOpt = None,
     whitening: Annotated[Path | None, typer.Option(help="Fitted transform folder.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Start the HTTP service: /embed, /search, /documents, /v1/embeddings, /metrics.
 
     The artifact, model and index are loaded and checked against each other before the port
-    opens; a wrong combination exits with one line saying what differs."""
-    import uvicorn
-
-    from baihua.app.main import create_app
+    opens; a wrong combination exits with one line saying what differs. SIGTERM drains for
+    shutdown_grace_s, snapshots the index and exits 0; a second signal exits at once."""
+    from baihua.app.components import resolve_max_length
+    from baihua.app.server import serve as run_server
     from baihua.app.service import describe, load_components
 
     settings = load_settings(
-        config, host=host, port=port, data_dir=data_dir, model=model, whitening=whitening
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        model=model,
+        whitening=whitening,
+        backend=backend,
+        dtype=dtype,
     )
+    settings, why = resolve_max_length(settings)
     pipeline, store = load_components(settings)
     with store:
         typer.echo(f"baihua: {describe(pipeline, store)}", err=True)
-        uvicorn.run(create_app(settings, pipeline, store), host=settings.host, port=settings.port)
+        typer.echo(f"baihua: max length {settings.max_length} tokens: {why}", err=True)
+        run_server(settings, pipeline, store)
 
 
 @cli.command()
@@ -175,13 +235,15 @@ def embed(
     text_type: TextTypeOpt = "query",
     fmt: Annotated[str, typer.Option("--format", help="jsonl or npy.")] = "jsonl",
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Embed texts: JSON lines {"text", "embedding"} or a .npy matrix."""
     import numpy as np
     import orjson
 
-    from baihua.app.components import build_pipeline
+    from baihua.app.components import build_pipeline, resolve_max_length
 
     if fmt not in ("jsonl", "npy"):
         raise UsageError(f"--format must be jsonl or npy, got {fmt!r}")
@@ -191,8 +253,15 @@ def embed(
     if not texts:
         raise UsageError("no texts: pass them as arguments or one per line on stdin")
     settings = load_settings(
-        config, model=model, pooling=pooling, max_length=max_length, whitening=whitening
+        config,
+        model=model,
+        pooling=pooling,
+        max_length=max_length,
+        whitening=whitening,
+        backend=backend,
+        dtype=dtype,
     )
+    settings, _ = resolve_max_length(settings, index=False)
     vectors = build_pipeline(settings).embed(texts, text_type=kind).vectors
     sink = output.open("wb") if output else sys.stdout.buffer
     try:
@@ -210,30 +279,58 @@ def embed(
 @cli.command()
 @user_errors
 def fit(
-    input: Annotated[Path, typer.Option("--input", help="Corpus: lines, TSV pairs or JSONL.")],
     out: Annotated[Path, typer.Option(help="Artifact folder to write.")],
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", help="Corpus: lines, TSV pairs or JSONL (jl reads none)."),
+    ] = None,
     model: ModelOpt = None,
     pooling: PoolingOpt = None,
     max_length: MaxLengthOpt = None,
-    method: Annotated[str, typer.Option(help="whitening or flow (BERT-flow).")] = "whitening",
+    method: Annotated[
+        str,
+        typer.Option(help="whitening, flow (BERT-flow) or jl (seeded Gaussian projection)."),
+    ] = "whitening",
     n_components: Annotated[
         int | None, typer.Option(help="Dimensions kept (k); default all.")
     ] = None,
     beta: Annotated[float, typer.Option(help="Su's β: how much of the mean to remove.")] = 1.0,
     gamma: Annotated[float, typer.Option(help="Su's γ: 1 whitens, 0 only rotates.")] = 1.0,
     text_type: TextTypeOpt = "query",
+    seed: Annotated[int, typer.Option(help="jl: seed of the random matrix.")] = 0,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
+    ray_threads: RayThreadsOpt = None,
+    ray_block_size: RayBlockSizeOpt = None,
 ) -> None:
-    """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C."""
+    """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C
+    (with --engine local). `--method jl` draws the Johnson–Lindenstrauss baseline instead, from
+    no corpus."""
     from baihua.app.components import build_encoder
     from baihua.app.jobs import FitJob
     from baihua.encoder.corpus import count_sentences
 
-    total = count_sentences(input)  # a bad line fails here, before the model loads
     settings = load_settings(
-        config, model=model, pooling=pooling, max_length=max_length, batch_size=batch_size
+        config,
+        model=model,
+        pooling=pooling,
+        max_length=max_length,
+        batch_size=batch_size,
+        backend=backend,
+        dtype=dtype,
     )
+    if method == "jl":
+        fit_projection(out, settings, n_components, seed, input)
+        return
+    if input is None:
+        raise UsageError(f"--method {method} fits on a corpus: pass --input")
+    options = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
+    total = count_sentences(input)  # a bad line fails here, before the model loads
     job = FitJob(
         input,
         out,
@@ -245,15 +342,40 @@ def fit(
         text_type=check_text_type(text_type),
     )
     done = job.plan(total)
-    if done:
-        typer.echo(f"resuming from checkpoint: {done}/{total} sentences done", err=True)
-    with progress_bar(total, done, "fit") as bar:
-        transform = job.run(progress=bar.update)
+    if options is not None:
+        from baihua.app.ray_jobs import ray_fit
+
+        with progress_bar(total, 0, "fit (ray)") as bar:
+            transform: Whitening | Flow = ray_fit(job, settings, total, options, bar.update)
+    else:
+        if done:
+            typer.echo(f"resuming from checkpoint: {done}/{total} sentences done", err=True)
+        with progress_bar(total, done, "fit") as bar:
+            transform = job.run(progress=bar.update)
     typer.echo(
         f"wrote {out}: {method}, {transform.n_features_in_} → {transform.n_components_} dims "
         f"from {transform.n_samples_seen_} sentences",
         err=True,
     )
+
+
+def fit_projection(
+    out: Path, settings: Settings, n_components: int | None, seed: int, input: Path | None
+) -> None:
+    """`baihua fit --method jl`: a random projection for the model's vectors, saved as an
+    artifact; it needs the model's dimension and space only."""
+    from baihua.app.components import build_encoder
+    from baihua.encoder import encoder_spec
+    from baihua.whitening.projection import RandomProjection
+
+    if input is not None:
+        raise UsageError("--method jl reads no corpus (the projection is random); drop --input")
+    if n_components is None:
+        raise UsageError("--method jl needs --n-components (the dimensions to project to)")
+    encoder = build_encoder(settings)
+    projection = RandomProjection(n_components, seed=seed).fit_features(encoder.dim)
+    projection.save_pretrained(out, spec=encoder_spec(encoder))
+    typer.echo(f"wrote {out}: jl, {encoder.dim} → {n_components} dims, seed {seed}", err=True)
 
 
 @cli.command()
@@ -313,21 +435,48 @@ def index_build(
     model: ModelOpt = None,
     whitening: Annotated[Path | None, typer.Option(help="Fitted transform folder.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
+    ray_threads: RayThreadsOpt = None,
+    ray_block_size: RayBlockSizeOpt = None,
 ) -> None:
     """Embed a corpus as passages into the index; rerun to resume. JSONL may give `id` and
-    `payload`; other corpora get their sentence position as id."""
-    from baihua.app.components import build_pipeline, open_store
+    `payload`; other corpora get their sentence position as id. With --engine ray and the
+    Milvus backend the Ray workers write to Milvus."""
+    from baihua.app.components import build_pipeline, open_store, resolve_max_length
     from baihua.app.jobs import IndexBuildJob
     from baihua.encoder.corpus import count_sentences
 
+    options = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
     total = count_sentences(input)
     settings = load_settings(
-        config, data_dir=data_dir, model=model, whitening=whitening, batch_size=batch_size
+        config,
+        data_dir=data_dir,
+        model=model,
+        whitening=whitening,
+        batch_size=batch_size,
+        backend=backend,
+        dtype=dtype,
     )
+    settings, _ = resolve_max_length(settings)
     pipeline = build_pipeline(settings)
     index_dir = settings.data_dir / "index"
     with open_store(settings, pipeline) as store:
+        if options is not None:
+            from baihua.app.ray_jobs import ray_index_build, ray_session
+
+            worker_uri = getattr(store, "worker_uri", None)
+            with ray_session(options), progress_bar(total, 0, "index (ray)") as bar:
+                ray_index_build(
+                    store, settings, input, total, options, worker_uri=worker_uri,
+                    progress=bar.update,
+                )  # fmt: skip
+            typer.echo(f"{index_dir}: {len(store)} documents", err=True)
+            return
         job = IndexBuildJob(input, store, pipeline, index_dir / "build-progress.json")
         done = job.done()
         if done:
@@ -335,6 +484,48 @@ def index_build(
         with progress_bar(total, done, "index") as bar:
             job.run(progress=bar.update)
         typer.echo(f"{index_dir}: {len(store)} documents", err=True)
+
+
+@index_cli.command("reembed")
+@user_errors
+def index_reembed(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The service's data folder (default ./data).")
+    ] = None,
+    model: ModelOpt = None,
+    whitening: Annotated[Path | None, typer.Option(help="Fitted transform folder.")] = None,
+    pooling: PoolingOpt = None,
+    max_length: MaxLengthOpt = None,
+    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-encode the index's stored documents in another space (model, whitening, pooling) and
+    switch to it atomically; rerun to resume. The old index keeps serving until the switch and
+    is kept in <data-dir>/index.previous."""
+    from baihua.app.components import build_pipeline, resolve_max_length
+    from baihua.app.reembed import ReembedJob
+
+    settings = load_settings(
+        config,
+        data_dir=data_dir,
+        model=model,
+        whitening=whitening,
+        pooling=pooling,
+        max_length=max_length,
+        batch_size=batch_size,
+    )
+    settings, _ = resolve_max_length(settings, index=False)  # the new space: not the index's
+    job = ReembedJob(settings.data_dir, build_pipeline(settings), factory=settings.index_factory)
+    total, done = job.total(), job.done()
+    if done:
+        typer.echo(f"resuming: {done}/{total} documents already re-embedded", err=True)
+    with progress_bar(total, done, "reembed") as bar:
+        count = job.run(progress=bar.update)
+    typer.echo(
+        f"{job.source}: {count} documents, now {job.pipeline.spec.summary()}; the old index is "
+        f"in {job.previous}",
+        err=True,
+    )
 
 
 def split_list(value: str) -> list[str]:
@@ -349,49 +540,77 @@ def eval_sts(
     pooling: Annotated[str | None, typer.Option(help="Poolings, comma-separated.")] = None,
     tasks: Annotated[str | None, typer.Option(help="Default: every task folder.")] = None,
     whitening: Annotated[
-        str, typer.Option(help="Transforms: none, full, N, rot-N, b<β>g<γ>-<N|full>.")
+        str,
+        typer.Option(
+            help="Transforms: none, full, N, rot-N, b<β>g<γ>[e<ε>][d<D>]-<N|full>, abtt<D>-<N>, "
+            "shrink<ε>-<N>, jl-<N>[-s<seed>], flow."
+        ),
     ] = "none,full,256,128,rot-256",
     fit_on: Annotated[
         str,
         typer.Option(
-            help="task, test, a corpus file, or an artifact folder from `baihua fit` "
-            "(then the rows are none and that artifact)."
+            help="Sentences the transforms are fitted on (never labels): task (all its splits), "
+            "all-tasks (every task's, one fit), splits joined by + (test, train+valid), a "
+            "corpus file, or an artifact folder from `baihua fit` (then the rows are none and "
+            "that artifact)."
         ),
     ] = "task",
     splits: Annotated[str, typer.Option(help="Splits to score, comma-separated.")] = "test",
+    select_on: Annotated[
+        str | None,
+        typer.Option(
+            help="Choose the row best on this split (valid), per task and for all tasks, and "
+            "report its test score beside the best on test; needs both in --splits. Written "
+            "to <output stem>-selection<suffix> too."
+        ),
+    ] = None,
+    max_dims: Annotated[
+        int | None, typer.Option(help="With --select-on: only rows of at most this many dims.")
+    ] = None,
     max_length: Annotated[
         int | None, typer.Option(help="Token limit (default: 64, 128 for PAWSX).")
     ] = None,
     output: Annotated[Path | None, typer.Option(help="Write .json, .csv or .md.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Vector cache folder.")] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="float32 or bfloat16 (autocast) for the encoder.")
-    ] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """STS Spearman × 100 for models × poolings × transforms (the BERT-whitening table)."""
     from baihua.app.components import build_encoder
     from baihua.encoder import default_cache_dir
     from baihua.encoder.corpus import iter_corpus
+    from baihua.eval import selection
     from baihua.eval.datasets import task_names
     from baihua.eval.report import FORMATS, markdown, write_report
-    from baihua.eval.sts import StsEval
+    from baihua.eval.sts import StsEval, fit_splits
     from baihua.eval.transforms import artifact_spec, parse_transform
 
     if output is not None and output.suffix.lower() not in FORMATS:
         raise UsageError(f"--output {output}: use a .json, .csv or .md file name")
+    if select_on is not None and not {select_on, "test"} <= set(split_list(splits)):
+        raise UsageError(f"--select-on {select_on} needs --splits {select_on},test")
+    if max_dims is not None and select_on is None:
+        raise UsageError("--max-dims limits what --select-on chooses from; add --select-on valid")
     transforms = [parse_transform(name) for name in split_list(whitening)]
     fit_texts: str | list[str] = fit_on
-    if Path(fit_on).is_dir():
+    if fit_on in ("task", "all-tasks") or fit_splits(fit_on):
+        pass
+    elif Path(fit_on).is_dir():
         transforms = [parse_transform("none"), artifact_spec(Path(fit_on))]
         fit_texts = "test"  # nothing is fitted: encode no more than the scored split
-    elif fit_on not in ("task", "test"):
+    else:
         fit_texts = list(iter_corpus(Path(fit_on)))
     results = []
     for name in split_list(model):
         settings = load_settings(
-            config, model=name, batch_size=batch_size, cache_dir=cache_dir, dtype=dtype
+            config,
+            model=name,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            backend=backend,
+            dtype=dtype,
         )
         encoder = build_encoder(settings)
         poolings = split_list(pooling) if pooling else [encoder.pooling]
@@ -411,6 +630,11 @@ def eval_sts(
     typer.echo(markdown(results))
     if output is not None:
         write_report(results, output)
+    if select_on is not None:
+        chosen = selection.select(results, select_on, "test", max_dims)
+        typer.echo("\n" + selection.markdown(chosen))
+        if output is not None:
+            selection.write_report(chosen, selection.selection_path(output))
 
 
 @eval_retrieval_cli.command("run")
@@ -423,17 +647,26 @@ def eval_retrieval_run(
     pooling: Annotated[str | None, typer.Option(help="Poolings, comma-separated.")] = None,
     whitening: Annotated[
         str,
-        typer.Option(help="Transforms fitted on the corpus: none, full, N, rot-N, b<β>g<γ>-<N>."),
+        typer.Option(
+            help="Transforms fitted on the corpus, as in `baihua eval`: none, full, N, rot-N, "
+            "b<β>g<γ>[e<ε>][d<D>]-<N>, abtt<D>-<N>, shrink<ε>-<N>, jl-<N>[-s<seed>]."
+        ),
     ] = "none",
     rerank: Annotated[str, typer.Option(help="none, geodesic; comma-separated.")] = "none",
     top_k: Annotated[int, typer.Option(help="Hits per query; Recall@top-k is reported.")] = 100,
     index: Annotated[str, typer.Option(help="FAISS index_factory string.")] = "Flat",
     search_params: Annotated[str, typer.Option(help="FAISS search settings, e.g. nprobe=16.")] = "",
     split: Annotated[str, typer.Option(help="Reads qrels/<split>.tsv.")] = "test",
+    corpus_text_type: Annotated[
+        str,
+        typer.Option(help="passage, or query for symmetric tasks (e5: 'query: ' on both sides)."),
+    ] = "passage",
     max_length: MaxLengthOpt = None,
     output: Annotated[Path | None, typer.Option(help="Write .json, .csv or .md.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Vector cache folder.")] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """MRR@10, Recall@1/10/top-k, nDCG@10, QPS and index bytes per transform × rerank."""
@@ -460,7 +693,13 @@ def eval_retrieval_run(
     results = []
     for name in split_list(model):
         settings = load_settings(
-            config, model=name, max_length=max_length, batch_size=batch_size, cache_dir=cache_dir
+            config,
+            model=name,
+            max_length=max_length,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            backend=backend,
+            dtype=dtype,
         )
         encoder = build_encoder(settings)
         with tqdm(desc=f"encode {name}", unit="sent", file=sys.stderr) as bar:
@@ -476,7 +715,8 @@ def eval_retrieval_run(
                 max_length=settings.max_length or DEFAULT_MAX_LENGTH,
                 geodesic_k=settings.geodesic_k,
                 geodesic_candidates=settings.geodesic_candidates,
-                geodesic_hops=settings.geodesic_hops,
+                geodesic_reach=settings.geodesic_reach,
+                corpus_text_type=check_text_type(corpus_text_type, "--corpus-text-type"),
                 progress=bar.update,
             )
             results += grid.run(encoder)
@@ -493,13 +733,20 @@ def eval_retrieval_build(
     tasks: Annotated[str | None, typer.Option(help="Default: every task folder.")] = None,
     split: Annotated[str, typer.Option(help="STS split to turn into qrels/<split>.tsv.")] = "test",
     min_label: Annotated[float, typer.Option(help="Pairs labelled at least this match.")] = 1.0,
+    chains: Annotated[
+        bool,
+        typer.Option(
+            help="Paraphrases of paraphrases instead: <task>-chains (direct partners left in "
+            "the corpus as bridges) and <task>-chains-nobridge."
+        ),
+    ] = False,
 ) -> None:
     """STS pair tasks as BEIR folders: matching text1s query their text2s among all text2s."""
     from baihua.eval.beir import build_from_sts
     from baihua.eval.datasets import task_names
 
     names = split_list(tasks) if tasks else task_names(data_dir)
-    for dataset in build_from_sts(data_dir, names, split, out, min_label):
+    for dataset in build_from_sts(data_dir, names, split, out, min_label, chains=chains):
         typer.echo(
             f"wrote {out / dataset.name}: {len(dataset.queries)} queries, "
             f"{len(dataset.corpus)} documents",
@@ -648,14 +895,34 @@ def models_list() -> None:
 @models_cli.command("prepare")
 @user_errors
 def models_prepare(
-    name: Annotated[str, typer.Argument(help="Preset to prepare.")] = "me5-small",
+    name: Annotated[str, typer.Argument(help="Preset or model folder to prepare.")] = "me5-small",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Also export for this backend (onnx, onnx-int8) and check it against fp32; "
+            "auto measures every backend and stores the choice."
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Expand a bundled model into the cache now instead of on first use."""
+    """Expand a bundled model into the cache now instead of on first use; with --backend, build
+    and check the backend's export too."""
+    from baihua.app.components import build_encoder
     from baihua.encoder.models import model_path, resolve_model
 
-    settings = load_settings(config)
-    typer.echo(model_path(resolve_model(name), settings.cache_dir))
+    settings = load_settings(config, model=name, backend=backend)
+    if backend is None:
+        typer.echo(model_path(resolve_model(name), settings.cache_dir))
+        return
+    encoder = build_encoder(settings)
+    folder = getattr(encoder.runner, "folder", None)
+    checked = getattr(encoder.runner, "calibration", None)
+    line = f"{encoder.name}: backend {encoder.backend} ({encoder.dtype})"
+    line += f" in {folder}" if folder else ""
+    if checked:
+        line += f"; calibration min/mean cosine to fp32 {checked['min_cosine']:.4f}/"
+        line += f"{checked['mean_cosine']:.4f}"
+    typer.echo(line)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -26,8 +27,18 @@ def get_service(request: Request) -> Service:
     return service
 
 
+def get_client(request: Request) -> str:
+    """Who sends this request, for per-client shares of the queue: a digest of its bearer
+    token, else its address."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        return hashlib.sha256(authorization.encode("utf-8", "replace")).hexdigest()[:16]
+    return request.client.host if request.client else "unknown"
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[Service, Depends(get_service)]
+ClientDep = Annotated[str, Depends(get_client)]
 
 
 def require_json(request: Request) -> None:

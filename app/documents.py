@@ -9,7 +9,6 @@ Every write marks the geodesic graph stale; it is rebuilt in the background (ind
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -49,11 +48,6 @@ class DocumentIndex:
         self.store = store
         self.batcher = batcher
         self.reranker = reranker
-        # Orders id assignment with the write it belongs to; held in the worker thread, so a
-        # request cancelled mid-write cannot let another writer take its ids.
-        self._write_lock = threading.Lock()
-        ids = store.ids()
-        self._next_id = int(ids[-1]) + 1 if len(ids) else 0
 
     async def add(
         self,
@@ -62,12 +56,14 @@ class DocumentIndex:
         ids: Sequence[int | None],
         *,
         upsert: bool = False,
+        client: str | None = None,
     ) -> Written:
         """Embed the texts as passages and store them; `None` ids get new ones.
 
-        Raises `index.DuplicateIdError` when an id exists and `upsert` is false.
+        Raises `index.DuplicateIdError` when an id exists and `upsert` is false. `client` names
+        the sender for its share of the encoder queue.
         """
-        embedded = await self.batcher.embed(texts, PASSAGE)
+        embedded = await self.batcher.embed(texts, PASSAGE, client=client)
         assigned = await asyncio.to_thread(
             self._write, ids, embedded.vectors, texts, payloads, upsert
         )
@@ -80,8 +76,9 @@ class DocumentIndex:
         filter: dict[str, Any] | None = None,
         *,
         rerank: Literal["none", "geodesic"] = "none",
+        client: str | None = None,
     ) -> Found:
-        embedded = await self.batcher.embed(queries, QUERY)
+        embedded = await self.batcher.embed(queries, QUERY, client=client)
         search = self._search_geodesic if rerank == "geodesic" else self.store.search
         hits = await asyncio.to_thread(search, embedded.vectors, top_k, filter)
         return Found(hits, embedded.truncated.tolist())
@@ -136,28 +133,24 @@ class DocumentIndex:
         payloads: Sequence[dict[str, Any]],
         upsert: bool,
     ) -> list[int]:
-        with self._write_lock:
-            assigned = self._assign_ids(ids)
-            write = self.store.upsert if upsert else self.store.add
-            write(assigned, vectors, texts, payloads)
+        assigned = self._assign_ids(ids)
+        write = self.store.upsert if upsert else self.store.add
+        write(assigned, vectors, texts, payloads)
         self.reranker.mark_stale()
         return assigned
 
     def _assign_ids(self, ids: Sequence[int | None]) -> list[int]:
-        """Keep given ids; give the others the next ids above every id seen so far, up to
-        `max_id` (the largest id the HTTP API takes back)."""
+        """Keep given ids; the others get new ones from the store's persisted counter, above
+        every id ever stored (deleted ones too) and above the ids given here, up to `max_id`
+        (the largest id the HTTP API takes back)."""
         given = [i for i in ids if i is not None]
-        next_id = max([self._next_id, *(i + 1 for i in given)])
-        missing = sum(i is None for i in ids)
-        if missing and next_id + missing - 1 > self.max_id:
+        if len(given) == len(ids):
+            return list(given)
+        fresh = self.store.reserve_ids(len(ids) - len(given), after=max(given, default=-1))
+        if fresh[-1] > self.max_id:
             raise NoIdLeftError(
-                f"no ids left above the largest stored id ({next_id - 1}) up to {self.max_id}; "
-                "give the documents ids"
+                f"no ids are left to assign up to {self.max_id} (2**53 - 1, what JSON clients "
+                "keep exact); give the documents ids"
             )
-        self._next_id = next_id
-        assigned = []
-        for i in ids:
-            if i is None:
-                i, self._next_id = self._next_id, self._next_id + 1
-            assigned.append(i)
-        return assigned
+        new = iter(fresh)
+        return [next(new) if i is None else i for i in ids]

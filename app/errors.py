@@ -4,7 +4,8 @@ Under /v1 errors take OpenAI's shape, `{"error": {"message", "type", "param", "c
 OpenAI's statuses (400 for a bad request, 429 when the queue is full), so the official client
 raises the exception its users catch; everything else gets FastAPI's `{"detail": ...}`, with
 422 for a request that is valid JSON but not a valid request, and 400 for a body that is not
-JSON at all. Error bodies never echo the input back.
+JSON at all. Error bodies never echo the input back, and what they quote (locations, messages)
+has lone surrogates escaped, so a hostile request cannot turn its own 4xx into a 500.
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from baihua.app.batcher import EncoderError, EncoderUnavailable, QueueFullError
+from baihua.app.batcher import (
+    ClientOverLimit,
+    EncoderError,
+    EncoderUnavailable,
+    QueueFullError,
+    TextRejected,
+)
 from baihua.app.documents import NoIdLeftError
 from baihua.app.schemas import NOT_BLANK
-from baihua.index import DuplicateIdError, FilterError
-
-RETRY_AFTER_S = "1"
+from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
 
 # pydantic puts union members' tags into error locations ("str", "constrained-str",
 # "list[...]"); no field of the API has "-" or "[" in its name
@@ -35,6 +41,28 @@ _OPENAI_TYPES = {
     429: "rate_limit_error",
 }
 _OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
+
+
+def clean_text(text: str) -> str:
+    """`text` with lone surrogates written as `\\udXXX`, so it always encodes as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_body(request_path: str, status_code: int, message: str) -> dict[str, Any]:
+    """The JSON body of an error: OpenAI's shape (and type, code) under /v1/, FastAPI's
+    elsewhere."""
+    message = clean_text(message)
+    if not request_path.startswith("/v1/"):
+        return {"detail": message}
+    default = "invalid_request_error" if status_code < 500 else "server_error"
+    return {
+        "error": {
+            "message": message,
+            "type": _OPENAI_TYPES.get(status_code, default),
+            "param": None,
+            "code": _OPENAI_CODES.get(status_code),
+        }
+    }
 
 
 def _is_openai(request: Request) -> bool:
@@ -71,6 +99,8 @@ def _plain(error: Mapping[str, Any]) -> str:
         return "must not be empty or only whitespace"
     if kind == "missing":
         return "is required" if _field_loc(error["loc"]) else "the request needs a JSON body"
+    if kind == "string_unicode":  # JSON lets a client send "\ud800", which no encoder takes
+        return "has a lone surrogate, which is not valid Unicode"
     if kind == "extra_forbidden":
         return "is not a field of this request (misspelt?)"
     if kind == "json_invalid":
@@ -91,7 +121,8 @@ def plain_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         message = _plain(error)
         if error["type"] != "json_invalid":
             message = f"{field_path(error['loc'])}: {message}"
-        plain.append({"type": error["type"], "loc": list(_clean_loc(error["loc"])), "msg": message})
+        loc_clean = [clean_text(p) if isinstance(p, str) else p for p in _clean_loc(error["loc"])]
+        plain.append({"type": error["type"], "loc": loc_clean, "msg": clean_text(message)})
     return plain
 
 
@@ -101,15 +132,8 @@ def _openai_error(
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    default = "invalid_request_error" if status_code < 500 else "server_error"
-    body = {
-        "error": {
-            "message": message,
-            "type": _OPENAI_TYPES.get(status_code, default),
-            "param": param,
-            "code": _OPENAI_CODES.get(status_code),
-        }
-    }
+    body = error_body("/v1/", status_code, message)
+    body["error"]["param"] = param
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
@@ -140,21 +164,24 @@ def _allowed_methods(request: Request) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.detail, str):
+        exc.detail = clean_text(exc.detail)
     if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
         exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
     if not _is_openai(request):
-        return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-        )
+        return await http_exception_handler(request, exc)
     return _openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
 
 
 async def _encoder_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EncoderUnavailable)
     # OpenAI clients back off on 429; the others know 503 with Retry-After
-    code = 429 if isinstance(exc, QueueFullError) and _is_openai(request) else 503
-    return await _http_error(
-        request, HTTPException(code, str(exc), headers={"Retry-After": RETRY_AFTER_S})
+    over = isinstance(exc, ClientOverLimit) or (
+        isinstance(exc, QueueFullError) and _is_openai(request)
     )
+    code = status.HTTP_429_TOO_MANY_REQUESTS if over else status.HTTP_503_SERVICE_UNAVAILABLE
+    headers = {"Retry-After": str(exc.retry_after_s)}
+    return await _http_error(request, HTTPException(code, str(exc), headers=headers))
 
 
 async def _encoder_error(request: Request, exc: Exception) -> Response:
@@ -163,8 +190,16 @@ async def _encoder_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _text_rejected(request: Request, exc: Exception) -> Response:
+    """Routes name the rejected texts by their place in the body (`located`); this is the rest."""
+    return await _http_error(
+        request, HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+    )
+
+
 async def _duplicate_id(request: Request, exc: Exception) -> Response:
-    # the store names the library call; an HTTP client sets the request field instead
+    """An id taken: a conflict with what is stored. The store names the library call; an HTTP
+    client sets the request field instead."""
     message = str(exc)
     if "already stored" in message:
         message = message.split(";")[0] + '; send "upsert": true to replace them'
@@ -172,6 +207,7 @@ async def _duplicate_id(request: Request, exc: Exception) -> Response:
 
 
 async def _no_id_left(request: Request, exc: Exception) -> Response:
+    """None left to assign: a conflict with what is stored."""
     return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, str(exc)))
 
 
@@ -188,6 +224,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(EncoderUnavailable, _encoder_unavailable)
     app.add_exception_handler(EncoderError, _encoder_error)
+    app.add_exception_handler(TextRejected, _text_rejected)
     app.add_exception_handler(DuplicateIdError, _duplicate_id)
     app.add_exception_handler(FilterError, _filter_error)
     app.add_exception_handler(NoIdLeftError, _no_id_left)
+    app.add_exception_handler(IdsExhaustedError, _no_id_left)

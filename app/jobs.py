@@ -126,11 +126,21 @@ class FitJob:
             (self.partial / f"moments-{done}.st").unlink(missing_ok=True)
             done += len(chunk)
         transform = self._fit(done)
+        self._save(transform)
+        return transform
+
+    def finish(self, moments: Moments) -> Whitening:
+        """Fit the whitening on moments gathered elsewhere (another engine) and write it."""
+        whitening = Whitening(self.n_components, beta=self.beta, gamma=self.gamma)
+        whitening.fit_moments(moments)
+        self._save(whitening)
+        return whitening
+
+    def _save(self, transform: Whitening | Flow) -> None:
         transform.save_pretrained(
             self.out, spec=encoder_spec(self.encoder), text_type=self.text_type
         )
         shutil.rmtree(self.partial, ignore_errors=True)
-        return transform
 
     def _checkpoint(self, vectors: np.ndarray, start: int) -> None:
         if self.method == "flow":

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from baihua.app.docs import install_docs
+from baihua.app.edge import RequestGuard
 from baihua.app.errors import install_error_handlers
 from baihua.app.metrics import Metrics, MetricsMiddleware
 from baihua.app.openapi import install_openapi
@@ -65,8 +66,10 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = None
-    app.state.not_ready_reason = "the model and index are loading"
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.state.not_ready_reason = app.state.not_ready_summary = "the model and index are loading"
+    app.state.draining = False
+    app.add_middleware(RequestGuard, max_request_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it sees 413s and 499s
     install_error_handlers(app)
     app.include_router(api_router)
     install_docs(app)
@@ -86,3 +89,12 @@ async def _load(
     except Exception as err:
         logger.exception("could not load the model or the index")
         app.state.not_ready_reason = f"loading failed: {type(err).__name__}: {err}"
+        app.state.not_ready_summary = f"loading failed ({type(err).__name__}); see the server log"
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """On the first SIGTERM: answer not ready and drain the encoder within the grace period."""
+    app.state.draining = True
+    app.state.not_ready_reason = app.state.not_ready_summary = "shutting down"
+    if app.state.service is not None:
+        app.state.service.drain(app.state.settings.shutdown_grace_s)

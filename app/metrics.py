@@ -8,9 +8,14 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from baihua.app.edge import DISCONNECTED
 from baihua.encoder import Embedded
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# label values come from fixed sets, so no client can create series at will
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
+CLIENT_CLOSED = "499"  # nginx's code: the client went away before the response
 
 
 class Metrics:
@@ -44,8 +49,15 @@ class Metrics:
             "Texts cut at the model's token limit.",
             registry=self.registry,
         )
+        self.shed = Counter(
+            "baihua_shed_texts_total",
+            "Texts refused or dropped before the encoder, by reason (queue_full, deadline, "
+            "disconnected, client_share, shutdown).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
-            "baihua_queue_depth", "Requests waiting for the encoder.", registry=self.registry
+            "baihua_queue_depth", "Texts waiting for the encoder.", registry=self.registry
         )
         self.index_size = Gauge(
             "baihua_index_documents", "Documents in the index.", registry=self.registry
@@ -56,6 +68,9 @@ class Metrics:
         self.encode_seconds.observe(seconds)
         self.truncated.inc(int(embedded.truncated.sum()))
 
+    def observe_shed(self, reason: str, n_texts: int) -> None:
+        self.shed.labels(reason).inc(n_texts)
+
     def track(self, queue_depth: Callable[[], float], index_size: Callable[[], float]) -> None:
         self.queue_depth.set_function(queue_depth)
         self.index_size.set_function(index_size)
@@ -65,7 +80,8 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Count and time every HTTP request, labelled by route template (bounded cardinality)."""
+    """Count and time every HTTP request by method, route template and status; a request
+    whose client left before the answer counts as 499, not as served."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -87,8 +103,10 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            method = scope["method"] if scope["method"] in METHODS else "other"
             route = scope.get("route")
-            template = getattr(route, "path_format", None) or getattr(route, "path", "unmatched")
-            labels = (scope["method"], template, str(status))
+            template = getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED)
+            code = CLIENT_CLOSED if scope.get(DISCONNECTED) else str(status)
+            labels = (method, template, code)
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)

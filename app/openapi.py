@@ -13,6 +13,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from baihua.app.filter_schema import FILTER_SCHEMA
+from baihua.app.json_limits import PAYLOAD_SCHEMAS
 from baihua.app.schemas import ErrorBody, OpenAIErrorBody
 
 DESCRIPTIONS = {
@@ -20,15 +22,17 @@ DESCRIPTIONS = {
     401: "Missing or wrong API key (only when the server has one).",
     404: "No such resource.",
     409: 'An id is already stored and `"upsert"` is not true.',
-    413: "The body is larger than the server accepts.",
+    413: "The body is larger than the server accepts (`max_request_bytes`).",
     415: "The body is not sent as `Content-Type: application/json`.",
-    429: "The encoder queue is full; retry after `Retry-After` seconds.",
+    429: "This client has more texts queued than its share (`max_queued_texts_per_client`), or "
+    "under /v1 the encoder queue is full; retry after `Retry-After` seconds.",
     500: "The encoder failed on this request's batch.",
-    503: "The model is loading (or failed to load), or the encoder queue is full; see "
-    "`Retry-After`.",
+    503: "The model is loading (or failed to load), the server is shutting down, the encoder "
+    "queue is full or the request waited its whole deadline; see `Retry-After`.",
 }
 BODY_ERRORS = (400, 413, 415, 500)
 PROTECTED_ERRORS = (401, 503)
+ENCODING_ERRORS = (429,)  # routes whose texts queue for the encoder
 
 
 def error_responses(*codes: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -47,6 +51,25 @@ def _resolve_limits(node: Any, limits: dict[str, int | None]) -> None:
     elif isinstance(node, list):
         for value in node:
             _resolve_limits(value, limits)
+
+
+SHARED_SCHEMAS = {"Filter": FILTER_SCHEMA, **PAYLOAD_SCHEMAS}
+
+
+def _resolve_refs(node: Any) -> None:
+    """Fields marked `x-ref` (a payload filter, a payload) become references to the schema of
+    that name, which pydantic cannot write (recursive, with bounds the server checks)."""
+    if isinstance(node, dict):
+        name = node.pop("x-ref", None)
+        if name is not None:
+            for key in ("type", "additionalProperties"):
+                node.pop(key, None)
+            node["$ref"] = f"#/components/schemas/{name}"
+        for value in node.values():
+            _resolve_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            _resolve_refs(value)
 
 
 def _drop_security(schema: dict[str, Any]) -> None:
@@ -82,6 +105,8 @@ def install_openapi(app: FastAPI) -> None:
             "dim": service.pipeline.dim if service is not None else None,
         }
         _resolve_limits(schema, limits)
+        _resolve_refs(schema)
+        schema["components"]["schemas"].update(SHARED_SCHEMAS)
         if settings.api_key is None:
             _drop_security(schema)
         _openai_statuses(schema)

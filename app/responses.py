@@ -48,3 +48,27 @@ def openai_embeddings_body(
         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
         "truncated": embedded.truncated,
     }
+
+
+class ResponseTooLarge(ValueError):
+    """The answer would exceed `max_response_bytes`; the client must ask for less."""
+
+
+def search_body(
+    hits: list[list[Any]], truncated: list[bool], *, single: bool, max_bytes: int
+) -> bytes:
+    """`/search`'s JSON, one query's hits at a time so an oversized answer stops early."""
+    parts: list[bytes] = []
+    size = 0
+    for query_hits in hits:
+        part = orjson.dumps(query_hits)
+        size += len(part)
+        if size > max_bytes:
+            raise ResponseTooLarge(
+                f"the response would exceed {max_bytes} bytes (max_response_bytes): "
+                "ask for fewer queries or a smaller top_k"
+            )
+        parts.append(part)
+    if single:
+        return b'{"results":%s,"truncated":%s}' % (parts[0], orjson.dumps(truncated[0]))
+    return b'{"results":[%s],"truncated":%s}' % (b",".join(parts), orjson.dumps(truncated))

@@ -10,11 +10,14 @@ app/openapi.py replaces with the running server's values, so the OpenAPI documen
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -26,7 +29,10 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from baihua.app.batcher import TextRejected
 from baihua.app.documents import DocumentIndex
+from baihua.app.filter_schema import check_filter_scope
+from baihua.app.json_limits import json_error, json_size
 from baihua.app.settings import Settings
 
 MAX_TOP_K = 1000
@@ -68,6 +74,32 @@ Dimensions = Annotated[
         json_schema_extra={"x-limit": {"maximum": "dim"}},
     ),
     AcceptIntegralFloat,
+]
+
+
+def _scoped_filter(filter: dict[str, Any]) -> dict[str, Any]:
+    check_filter_scope(filter, where="")
+    return filter
+
+
+# A payload filter and a payload: their schemas (app/filter_schema.py, app/json_limits.py) are
+# put in place of these `x-ref` markers by app/openapi.py.
+PayloadFilter = Annotated[
+    dict[str, Any], AfterValidator(_scoped_filter), Field(json_schema_extra={"x-ref": "Filter"})
+]
+Payload = Annotated[dict[str, Any], Field(json_schema_extra={"x-ref": "Payload"})]
+
+
+def _some_filter(filter: dict[str, Any]) -> dict[str, Any]:
+    if not filter:
+        raise ValueError("must not be empty: {} matches every document")
+    return filter
+
+
+NonEmptyFilter = Annotated[
+    PayloadFilter,
+    AfterValidator(_some_filter),
+    Field(json_schema_extra={"x-ref": "Filter", "minProperties": 1}),
 ]
 
 
@@ -147,8 +179,45 @@ class TextsRequest(RequestModel):
                         f"{settings.max_chars_per_text} (max_chars_per_text)",
                     }
                 )
+        errors.extend(self.extra_limit_errors(settings))
         if errors:
             raise RequestValidationError(errors)
+
+    def extra_limit_errors(self, settings: Settings) -> list[dict[str, Any]]:
+        """Limits of one request type, in pydantic's error shape."""
+        return []
+
+    @contextlib.contextmanager
+    def naming_rejected_texts(self) -> Iterator[None]:
+        """Turn the encoder's TextRejected into a 422 naming each text by its place in the body."""
+        try:
+            yield
+        except TextRejected as err:
+            located = self.located_texts()
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ("body", *located[position][0]),
+                        "msg": f"the model cannot take this text ({err.reason})",
+                    }
+                    for position in err.positions
+                ]
+            ) from None
+
+
+def _json_errors(value: Any, loc: Loc, settings: Settings) -> list[dict[str, Any]]:
+    """Payload or filter checks (valid Unicode, finite numbers, depth, size) as 422 errors."""
+    found = json_error(value, loc, max_depth=settings.max_payload_depth)
+    if found is not None:
+        return [{"type": "value_error", "loc": ("body", *found[0]), "msg": found[1]}]
+    size = json_size(value)
+    if size > settings.max_payload_bytes:
+        message = (
+            f"{size} bytes as JSON; the limit is {settings.max_payload_bytes} (max_payload_bytes)"
+        )
+        return [{"type": "too_long", "loc": ("body", *loc), "msg": message}]
+    return []
 
 
 def check_dimensions(dimensions: int | None, dim: int) -> None:
@@ -235,7 +304,7 @@ class SearchRequest(TextsRequest):
         | Annotated[list[Text], Field(min_length=1, json_schema_extra=TEXTS_LIMIT)]
     ) = Field(None, description="Several queries; results is a list of hit lists.")
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K), AcceptIntegralFloat] = 10
-    filter: dict[str, Any] | None = Field(
+    filter: PayloadFilter | None = Field(
         None,
         description="Only documents whose payload matches, e.g. {'lang': 'zh'} or "
         "{'price': {'$gte': 10}}; operators $eq $ne $in $nin $gt $gte $lt $lte, $and, $or.",
@@ -250,6 +319,19 @@ class SearchRequest(TextsRequest):
         if self.query is not None:
             return [(("query",), self.query)]
         return _located("queries", self.queries or [])
+
+    def extra_limit_errors(self, settings: Settings) -> list[dict[str, Any]]:
+        errors = []
+        n_hits = len(self.located_texts()) * self.top_k
+        if n_hits > settings.max_search_hits:
+            message = (
+                f"{n_hits} hits asked for (queries x top_k); the limit is "
+                f"{settings.max_search_hits} (max_search_hits)"
+            )
+            errors.append({"type": "too_long", "loc": ("body", "top_k"), "msg": message})
+        if self.filter is not None:
+            errors.extend(_json_errors(self.filter, ("filter",), settings))
+        return errors
 
 
 class Hit(BaseModel):
@@ -272,7 +354,7 @@ class SearchResponse(BaseModel):
 class DocumentIn(RequestModel):
     id: DocumentId | None = Field(None, description="Chosen by the caller, or assigned if omitted.")
     text: Text
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: Payload = Field(default_factory=dict)
 
 
 class DocumentsRequest(TextsRequest):
@@ -288,6 +370,12 @@ class DocumentsRequest(TextsRequest):
 
     def located_texts(self) -> list[tuple[Loc, str]]:
         return [(("documents", i, "text"), doc.text) for i, doc in enumerate(self.documents)]
+
+    def extra_limit_errors(self, settings: Settings) -> list[dict[str, Any]]:
+        errors = []
+        for i, doc in enumerate(self.documents):
+            errors.extend(_json_errors(doc.payload, ("documents", i, "payload"), settings))
+        return errors
 
 
 class DocumentsResponse(BaseModel):
@@ -339,7 +427,7 @@ class DeleteDocumentsRequest(RequestModel):
     one_of = ("ids", "filter")
 
     ids: SkipJsonSchema[None] | DocumentIds = None
-    filter: SkipJsonSchema[None] | Annotated[Filter, Field(min_length=1)] = None
+    filter: SkipJsonSchema[None] | NonEmptyFilter = None
 
 
 class DeletedCount(BaseModel):
@@ -347,7 +435,13 @@ class DeletedCount(BaseModel):
 
 
 class PayloadUpdate(RequestModel):
-    payload: dict[str, Any] = Field(description="Replaces the payload; text and vector stay.")
+    payload: Payload = Field(description="Replaces the payload; text and vector stay.")
+
+    def check_limits(self, settings: Settings) -> None:
+        """422 for a payload the store could not give back (as `DocumentsRequest` checks)."""
+        errors = _json_errors(self.payload, ("payload",), settings)
+        if errors:
+            raise RequestValidationError(errors)
 
 
 class OpenAIEmbeddingRequest(TextsRequest):

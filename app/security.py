@@ -16,16 +16,26 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 bearer = HTTPBearer(auto_error=False, description="The server's api_key, when one is set.")
 
 
+def _key_matches(request: Request, given: str | None) -> bool:
+    expected: str | None = request.app.state.settings.api_key
+    if expected is None:
+        return True
+    return given is not None and secrets.compare_digest(
+        given.encode("utf-8", "replace"), expected.encode()
+    )
+
+
+def has_api_key(request: Request) -> bool:
+    """Whether the request carries the server's key (always true when none is set)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return _key_matches(request, token if scheme.lower() == "bearer" else None)
+
+
 def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    expected: str | None = request.app.state.settings.api_key
-    if expected is None:
-        return
-    if credentials is None or not secrets.compare_digest(
-        credentials.credentials.encode(), expected.encode()
-    ):
+    if not _key_matches(request, None if credentials is None else credentials.credentials):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong API key: send the header 'Authorization: Bearer <key>'",

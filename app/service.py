@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from baihua.app.batcher import MicroBatcher
-from baihua.app.components import build_pipeline, open_store
+from baihua.app.components import build_pipeline, open_store, resolve_max_length
 from baihua.app.documents import DocumentIndex
 from baihua.app.metrics import Metrics
 from baihua.app.settings import Settings
@@ -27,6 +27,15 @@ class Service:
     @property
     def model(self) -> str:
         return self.pipeline.encoder.name
+
+    def drain(self, grace_s: float) -> None:
+        """Start a graceful stop: refuse new encoder work now, encode what is queued, and fail
+        what is still queued just before `grace_s` runs out, so every request is answered."""
+        self.batcher.stop_accepting()
+        margin = min(1.0, grace_s / 2)
+        asyncio.get_running_loop().call_later(
+            grace_s - margin, self.batcher.fail_queued, "the server is shutting down"
+        )
 
     async def close(self) -> None:
         """Finish with the encoder and the geodesic graph, then snapshot the index so the next
@@ -73,6 +82,7 @@ async def load_service(
 ) -> Service:
     """Build what was not handed in: the model, then the index sized to its output vectors."""
     if pipeline is None:
+        settings, _ = await asyncio.to_thread(resolve_max_length, settings)
         pipeline = await asyncio.to_thread(build_pipeline, settings)
     owns_store = store is None
     if store is None:
@@ -83,15 +93,18 @@ async def load_service(
         pipeline,
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
-        queue_size=settings.queue_size,
+        max_queued_texts=settings.max_queued_texts,
+        deadline_s=settings.request_timeout_s,
+        max_queued_texts_per_client=settings.max_queued_texts_per_client,
         observe_batch=metrics.observe_batch,
+        on_shed=metrics.observe_shed,
     )
     batcher.start()
     reranker = GeodesicReranker(
         store,
         k=settings.geodesic_k,
         candidates=settings.geodesic_candidates,
-        hops=settings.geodesic_hops,
+        reach=settings.geodesic_reach,
     )
     documents = await asyncio.to_thread(DocumentIndex, store, batcher, reranker)
     metrics.track(queue_depth=batcher.queue_depth, index_size=store.__len__)

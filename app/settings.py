@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +18,8 @@ from baihua.configs import config_dir
 from baihua.core.errors import BaihuaError
 
 DEFAULT_CONFIG = config_dir() / "default.yaml"
+BackendName = Literal["auto", "torch", "onnx", "onnx-int8"]
+DtypeName = Literal["float32", "bfloat16", "int8"]
 
 
 class SettingsError(BaihuaError, ValueError):
@@ -34,8 +36,11 @@ class Settings(BaseSettings):
     pooling: str | None = None
     max_length: int | None = Field(None, ge=2)  # None: the model's own limit
     batch_size: int = Field(32, ge=1)
+    max_batch_tokens: int = Field(4096, ge=2)  # padded tokens per batch (texts × longest)
     device: str = "auto"
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    # auto: the fastest backend here within min cosine 0.99 of fp32; torch + float32 forces fp32
+    backend: BackendName = "auto"
+    dtype: DtypeName | None = None  # None: the backend's own
     num_threads: int | None = Field(None, ge=1)
     cache_dir: Path | None = None
     whitening: Path | None = None
@@ -45,17 +50,53 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Path("data")
     index_factory: str = "Flat"
+    # the index engine: FAISS over SQLite in <data_dir>/index, or a Milvus collection
+    index_backend: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str | None = (
+        None  # a .db file (embedded); http://host:19530; <data_dir>/index/milvus.db
+    )
+    milvus_token: str | None = None  # "user:password" or an API key for a server
+    milvus_collection: str = "baihua"
+    milvus_index_type: str = "FLAT"  # FLAT, IVF_FLAT, HNSW, ... (embedded: FLAT, IVF_FLAT)
+    milvus_index_params: dict[str, Any] = Field(default_factory=dict)  # {"nlist": 1024}
+    milvus_search_params: dict[str, Any] = Field(default_factory=dict)  # {"nprobe": 16}
     api_key: str | None = None
     max_texts_per_request: int = Field(256, ge=1)
     max_chars_per_text: int = Field(2000, ge=1)
     max_batch_size: int = Field(64, ge=1)
     max_wait_ms: float = Field(5.0, ge=0)
-    queue_size: int = Field(1024, ge=1)
+
+    # bounded work: every limit is a 413 / 422 / 429 / 503 naming it, never unbounded memory or time
+    max_request_bytes: int = Field(8 * 2**20, ge=1024)  # body size, checked before parsing (413)
+    max_payload_bytes: int = Field(16 * 2**10, ge=2)  # one document's payload as JSON (422)
+    max_payload_depth: int = Field(32, ge=1, le=64)  # nesting of a payload or filter (422)
+    max_search_hits: int = Field(10_000, ge=1)  # queries x top_k in one /search (422)
+    max_response_bytes: int = Field(32 * 2**20, ge=1024)  # one /search response (422)
+    max_queued_texts: int = Field(4096, ge=1)  # texts waiting for the encoder (503)
+    max_queued_texts_per_client: int | None = Field(None, ge=1)  # one API key's or host's (429)
+    request_timeout_s: float = Field(10.0, gt=0)  # deadline to be served by the encoder (503)
+    shutdown_grace_s: float = Field(20.0, ge=0, le=300)  # SIGTERM: in-flight work, then exit
 
     # geodesic re-ranking (`"rerank": "geodesic"` in /search)
     geodesic_k: int = Field(10, ge=1)  # neighbours per document in the kNN graph
     geodesic_candidates: int = Field(50, ge=1)  # hits re-ranked: max(4 * top_k, this)
-    geodesic_hops: int = Field(1, ge=0)  # graph steps around the candidates a path may take
+    geodesic_reach: int = Field(64, ge=1)  # nearest nodes along the graph each one keeps
+
+    @model_validator(mode="after")
+    def _milvus_settings_need_milvus(self) -> Settings:
+        if self.index_backend != "milvus":
+            given = sorted(f for f in self.model_fields_set if f.startswith("milvus_"))
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} set but index_backend is {self.index_backend!r}; set "
+                    "index_backend=milvus (BAIHUA_INDEX_BACKEND) or drop them"
+                )
+        return self
+
+    @property
+    def milvus_location(self) -> str:
+        """Where the Milvus collection lives: ``milvus_uri``, else the embedded engine's file."""
+        return self.milvus_uri or str(self.data_dir / "index" / "milvus.db")
 
     @classmethod
     def settings_customise_sources(

@@ -1,15 +1,16 @@
-"""Throughput of `POST /embed` under 8 concurrent clients, as a ratio to `pipeline.embed` called
-in process on the same batches: what the HTTP layer and micro-batching cost (or gain); and, in the
-same run, TEI-shaped (`{"inputs": [...]}`, answered with a bare list) and OpenAI-shaped requests
-(`/v1/embeddings`, float and base64) as ratios to our native `/embed`.
+"""Throughput of `POST /embed` under 8 concurrent clients for each backend, as ratios: to
+`pipeline.embed` called in process on the same batches (what the HTTP layer and micro-batching
+cost or gain), and of each backend's /embed to the first one's (auto against forced fp32); and, on
+the first backend in the same rounds, TEI-shaped (`{"inputs": [...]}`, answered with a bare list)
+and OpenAI-shaped requests (`/v1/embeddings`, float and base64) as ratios to native `/embed`.
 
-    .venv/bin/python bench/embed_throughput.py                 # me5-small, 64 requests
+    .venv/bin/python bench/embed_throughput.py                 # me5-small, auto vs torch fp32
     .venv/bin/python bench/embed_throughput.py --model path/to/folder --requests 32
 
-The server is the real one, `baihua serve`, started in its own process on a free port with a
-temporary data directory; each request carries 32 short Chinese sentences. Both sides use the
-settings' defaults (max length, batch size, dtype, whitening), and alternate over `--rounds`
-rounds because the machine is noisy; the median ratio is printed last.
+The servers are the real one, `baihua serve --backend B`, each started in its own process on a
+free port with a temporary data directory; each request carries 32 short Chinese sentences. Both
+sides use the settings' defaults otherwise (max length, batch size, whitening), and the backends
+take turns over `--rounds` rounds because the machine is noisy; medians are printed last.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -78,47 +81,69 @@ def http_seconds(url: str, work: list[list[str]], clients: int, shape: str = "na
     return time.perf_counter() - start
 
 
+FORCED_DTYPE = {"torch": "float32"}  # "torch" here means forced fp32
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="me5-small", help="preset, local folder or hub id")
     parser.add_argument("--requests", type=int, default=64, help="requests of 32 sentences")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--backends", default="torch,auto", help="first one is the reference")
     args = parser.parse_args()
 
     work = batches(args.requests)
     n = sum(len(texts) for texts in work)
-    pipeline = build_pipeline(load_settings(model=args.model))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as data_dir:
-        server = start_server(port, Path(data_dir), "--model", args.model)
-        try:
-            wait_ready(url, server)
-            pipeline.embed(work[0])  # warm-up: first calls allocate
-            http_seconds(url, work[: args.clients], args.clients)
-            ratios: list[float] = []
-            shape_ratios: dict[str, list[float]] = {
-                shape: [] for shape in SHAPES if shape != "native"
-            }
-            for round in range(args.rounds):
-                t_local = in_process_seconds(pipeline, work)
-                t_http = http_seconds(url, work, args.clients)
-                ratios.append(t_local / t_http)
-                print(f"round {round + 1}: in process {n / t_local:7.1f} sentences/s, "
-                      f"/embed with {args.clients} clients {n / t_http:7.1f} sentences/s, "
-                      f"ratio {ratios[-1]:.2f}")  # fmt: skip
-                for shape in shape_ratios:
-                    t_shape = http_seconds(url, work, args.clients, shape)
-                    shape_ratios[shape].append(t_http / t_shape)
-                    print(f"  {shape:>13}: {n / t_shape:7.1f} sentences/s, "
-                          f"{shape_ratios[shape][-1]:.2f} of native /embed")  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-    print(f"/embed throughput / in-process throughput: {statistics.median(ratios):.2f}")
-    for shape, values in shape_ratios.items():
-        print(f"{shape} throughput / native /embed throughput: {statistics.median(values):.2f}")
+    names = args.backends.split(",")
+    flags = {b: ["--backend", b] for b in names}
+    for b, dtype in FORCED_DTYPE.items():
+        flags.get(b, []).extend(["--dtype", dtype])
+    pipelines = {
+        b: build_pipeline(load_settings(model=args.model, backend=b, dtype=FORCED_DTYPE.get(b)))
+        for b in names
+    }
+    ports = {b: free_port() for b in names}
+    urls = {b: f"http://127.0.0.1:{port}" for b, port in ports.items()}
+    with ExitStack() as stack:
+        servers = {}
+        for b in names:
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            servers[b] = start_server(ports[b], data_dir, "--model", args.model, *flags[b])
+            stack.callback(stop, servers[b])
+        for b in names:
+            wait_ready(urls[b], servers[b])
+            pipelines[b].embed(work[0])  # warm-up: first calls allocate
+            http_seconds(urls[b], work[: args.clients], args.clients)
+        local: dict[str, list[float]] = {b: [] for b in names}
+        http: dict[str, list[float]] = {b: [] for b in names}
+        shapes: dict[str, list[float]] = {shape: [] for shape in SHAPES if shape != "native"}
+        for round in range(args.rounds):
+            for b in names:
+                local[b].append(n / in_process_seconds(pipelines[b], work))
+                http[b].append(n / http_seconds(urls[b], work, args.clients))
+                encoder = pipelines[b].encoder
+                print(f"round {round + 1}, {b} ({encoder.backend} {encoder.dtype}): in process "
+                      f"{local[b][-1]:7.1f} sentences/s, /embed with {args.clients} clients "
+                      f"{http[b][-1]:7.1f} sentences/s")  # fmt: skip
+            for shape, ratios in shapes.items():  # the first backend's server, this round
+                speed = n / http_seconds(urls[names[0]], work, args.clients, shape)
+                ratios.append(speed / http[names[0]][-1])
+                print(f"  {names[0]} {shape:>13}: {speed:7.1f} sentences/s, "
+                      f"{ratios[-1]:.2f} of native /embed")  # fmt: skip
+    reference = statistics.median(http[names[0]])
+    for b in names:
+        speed = statistics.median(http[b])
+        print(f"{b}: /embed {speed:7.1f} sentences/s, {speed / reference:.2f}x {names[0]}'s "
+              f"/embed, {speed / statistics.median(local[b]):.2f} of in-process")  # fmt: skip
+    for shape, ratios in shapes.items():
+        print(f"{shape} throughput / native /embed throughput ({names[0]}): "
+              f"{statistics.median(ratios):.2f}")  # fmt: skip
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    server.wait(timeout=60)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from baihua.core.errors import UsageError
 
 POOLINGS: tuple[str, ...] = ("cls", "pooler", "last-avg", "first-last-avg")
+
+
+@dataclass
+class HiddenStates:
+    """What the poolings read from one batch, whichever backend computed it: the last layer,
+    the first Transformer layer's output (`hidden_states[1]`, not the embedding layer at index 0:
+    a known pitfall of ports of BERT-whitening) and the pooler's output where the model has one."""
+
+    last: torch.Tensor
+    first: torch.Tensor | None = None
+    pooler: torch.Tensor | None = None
 
 
 def check_poolings(poolings: Sequence[str]) -> None:
@@ -24,28 +36,19 @@ def masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Ten
     return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
-def pool(
-    hidden_states: Sequence[torch.Tensor],
-    attention_mask: torch.Tensor,
-    pooling: str,
-    pooler_output: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Pool one batch.
-
-    `hidden_states` is the model's tuple: index 0 is the embedding layer, index 1 the first
-    Transformer layer's output, index -1 the last. `first-last-avg` averages 1 and -1 (not 0:
-    the embedding output is a known pitfall of ports of BERT-whitening).
-    """
-    last = hidden_states[-1]
+def pool(states: HiddenStates, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool one batch; `first-last-avg` averages the first Transformer layer and the last."""
+    last = states.last
     if pooling == "cls":
         return last[:, 0]
     if pooling == "pooler":
-        if pooler_output is None:
+        if states.pooler is None:
             raise UsageError("this model has no pooler layer; use cls, last-avg or first-last-avg")
-        return pooler_output
+        return states.pooler
     if pooling == "last-avg":
         return masked_mean(last, attention_mask)
     if pooling == "first-last-avg":
-        return masked_mean((hidden_states[1] + last) / 2, attention_mask)
+        assert states.first is not None, "first-last-avg needs the first layer's states"
+        return masked_mean((states.first + last) / 2, attention_mask)
     check_poolings([pooling])
     raise AssertionError("unreachable")

@@ -142,21 +142,105 @@ def sts_to_beir(name: str, split: StsSplit, min_label: float = 1.0) -> BeirDatas
     )
 
 
+def sts_to_chains(
+    name: str, split: StsSplit, min_label: float = 1.0, *, bridges: bool = True
+) -> BeirDataset:
+    """A retrieval task where the relevant documents are paraphrases of paraphrases.
+
+    Positive pairs (label >= ``min_label``) join sentences into a graph; in each connected
+    component that has two sentences two or more positive steps apart, the first sentence (in
+    order of appearance) with such a partner is the query, and its relevant documents are the
+    sentences of its component that are not directly paired with it. Its direct partners stay in
+    the corpus as unjudged "bridges" (``bridges=False`` leaves them out, so nothing links the
+    query to its relevant documents); every other sentence is a distractor. A kNN graph can help
+    here only by walking query → bridge → relevant.
+    """
+    neighbours: dict[str, set[str]] = {}
+    for text1, text2, label in zip(split.text1, split.text2, split.labels, strict=True):
+        neighbours.setdefault(text1, set())
+        neighbours.setdefault(text2, set())
+        if label >= min_label and text1 != text2:
+            neighbours[text1].add(text2)
+            neighbours[text2].add(text1)
+    seen: set[str] = set()
+    queries: list[str] = []
+    relevant_texts: list[list[str]] = []
+    left_out: set[str] = set()
+    for text in neighbours:  # dicts keep first appearance
+        if text in seen:
+            continue
+        component = _component(text, neighbours)
+        seen.update(component)
+        for candidate in component:
+            far = [t for t in component if t != candidate and t not in neighbours[candidate]]
+            if far:
+                queries.append(candidate)
+                relevant_texts.append(far)
+                if not bridges:
+                    left_out.update(neighbours[candidate])
+                break
+    left_out.update(queries)
+    corpus = [t for t in neighbours if t not in left_out]
+    position = {text: i for i, text in enumerate(corpus)}
+    relevant = [{position[t]: 1 for t in far} for far in relevant_texts]
+    return BeirDataset(
+        name,
+        [f"d{i}" for i in range(len(corpus))],
+        corpus,
+        [f"q{i}" for i in range(len(queries))],
+        queries,
+        relevant,
+    )
+
+
+def _component(start: str, neighbours: dict[str, set[str]]) -> list[str]:
+    """The sentences connected to ``start``, in order of appearance in ``neighbours``."""
+    found, stack = {start}, [start]
+    while stack:
+        for other in neighbours[stack.pop()]:
+            if other not in found:
+                found.add(other)
+                stack.append(other)
+    return [text for text in neighbours if text in found]
+
+
 def build_from_sts(
-    data_dir: Path, tasks: Sequence[str], split: str, out: Path, min_label: float = 1.0
+    data_dir: Path,
+    tasks: Sequence[str],
+    split: str,
+    out: Path,
+    min_label: float = 1.0,
+    *,
+    chains: bool = False,
 ) -> list[BeirDataset]:
-    """``sts_to_beir`` on ``split`` of each STS task folder, written to ``out/<task>``."""
+    """``sts_to_beir`` on ``split`` of each STS task folder, written to ``out/<task>``; with
+    ``chains``, ``sts_to_chains`` instead, with and without bridges, to ``out/<task>-chains``
+    and ``out/<task>-chains-nobridge``."""
     loaded = [load_task(data_dir, name) for name in tasks]
     for task in loaded:
         if split not in task.splits:
             raise DatasetError(f"task {task.name} has no {split} split")
     datasets = []
     for task in loaded:
-        dataset = sts_to_beir(task.name, task.splits[split], min_label)
-        if not dataset.queries:
-            raise DatasetError(f"task {task.name}: no pair in {split} has label >= {min_label}")
-        write_beir(dataset, out / task.name, split)
-        datasets.append(dataset)
+        pairs = task.splits[split]
+        if chains:
+            built = [
+                sts_to_chains(f"{task.name}-chains", pairs, min_label),
+                sts_to_chains(f"{task.name}-chains-nobridge", pairs, min_label, bridges=False),
+            ]
+        else:
+            built = [sts_to_beir(task.name, pairs, min_label)]
+        for dataset in built:
+            if not dataset.queries:
+                problem = (
+                    f"no two sentences in {split} are two positive (label >= {min_label}) steps "
+                    "apart"
+                    if chains
+                    else f"no pair in {split} has label >= {min_label}"
+                )
+                raise DatasetError(f"task {task.name}: {problem}")
+            write_beir(dataset, out / dataset.name, split)
+            datasets.append(dataset)
     return datasets
 
 

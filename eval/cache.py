@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import io
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,9 @@ class VectorCache:
     text_type : "query" or "passage", the prefix the texts were encoded with.
     """
 
-    def __init__(self, root: Path, spec: EmbeddingSpec, *, text_type: str) -> None:
+    def __init__(
+        self, root: Path, spec: EmbeddingSpec, *, text_type: str, variant: str = ""
+    ) -> None:
         key: dict[str, str | int] = {
             "model": spec.model,
             "dtype": spec.dtype,
@@ -52,13 +56,33 @@ class VectorCache:
         }
         if spec.backend != "torch":  # keeps the folders of torch vectors written before backends
             key["backend"] = spec.backend
+        if variant:  # the int8 recipe: a new one must not reuse the old one's vectors
+            key["variant"] = variant
         self.spec = spec.raw
         self.folder = root / hashlib.sha1(json.dumps(key).encode()).hexdigest()[:16]
         self.folder.mkdir(parents=True, exist_ok=True)
         if not (self.folder / "key.json").exists():
             write_atomic(self.folder / "key.json", json.dumps(key).encode())
+        self.texts: list[str] = []
+        self.rows: dict[str, int] = {}
+        self.vectors: dict[str, np.ndarray] = {}
+        with self._locked():
+            self._load()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the folder's lock: each file is written atomically, but an entry is several
+        files, so two processes extending one folder must take turns (read, encode, write)."""
+        with open(self.folder / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _load(self) -> None:
         texts_file = self.folder / "texts.json"
-        self.texts: list[str] = json.loads(texts_file.read_text()) if texts_file.exists() else []
+        self.texts = json.loads(texts_file.read_text()) if texts_file.exists() else []
         self.rows = {text: row for row, text in enumerate(self.texts)}
         # Arrays are saved before texts.json: after a crash an array may hold extra rows (cut
         # them) but never fewer unless texts.json was written by a later run (drop that pooling).
@@ -98,6 +122,13 @@ class VectorCache:
     ) -> dict[str, np.ndarray]:
         """Vectors for `texts` (any order, duplicates allowed) with each pooling; `encode(texts,
         poolings)` is called only for what the cache lacks."""
+        with self._locked():
+            self._load()  # another process may have extended the folder since
+            return self._get(texts, poolings, encode)
+
+    def _get(
+        self, texts: Sequence[str], poolings: Sequence[str], encode: Encode
+    ) -> dict[str, np.ndarray]:
         new = list(dict.fromkeys(t for t in texts if t not in self.rows))
         missing = [p for p in poolings if p not in self.vectors]
         if missing and self.texts:

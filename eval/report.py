@@ -26,9 +26,10 @@ def averages(result: StsResult) -> tuple[float, float]:
 
 def table_rows(results: list[StsResult]) -> tuple[list[str], list[list[str]]]:
     tasks = list(results[0].scores)
-    header = ["model", "pooling", "transform", "split", *tasks, "avg", "w-avg", "fit s"]
+    header = ["model", "backend", "dtype", "pooling", "transform", "split", *tasks]
+    header += ["avg", "w-avg", "fit s"]
     rows = [
-        [r.model, r.pooling, r.transform, r.split]
+        [r.model, r.backend, r.dtype, r.pooling, r.transform, r.split]
         + [f"{r.scores[t]:.2f}" for t in tasks]
         + [f"{v:.2f}" for v in averages(r)]
         + [f"{sum(r.fit_seconds.values()):.1f}"]

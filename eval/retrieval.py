@@ -1,7 +1,9 @@
 """Retrieval evaluation on BEIR folders: MRR@10, Recall@1/10/top-k, nDCG@10, queries per second
 and index size, for a grid of poolings × transforms × re-rankings.
 
-- Queries are encoded as "query", the corpus as "passage" (e5's prefixes), through the vector
+- Queries are encoded as "query", the corpus as "passage" (e5's prefixes; ``corpus_text_type``
+  "query" encodes the corpus as queries too, as e5 advises for symmetric tasks such as
+  paraphrase search, and then reuses the STS evaluation's cached vectors), through the vector
   cache, so a grid of transforms or a rerun encodes nothing twice.
 - A transform is fitted on the corpus vectors (what a deployment fits on: the collection it
   indexes, never the evaluation queries), then applied to both sides before L2 normalisation.
@@ -9,7 +11,8 @@ and index size, for a grid of poolings × transforms × re-rankings.
   strings; trained on the corpus when the factory needs it), so the timings hold FAISS only, not
   the store's SQLite reads of texts and payloads. Index bytes: ``faiss.serialize_index`` size.
 - QPS: queries per second of the search step alone, queries sent in batches of 1024: the FAISS
-  search, plus for "geodesic" the re-ranking of ``fetch_size(top_k)`` candidates per query.
+  search, plus for "geodesic" the re-ranking of ``fetch_size(top_k)`` candidates per query
+  (one batched table lookup per 1024 queries).
   Encoding, index and graph builds are not timed; the graph's size is reported apart.
 - Metrics use graded relevance as gains (nDCG as in BEIR and ``sklearn.metrics.ndcg_score``);
   a document is relevant when its qrels score is > 0.
@@ -114,6 +117,8 @@ class RetrievalResult:
     qps: float
     index_bytes: int
     graph_bytes: int  # the kNN graph geodesic re-ranking keeps besides the index; 0 for "none"
+    backend: str = "torch"
+    dtype: str = "float32"
 
 
 @dataclass
@@ -131,7 +136,8 @@ class RetrievalEval:
     max_length: int = DEFAULT_MAX_LENGTH
     geodesic_k: int = 10
     geodesic_candidates: int = 50
-    geodesic_hops: int = 1
+    geodesic_reach: int = 64
+    corpus_text_type: TextType = "passage"
     progress: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
@@ -143,27 +149,35 @@ class RetrievalEval:
         for dataset in self.datasets:
             vectors = self._vectors(encoder, dataset)
             for pooling in self.poolings:
-                raw_corpus, raw_queries = vectors["passage"][pooling], vectors["query"][pooling]
+                raw_corpus, raw_queries = vectors["corpus"][pooling], vectors["queries"][pooling]
                 for spec in self.transforms:
                     corpus, queries = transformed(spec, raw_corpus, raw_queries)
-                    labels = (dataset.name, encoder.name, pooling, spec.name)
+                    labels = {
+                        "dataset": dataset.name,
+                        "model": encoder.name,
+                        "backend": encoder.backend,
+                        "dtype": encoder.dtype,
+                        "pooling": pooling,
+                        "transform": spec.name,
+                    }
                     results += self._evaluate(dataset, corpus, queries, labels)
         return results
 
     def _vectors(self, encoder: Encoder, dataset: BeirDataset) -> dict[str, dict[str, np.ndarray]]:
-        """text type → pooling → vectors, of the corpus ("passage") and the queries ("query")."""
+        """ "corpus" or "queries" → pooling → vectors."""
         out: dict[str, dict[str, np.ndarray]] = {}
-        sides: list[tuple[TextType, list[str]]] = [
-            ("passage", dataset.corpus),
-            ("query", dataset.queries),
+        sides: list[tuple[str, TextType, list[str]]] = [
+            ("corpus", self.corpus_text_type, dataset.corpus),
+            ("queries", "query", dataset.queries),
         ]
-        for text_type, texts in sides:
+        for side, text_type, texts in sides:
             cache = VectorCache(
                 self.cache_dir,
                 encoder_spec(encoder, max_length=self.max_length),
                 text_type=text_type,
+                variant=encoder.variant,
             )
-            out[text_type] = cache.get(texts, self.poolings, self._encoder(encoder, text_type))
+            out[side] = cache.get(texts, self.poolings, self._encoder(encoder, text_type))
         return out
 
     def _encoder(self, encoder: Encoder, text_type: TextType) -> Encode:
@@ -184,13 +198,15 @@ class RetrievalEval:
         dataset: BeirDataset,
         corpus: np.ndarray,
         queries: np.ndarray,
-        labels: tuple[str, str, str, str],
+        labels: dict[str, str],
     ) -> list[RetrievalResult]:
         index = build_index(corpus, self.factory, self.search_params)
         index_bytes = len(faiss.serialize_index(index))
         graph = None
         if "geodesic" in self.reranks:
-            graph = KnnGraph.build(np.arange(len(corpus)), corpus, self.geodesic_k)
+            graph = KnnGraph.build(
+                np.arange(len(corpus)), corpus, self.geodesic_k, reach=self.geodesic_reach
+            )
         results = []
         for rerank in self.reranks:
             used = graph if rerank == "geodesic" else None
@@ -199,7 +215,7 @@ class RetrievalEval:
             seconds = time.perf_counter() - start
             results.append(
                 RetrievalResult(
-                    *labels,
+                    **labels,
                     rerank=rerank,
                     dim=corpus.shape[1],
                     metrics=score_rankings(ranked, dataset.relevant, self.top_k),
@@ -220,10 +236,9 @@ class RetrievalEval:
             if graph is None:
                 ranked[start : start + len(found), :fetch] = found
                 continue
-            for row, (ids, sims) in enumerate(zip(found, scores, strict=True)):
-                keep = ids >= 0
-                order, _ = graph.rank(ids[keep], sims[keep], self.top_k, hops=self.geodesic_hops)
-                ranked[start + row, : len(order)] = ids[keep][order]
+            order, _ = graph.rank_batch(found, scores, self.top_k)
+            picked = np.take_along_axis(found, np.maximum(order, 0), axis=1)
+            ranked[start : start + len(found), : order.shape[1]] = np.where(order >= 0, picked, -1)
         return ranked
 
 
@@ -260,10 +275,10 @@ def build_index(vectors: np.ndarray, factory: str, search_params: str = "") -> A
 
 def table_rows(results: list[RetrievalResult]) -> tuple[list[str], list[list[str]]]:
     metrics = list(results[0].metrics)
-    header = ["dataset", "model", "pooling", "transform", "rerank", "dim", *metrics]
-    header += ["QPS", "index bytes", "graph bytes"]
+    header = ["dataset", "model", "backend", "dtype", "pooling", "transform", "rerank", "dim"]
+    header += [*metrics, "QPS", "index bytes", "graph bytes"]
     rows = [
-        [r.dataset, r.model, r.pooling, r.transform, r.rerank, str(r.dim)]
+        [r.dataset, r.model, r.backend, r.dtype, r.pooling, r.transform, r.rerank, str(r.dim)]
         + [f"{r.metrics[m]:.4f}" for m in metrics]
         + [f"{r.qps:.0f}", str(r.index_bytes), str(r.graph_bytes)]
         for r in results

@@ -133,6 +133,11 @@ class DocumentDatabase:
         with self._lock:
             return int(self._db.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0])
 
+    def max_id(self) -> int | None:
+        with self._lock:
+            found = self._db.execute("SELECT MAX(id) FROM documents").fetchone()[0]
+        return None if found is None else int(found)
+
     def documents(self, ids: Iterable[int]) -> dict[int, Document]:
         docs: dict[int, Document] = {}
         with self._lock:
@@ -217,18 +222,28 @@ class DocumentDatabase:
             self._db.execute(f"DELETE FROM fields WHERE doc_id IN ({_marks(chunk)})", chunk)
 
 
-def read_documents(path: Path, batch_size: int) -> Iterator[list[Document]]:
-    """Every document of the database file ``path`` in id order, ``batch_size`` at a time, read
-    through a read-only connection: works while another process has the store open (WAL)."""
+def read_documents(path: Path, batch_size: int, *, after: int = -1) -> Iterator[list[Document]]:
+    """The documents of the database file ``path`` with ids above ``after``, in id order,
+    ``batch_size`` at a time, read through a read-only connection: works while another process
+    has the store open (WAL)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        last = -1
+        last = after
         while rows := db.execute(
             "SELECT id, text, payload FROM documents WHERE id > ? ORDER BY id LIMIT ?",
             (last, batch_size),
         ).fetchall():
             yield [Document(i, text, json.loads(payload)) for i, text, payload in rows]
             last = rows[-1][0]
+    finally:
+        db.close()
+
+
+def read_meta(path: Path) -> dict[str, str]:
+    """The meta table of the database file ``path``, read without opening the store."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT key, value FROM meta").fetchall())
     finally:
         db.close()
 

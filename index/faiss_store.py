@@ -8,11 +8,22 @@ rebuilt or retrained from the stored vectors; ``save()`` writes an index snapsho
 Layout of a store directory::
 
     documents.sqlite      documents (id, text, payload, vector); meta (format, dim, factory,
-                          generation, spec: the EmbeddingSpec of the vectors as JSON)
-    snapshot.json         names the files of the last save() and the write generation they match
+                          generation, spec: the EmbeddingSpec of the vectors as JSON,
+                          store_id, next_id)
+    snapshot.json         names the files of the last save(), their checksums, the write
+                          generation and the store_id they match
     index-<token>.faiss   the FAISS index (CPU copy)
     labels-<token>.npy    position in the index -> document id (-1: deleted or replaced)
     lock                  flock()ed while a FaissStore has the directory open
+
+Opening checks that the files agree. A snapshot file that changed or cannot be read is repaired:
+the index is rebuilt from the database, which holds every vector. A database that is missing,
+older than the snapshot or another store's cannot be repaired from the snapshot (it holds no
+texts or payloads): ``StoreCorruptError`` says what was found and what to do, and nothing in the
+directory is changed, so the last good snapshot stays.
+
+Ids: ``next_id`` is above every id ever stored or reserved and is committed with each write, so
+``reserve_ids`` never hands out an id twice, not even a deleted one after a crash.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import fcntl
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -35,16 +47,27 @@ from baihua.index.database import DocumentDatabase
 from baihua.index.faiss_index import FaissIndex
 from baihua.index.filters import FilterError, parse_filter
 from baihua.index.locks import RWLock
-from baihua.index.snapshot import Snapshot, read_snapshot, write_snapshot
+from baihua.index.snapshot import (
+    MANIFEST,
+    Manifest,
+    Snapshot,
+    SnapshotDamaged,
+    read_manifest,
+    read_snapshot,
+    write_snapshot,
+)
 from baihua.index.store import (
     Document,
     DuplicateIdError,
     Hit,
+    IdsExhaustedError,
     IdsLike,
+    StoreCorruptError,
     StoreLockedError,
     StoreMismatchError,
 )
 from baihua.index.validation import (
+    MAX_ID,
     Batch,
     check_batch,
     check_batch_size,
@@ -57,6 +80,7 @@ from baihua.index.validation import (
 )
 
 FORMAT = "1"
+DATABASE = "documents.sqlite"
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +114,9 @@ class FaissStore:
     per directory: a second open of the same directory raises ``StoreLockedError``.
     """
 
+    _store_id: str  # names the database; snapshots record it (set by _init_meta)
+    _next_id: int  # above every id ever stored or reserved
+
     def __init__(
         self,
         dim: int,
@@ -109,15 +136,17 @@ class FaissStore:
         self._index = FaissIndex(dim, factory, use_gpu=use_gpu, search_params=search_params)
         self._lock = RWLock()
         self._save_lock = threading.Lock()
+        self._id_lock = threading.Lock()  # orders next_id updates; taken before the database's
         self._lock_file: IO[bytes] | None = None
+        self._db_inode: int | None = None
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
-        self._db = DocumentDatabase(
-            None if self.path is None else self.path / "documents.sqlite", dim
-        )
+            _refuse_missing_database(self.path)
+        self._db = DocumentDatabase(None if self.path is None else self.path / DATABASE, dim)
         try:
             if self.path is not None:
-                self._lock_file = _lock_directory(self.path)
+                self._lock_file = lock_directory(self.path)
+                self._db_inode = (self.path / DATABASE).stat().st_ino
             self.spec = self._check_spec(spec)
             self._generation = self._init_meta()
             self._record_spec()
@@ -190,6 +219,23 @@ class FaissStore:
             if present:
                 self._write(remove=present, batch=None)
             return len(present)
+
+    def reserve_ids(self, n: int, *, after: int = -1) -> list[int]:
+        """``n`` new ids above ``after`` and above every id ever stored or reserved (deleted ones
+        included), committed before they are returned; ``IdsExhaustedError`` past 2**63 - 1."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0; got {n}")
+        with self._id_lock:
+            first = max(self._next_id, after + 1)
+            if first + n - 1 > MAX_ID:
+                raise IdsExhaustedError(
+                    f"no {n} new ids are left: ids end at 2**63 - 1 and {first - 1} is taken or "
+                    "was used before; give the documents ids yourself"
+                )
+            with self._db.transaction():
+                self._db.set_meta({"next_id": str(first + n)})
+            self._next_id = first + n
+        return list(range(first, first + n))
 
     def delete_where(self, filter: dict[str, Any]) -> int:
         """Delete the documents whose payload matches ``filter``; returns how many."""
@@ -344,13 +390,14 @@ class FaissStore:
         with self._lock.read(), self._save_lock:
             if not self._index.dirty:
                 return
+            self._check_database_in_place()
             snapshot = Snapshot(
                 self._index.cpu_index(),
                 self._index.labels,
                 self._generation,
                 self._index.exact_fallback,
             )
-            write_snapshot(self.path, snapshot)
+            write_snapshot(self.path, snapshot, self._store_id)
             self._index.dirty = False
 
     def close(self) -> None:
@@ -406,15 +453,14 @@ class FaissStore:
                 self._db.set_meta({"spec": json.dumps(self.spec.to_dict())})
 
     def _init_meta(self) -> int:
-        """Record format, dim and factory in a new database, or check them in an existing one."""
+        """Record format, dim and factory in a new database, or check them in an existing one;
+        store_id and next_id are added to databases made before they existed."""
         meta = self._db.meta()
         if not meta.keys() - {"spec"}:
+            meta = meta | {"format": FORMAT, "dim": str(self.dim), "factory": self.factory}
+            meta |= {"generation": "0", "store_id": uuid.uuid4().hex, "next_id": "0"}
             with self._db.transaction():
-                self._db.set_meta(
-                    {"format": FORMAT, "dim": str(self.dim), "factory": self.factory}
-                    | {"generation": "0"}
-                )
-            return 0
+                self._db.set_meta(meta)
         if meta.get("format") != FORMAT:
             raise StoreMismatchError(
                 f"store at {self.path} has format {meta.get('format')!r}; this version reads "
@@ -426,29 +472,118 @@ class FaissStore:
                 f"factory={meta['factory']!r}; asked for dim={self.dim}, factory={self.factory!r}. "
                 "Open it with its own dim and factory, or use another directory."
             )
+        self._init_ids(meta)
         return int(meta["generation"])
+
+    def _init_ids(self, meta: dict[str, str]) -> None:
+        added = {}
+        if "store_id" not in meta:
+            added["store_id"] = uuid.uuid4().hex
+        if "next_id" not in meta:
+            largest = self._db.max_id()
+            added["next_id"] = str(0 if largest is None else largest + 1)
+        if added:
+            with self._db.transaction():
+                self._db.set_meta(added)
+        meta = meta | added
+        self._store_id = meta["store_id"]
+        self._next_id = int(meta["next_id"])
 
     def _load_index(self) -> None:
         """Load the snapshot if it matches the documents; otherwise rebuild from the documents."""
-        snapshot = None if self.path is None else read_snapshot(self.path, self.dim)
+        snapshot = None if self.path is None else self._read_snapshot(self.path)
         if snapshot is not None and snapshot.generation == self._generation:
-            self._index.restore(snapshot.index, snapshot.labels, snapshot.exact_fallback)
-            return
+            live = int((snapshot.labels >= 0).sum())
+            if live == self._db.count():
+                self._index.restore(snapshot.index, snapshot.labels, snapshot.exact_fallback)
+                return
+            logger.warning(
+                "index snapshot in %s has %d documents, the database %d; rebuilding the index "
+                "from the database",
+                self.path,
+                live,
+                self._db.count(),
+            )
+            snapshot = None
         ids, vectors = self._db.all_vectors()
         if snapshot is not None and not snapshot.exact_fallback:
             self._index.refill_loaded(snapshot.index, ids, vectors)  # keeps its training
         else:
             self._index.build(ids, vectors, train=len(ids) >= self._index.min_train)
 
+    def _read_snapshot(self, path: Path) -> Snapshot | None:
+        """The snapshot when its files are intact; None to rebuild; raises when the database is
+        the part that is wrong."""
+        manifest = read_manifest(path)
+        if manifest is None:
+            return None
+        self._check_database_agrees(manifest)
+        try:
+            return read_snapshot(path, manifest, self.dim)
+        except SnapshotDamaged as error:
+            logger.warning(
+                "index snapshot in %s is damaged (%s); rebuilding the index from %s, which holds "
+                "every vector",
+                path,
+                error,
+                DATABASE,
+            )
+            return None
+
+    def _check_database_agrees(self, manifest: Manifest) -> None:
+        """Refuse a database that another store made, or one older than the snapshot."""
+        path = self.path
+        assert path is not None
+        restore = (
+            f"Restore the matching {DATABASE} from a backup; or, to serve this database as it "
+            f"is, delete {path / MANIFEST} (the index is then rebuilt from the database)."
+        )
+        if manifest.store_id is not None and manifest.store_id != self._store_id:
+            raise StoreCorruptError(
+                f"{path / DATABASE} is not the database the index snapshot in {path} "
+                f"was made from (store {self._store_id}, snapshot of store {manifest.store_id}). "
+                + restore
+            )
+        if manifest.generation > self._generation:
+            raise StoreCorruptError(
+                f"{path / DATABASE} is older than the index snapshot in {path} "
+                f"(write generation {self._generation} < {manifest.generation}): acknowledged "
+                "writes are missing from it. " + restore
+            )
+
+    def _check_database_in_place(self) -> None:
+        """Before a snapshot replaces the last one: the database file is still the one open."""
+        assert self.path is not None
+        try:
+            inode: int | None = (self.path / DATABASE).stat().st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode != self._db_inode:
+            raise StoreCorruptError(
+                f"{self.path / DATABASE} was removed or replaced while the store was open; "
+                "not replacing the last index snapshot. Restore the database and restart."
+            )
+
     def _write(self, *, remove: Sequence[int], batch: Batch | None) -> None:
-        """One write (caller holds the write lock): SQL and index change together or not at all."""
+        """One write (caller holds the write lock): SQL and index change together or not at all;
+        next_id moves above the written ids in the same transaction."""
+        with self._id_lock:
+            next_id = self._next_id
+            if batch is not None and len(batch.ids):
+                next_id = max(next_id, min(int(batch.ids.max()) + 1, MAX_ID + 1))
+            self._write_locked(remove, batch, next_id)
+            self._next_id = next_id
+
+    def _write_locked(self, remove: Sequence[int], batch: Batch | None, next_id: int) -> None:
         try:
             with self._db.transaction():
                 if batch is None:
                     self._db.delete(remove)
                 else:
                     self._db.put(batch)  # replaces the rows of ``remove``
-                self._db.set_meta({"generation": str(self._generation + 1)})
+                self._db.set_meta(
+                    {"generation": str(self._generation + 1), "next_id": str(next_id)}
+                )
                 self._index.remove(remove)
                 if batch is not None:
                     self._index.add(batch.ids, batch.vectors)
@@ -473,7 +608,20 @@ class FaissStore:
             self._lock_file = None
 
 
-def _lock_directory(path: Path) -> IO[bytes]:
+def _refuse_missing_database(path: Path) -> None:
+    """A snapshot without its database: starting empty would serve nothing and, on the next
+    save, delete the last index of the lost documents."""
+    if (path / MANIFEST).exists() and not (path / DATABASE).exists():
+        raise StoreCorruptError(
+            f"{path} has an index snapshot but no {DATABASE}: the database that holds the "
+            f"documents is missing. Restore {path / DATABASE} from a backup; to start over "
+            f"with an empty store, move {path} away."
+        )
+
+
+def lock_directory(path: Path) -> IO[bytes]:
+    """Take the store directory's lock (held while the returned file stays open), or raise
+    StoreLockedError naming the directory."""
     handle = open(path / "lock", "ab")  # noqa: SIM115 - held open for the store's lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

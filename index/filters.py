@@ -7,11 +7,12 @@ A filter is a JSON object over a document's top-level payload keys::
     {"tag": {"$in": ["a", "b"]}, "draft": {"$ne": true}}   several keys: all must hold
     {"$or": [{"lang": "zh"}, {"lang": "en"}]}       $and / $or over a list of filters
 
-Operators: ``$eq $ne $in $nin $gt $gte $lt $lte``. Values are JSON scalars (string, number,
-boolean, null); ``$in``/``$nin`` take a list of them; ``$gt``... take a number or a string and
-compare only with values of the same kind. Kinds never mix: ``true`` is not ``1``, ``"1"`` is not
-``1``, and a list or object in a payload equals no scalar. ``$ne``/``$nin`` are the negations of
-``$eq``/``$in``, so they also match documents without the key. An empty filter matches everything.
+Operators: ``$eq $ne $in $nin $gt $gte $lt $lte``. Values are strings, numbers or booleans
+(not null, which Milvus cannot compare in a JSON field); ``$in``/``$nin`` take a list of them;
+``$gt``... take a number or a string and compare only with values of the same kind. Kinds never
+mix: ``true`` is not ``1``, ``"1"`` is not ``1``, and a null, list or object in a payload equals
+no value. ``$ne``/``$nin`` are the negations of ``$eq``/``$in``, so they also match documents
+without the key. An empty filter matches everything.
 
 ``parse_filter`` turns the JSON into a small tree (``Compare``, ``And``, ``Or``, ``Not``) that each
 engine translates to its own query language (SQL for the FAISS store's document database, a
@@ -27,8 +28,8 @@ from typing import Literal
 from baihua.core.errors import BaihuaError
 from baihua.index.validation import MAX_ID
 
-Scalar = str | int | float | bool | None
-Kind = Literal["str", "num", "bool", "null"]
+Scalar = str | int | float | bool
+Kind = Literal["str", "num", "bool"]
 RangeOp = Literal["gt", "gte", "lt", "lte"]
 CompareOp = Literal["eq", "in"] | RangeOp
 
@@ -69,9 +70,7 @@ Filter = Compare | And | Or | Not
 
 
 def kind(value: object) -> Kind | None:
-    """The kind a JSON value is compared as; None for lists and objects."""
-    if value is None:
-        return "null"
+    """The kind a JSON value is compared as; None for null, lists and objects."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int | float):
@@ -198,5 +197,5 @@ def _scalar(value: object, where: str) -> Scalar:
         raise FilterError(f"{where}: integers in filters must fit in 64 bits; got {value}")
     if kind(value) is None:
         hint = "; use $in for a list of values" if isinstance(value, list) else ""
-        raise FilterError(f"{where} must be a string, number, boolean or null; got {value!r}{hint}")
+        raise FilterError(f"{where} must be a string, number or boolean; got {value!r}{hint}")
     return value  # type: ignore[return-value]

@@ -3,8 +3,8 @@ a filter (``filters.py``) becomes an indexed SQL query for the matching ids inst
 every stored payload.
 
 Rows are ``(doc_id, key, kind, value)`` with the kinds of the filter language: "str", "num"
-(INTEGER or REAL, compared numerically), "bool" (0/1) and "null" (NULL). Lists and objects get no
-row: no filter condition but a negation can match them.
+(INTEGER or REAL, compared numerically) and "bool" (0/1). Nulls, lists and objects get no row: no
+filter condition but a negation can match them.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _compare(filter: Compare) -> Query:
         value = values[0]
         return base + f"kind = ? AND value {_SQL_OPS[filter.op]} ?", [
             filter.key,
-            kind(value),
+            kind(value) or "",
             _stored(value),
         ]
     by_kind: dict[str, list[Scalar]] = {}
@@ -73,9 +73,6 @@ def _compare(filter: Compare) -> Query:
     terms: list[str] = []
     params: list[Scalar] = [filter.key]
     for value_kind, stored in by_kind.items():
-        if value_kind == "null":
-            terms.append("kind = 'null'")
-            continue
         terms.append(f"(kind = ? AND value IN ({', '.join('?' * len(stored))}))")
         params += [value_kind, *stored]
     return base + f"({' OR '.join(terms)})", params

@@ -1,12 +1,15 @@
 """Crash-safe FAISS index snapshots in a store directory.
 
-``snapshot.json`` names the index file and labels file of the last save and the write generation
-of the documents they match; each file is written to a temporary name, fsynced and renamed, and
-the manifest is replaced last, so a crash at any point leaves the previous snapshot loadable.
+``snapshot.json`` names the index file and labels file of the last save, their SHA-256 checksums,
+the write generation of the documents they match and the id of the store (database) they were
+made from; each file is written to a temporary name, fsynced and renamed, and the manifest is
+replaced last, so a crash at any point leaves the previous snapshot loadable. A file that changed
+after the save (a bit flip, a shuffled labels file) fails its checksum and is not served.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -33,7 +36,23 @@ class Snapshot:
     exact_fallback: bool
 
 
-def write_snapshot(path: Path, snapshot: Snapshot) -> None:
+@dataclass(frozen=True)
+class Manifest:
+    """What ``snapshot.json`` says; ``store_id`` and ``checksums`` are None in older saves."""
+
+    generation: int
+    index: str
+    labels: str
+    exact_fallback: bool
+    store_id: str | None
+    checksums: dict[str, str] | None
+
+
+class SnapshotDamaged(ValueError):
+    """The snapshot's files are missing, unreadable or not the ones the manifest names."""
+
+
+def write_snapshot(path: Path, snapshot: Snapshot, store_id: str) -> None:
     """Write the snapshot's files, then the manifest; drop older snapshots' files."""
     token = uuid.uuid4().hex
     index_name, labels_name = f"index-{token}.faiss", f"labels-{token}.npy"
@@ -44,27 +63,60 @@ def write_snapshot(path: Path, snapshot: Snapshot) -> None:
         "index": index_name,
         "labels": labels_name,
         "exact_fallback": snapshot.exact_fallback,
+        "store_id": store_id,
+        "checksums": {name: sha256(path / name) for name in (index_name, labels_name)},
     }
     write_atomic(path / MANIFEST, lambda p: p.write_text(json.dumps(manifest)))
     _remove_stale_files(path, keep={index_name, labels_name})
 
 
-def read_snapshot(path: Path, dim: int) -> Snapshot | None:
-    """The last saved snapshot, or None when there is none or it cannot be read (logged)."""
+def read_manifest(path: Path) -> Manifest | None:
+    """The manifest of the last save; None when there is none or it is unreadable (logged)."""
     if not (path / MANIFEST).exists():
         return None
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-        index = faiss.read_index(str(path / manifest["index"]))
-        labels = np.load(path / manifest["labels"])
-        if index.d != dim or index.ntotal != len(labels) or labels.dtype != np.int64:
-            raise ValueError("index and labels do not match")
-        return Snapshot(index, labels, int(manifest["generation"]), manifest["exact_fallback"])
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        logger.warning(
-            "ignoring unreadable index snapshot in %s (%s); rebuilding from documents", path, error
+        raw = json.loads((path / MANIFEST).read_text())
+        return Manifest(
+            int(raw["generation"]),
+            str(raw["index"]),
+            str(raw["labels"]),
+            bool(raw["exact_fallback"]),
+            raw.get("store_id"),
+            raw.get("checksums"),
         )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        logger.warning("ignoring unreadable %s in %s (%s)", MANIFEST, path, error)
         return None
+
+
+def read_snapshot(path: Path, manifest: Manifest, dim: int) -> Snapshot:
+    """The files the manifest names, checked against its checksums; SnapshotDamaged if not."""
+    for name in (manifest.index, manifest.labels):
+        if Path(name).name != name:
+            raise SnapshotDamaged(f"{MANIFEST} names a file outside the store: {name!r}")
+        if manifest.checksums is not None:
+            try:
+                actual = sha256(path / name)
+            except OSError as error:
+                raise SnapshotDamaged(f"{name} cannot be read: {error}") from None
+            if actual != manifest.checksums.get(name):
+                raise SnapshotDamaged(f"{name} changed since it was saved (checksum mismatch)")
+    try:
+        index = faiss.read_index(str(path / manifest.index))
+        labels = np.load(path / manifest.labels, allow_pickle=False)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SnapshotDamaged(f"cannot read the index or labels: {error}") from None
+    if index.d != dim or index.ntotal != len(labels) or labels.dtype != np.int64:
+        raise SnapshotDamaged("index and labels do not match each other or the store's dim")
+    return Snapshot(index, labels, manifest.generation, manifest.exact_fallback)
+
+
+def sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _remove_stale_files(path: Path, keep: set[str]) -> None:

@@ -54,6 +54,15 @@ class StoreLockedError(BaihuaError, RuntimeError):
     """The store directory is already open, in this process or another."""
 
 
+class IdsExhaustedError(BaihuaError, ValueError):
+    """No id is left above every id ever stored (ids reach 2**63 - 1); give ids explicitly."""
+
+
+class StoreCorruptError(BaihuaError, RuntimeError):
+    """The store's files disagree in a way that cannot be repaired from its database (missing
+    or older than its index snapshot); the message says what was found and what to do."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """Documents with stable ids, searched by inner product; what the service and CLI rely on.
@@ -94,6 +103,12 @@ class Store(Protocol):
 
     def delete(self, ids: IdsLike) -> int:
         """Delete documents; returns how many existed (missing ids are ignored)."""
+        ...
+
+    def reserve_ids(self, n: int, *, after: int = -1) -> list[int]:
+        """``n`` new ids above ``after`` and above every id ever stored or reserved, deleted ones
+        included; the counter is committed first, so no id is handed out twice, even after a
+        crash. Raises ``IdsExhaustedError`` when they would pass 2**63 - 1."""
         ...
 
     def get(self, id: int) -> Document | None:

@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Settings-built encoders (CLI, service) run the fp32 reference backend in tests about other
+# things; tests/encoder/test_backends.py and the tests that pass a backend cover the rest.
+os.environ.setdefault("BAIHUA_BACKEND", "torch")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -1,5 +1,5 @@
-"""Post-hoc transforms of sentence vectors: BERT-whitening, BERT-flow, streaming moments,
-artifacts."""
+"""Post-hoc transforms of sentence vectors: BERT-whitening, BERT-flow, the random-projection
+baseline, streaming moments, artifacts."""
 
 from baihua.whitening.artifact import (
     ArtifactError,
@@ -18,6 +18,7 @@ from baihua.whitening.artifact import (
 from baihua.whitening.base import NotFittedError, TransformBase
 from baihua.whitening.flow import Flow
 from baihua.whitening.moments import Moments, check_array
+from baihua.whitening.projection import RandomProjection
 from baihua.whitening.whitening import Whitening
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "LoadableTransform",
     "Moments",
     "NotFittedError",
+    "RandomProjection",
     "Transform",
     "TransformBase",
     "TransformMetadata",

@@ -67,13 +67,14 @@ class TransformMetadata(pydantic.BaseModel):
     artifacts written before specs existed recorded only ``model``, ``pooling`` and
     ``max_length``, which are read into a partial ``spec``. ``text_type`` says whether the fitting
     sentences were encoded as queries or passages (recorded, not checked: one transform serves
-    both sides). ``beta`` and ``gamma`` are required for whitening and meaningless for a flow,
-    which needs ``flow`` instead.
+    both sides). ``beta`` and ``gamma`` are required for whitening (``drop_top`` and
+    ``shrinkage`` absent mean 0, as in older artifacts) and meaningless for a flow, which needs
+    ``flow`` instead; a random projection (``jl``) needs its ``seed``.
     """
 
     model_config = pydantic.ConfigDict(frozen=True)
 
-    method: Literal["whitening", "flow"]
+    method: Literal["whitening", "flow", "jl"]
     spec: dict[str, Any]
     text_type: Literal["query", "passage"] | None = None
     n_features_in: int = pydantic.Field(gt=0)
@@ -81,6 +82,9 @@ class TransformMetadata(pydantic.BaseModel):
     beta: float | None = None
     gamma: float | None = None
     eigenvalue_floor: float = pydantic.Field(default=0.0, ge=0.0)
+    drop_top: int | None = pydantic.Field(default=None, ge=0)
+    shrinkage: float | None = pydantic.Field(default=None, ge=0.0, allow_inf_nan=False)
+    seed: int | None = pydantic.Field(default=None, ge=0)
     flow: FlowParams | None = None
     n_samples: int = pydantic.Field(ge=0)
     library_version: str = pydantic.Field(default_factory=library_version)
@@ -110,6 +114,8 @@ class TransformMetadata(pydantic.BaseModel):
             raise ValueError("whitening metadata needs beta and gamma")
         if self.method == "flow" and self.flow is None:
             raise ValueError("flow metadata needs its flow hyperparameters")
+        if self.method == "jl" and self.seed is None:
+            raise ValueError("jl metadata needs its seed")
         return self
 
 

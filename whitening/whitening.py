@@ -22,7 +22,9 @@ def _moments_of(X: np.ndarray) -> Moments:
 
 
 class Whitening(TransformBase):
-    """Maps x to ``(x − β·μ) · U[:, :k] · Λ[:k]^(−γ/2)``, with Σ = U Λ Uᵀ the covariance.
+    """Maps x to ``(x − β·μ) · U[:, D:D+k] · (Λ[D:D+k] + ε·λ̄)^(−γ/2)``, with Σ = U Λ Uᵀ the
+    covariance, λ̄ its mean eigenvalue, D = ``drop_top`` and ε = ``shrinkage`` (both 0 by default:
+    ``(x − β·μ) · U[:, :k] · Λ[:k]^(−γ/2)``).
 
     β = γ = 1 is BERT-whitening: the fitted vectors get zero mean and identity covariance, which
     undoes the anisotropy of raw BERT vectors. β = γ = 0 only rotates and truncates, which keeps
@@ -43,6 +45,15 @@ class Whitening(TransformBase):
         refit.
     gamma : float
         Exponent of the variance equalisation (1 whitens, 0 only rotates).
+    drop_top : int
+        Leading principal directions D left out before the k kept ones. With β = 1 and γ = 0
+        this is "all-but-the-top" (Mu & Viswanath 2018): the mean and the D dominant directions,
+        which carry frequency and length rather than meaning, are removed, then the vector is
+        truncated to the next k directions.
+    shrinkage : float
+        ε: adds ε times the mean eigenvalue to every eigenvalue before ``^(−γ/2)``, so small
+        directions are amplified less than by plain whitening (ε → ∞ tends to a rotation up to
+        scale). Relative to the mean eigenvalue, so the same ε suits any vector scale.
     eigenvalue_floor : float
         Eigenvalues below ``eigenvalue_floor`` times the largest are raised to that value before
         ``Λ^(−γ/2)``, so near-zero-variance directions are not blown up to noise; this only
@@ -53,9 +64,9 @@ class Whitening(TransformBase):
     mean_ : np.ndarray of shape (n_features,)
         μ, the mean of the fitted vectors.
     components_ : np.ndarray of shape (n_features, n_components_)
-        ``U[:, :k] · Λ[:k]^(−γ/2)``. Columns (PCA stores rows) so that the transform reads
-        ``x @ components_``. Each eigenvector's largest-magnitude entry is positive, so refits
-        on the same data give the same signs.
+        ``U[:, D:D+k] · (Λ[D:D+k] + ε·λ̄)^(−γ/2)``. Columns (PCA stores rows) so that the
+        transform reads ``x @ components_``. Each eigenvector's largest-magnitude entry is
+        positive, so refits on the same data give the same signs.
     explained_variance_ : np.ndarray of shape (n_features,)
         All eigenvalues Λ of the covariance, descending, before the floor.
     n_components_ : int
@@ -76,11 +87,16 @@ class Whitening(TransformBase):
         beta: float = 1.0,
         gamma: float = 1.0,
         eigenvalue_floor: float = 1e-12,
+        *,
+        drop_top: int = 0,
+        shrinkage: float = 0.0,
     ) -> None:
         self.n_components = n_components
         self.beta = beta
         self.gamma = gamma
         self.eigenvalue_floor = eigenvalue_floor
+        self.drop_top = drop_top
+        self.shrinkage = shrinkage
 
     method = "whitening"
 
@@ -130,6 +146,11 @@ class Whitening(TransformBase):
             "gamma": self.gamma,
             "eigenvalue_floor": self.eigenvalue_floor,
         }
+        # Only when set, so plain whitenings keep the digests they had before these existed.
+        if self.drop_top:
+            fields["drop_top"] = self.drop_top
+        if self.shrinkage:
+            fields["shrinkage"] = self.shrinkage
         return tensors, fields
 
     @classmethod
@@ -154,6 +175,8 @@ class Whitening(TransformBase):
             beta=metadata.beta,
             gamma=metadata.gamma,
             eigenvalue_floor=metadata.eigenvalue_floor,
+            drop_top=metadata.drop_top or 0,
+            shrinkage=metadata.shrinkage or 0.0,
             **options,
         )
         whitening._set_fitted(
@@ -179,10 +202,12 @@ class Whitening(TransformBase):
         columns = np.arange(eigenvectors.shape[1])
         largest = np.argmax(np.abs(eigenvectors), axis=0)
         eigenvectors = eigenvectors * np.sign(eigenvectors[largest, columns])
-        floored = np.maximum(eigenvalues[:k], self.eigenvalue_floor * eigenvalues[0])
+        kept = slice(self.drop_top, self.drop_top + k)
+        floored = np.maximum(eigenvalues[kept], self.eigenvalue_floor * eigenvalues[0])
+        floored = floored + self.shrinkage * eigenvalues.mean()
         self._set_fitted(
             mean=moments.mean,
-            components=eigenvectors[:, :k] * floored ** (-self.gamma / 2),
+            components=eigenvectors[:, kept] * floored ** (-self.gamma / 2),
             explained_variance=eigenvalues,
             moments=moments,
         )
@@ -205,12 +230,21 @@ class Whitening(TransformBase):
         self.moments_ = moments
 
     def _validate_params(self, n_features: int) -> int:
-        k = n_features if self.n_components is None else self.n_components
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n_features:
+        """k, after checking every parameter against vectors of ``n_features`` dimensions."""
+        D = self.drop_top
+        if isinstance(D, bool) or not isinstance(D, numbers.Integral) or not 0 <= D < n_features:
+            raise UsageError(
+                f"drop_top={D!r} must be an integer between 0 and n_features - 1 = {n_features - 1}"
+            )
+        room = n_features - D
+        k = room if self.n_components is None else self.n_components
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= room:
             raise UsageError(
                 f"n_components={self.n_components!r} must be an integer between 1 and "
-                f"n_features={n_features}, or None to keep all"
+                f"n_features - drop_top = {room}, or None to keep all"
             )
+        if not (math.isfinite(self.shrinkage) and self.shrinkage >= 0):
+            raise UsageError(f"shrinkage must be a finite number >= 0, got {self.shrinkage!r}")
         for name in ("beta", "gamma"):
             if not math.isfinite(getattr(self, name)):
                 raise UsageError(f"{name} must be a finite number, got {getattr(self, name)!r}")

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 
-from baihua.app.deps import JSON_BODY, ServiceDep, SettingsDep
-from baihua.app.openapi import BODY_ERRORS, PROTECTED_ERRORS, error_responses
+from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
+from baihua.app.filter_schema import FILTER_REF, check_filter_scope
+from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.schemas import (
     MAX_PAGE,
     Deleted,
@@ -37,7 +38,7 @@ FILTER_PARAMETER = {
             "in": "query",
             "required": False,
             "description": 'Payload filter as JSON, e.g. {"lang": "zh"}: only matching documents.',
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "content": {"application/json": {"schema": {"$ref": FILTER_REF}}},
         }
     ]
 }
@@ -52,8 +53,15 @@ def payload_filter(
         parsed: Any = json.loads(filter)
     except json.JSONDecodeError as err:
         parsed, reason = None, f"is not valid JSON ({err.msg})"
+    except RecursionError:
+        parsed, reason = None, "is nested too deeply to read"
     else:
         reason = "must be a JSON object of payload key -> value"
+    if isinstance(parsed, dict):
+        try:
+            check_filter_scope(parsed, where="")
+        except ValueError as err:
+            parsed, reason = None, str(err)
     if not isinstance(parsed, dict):
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("query", "filter"), "msg": reason}]
@@ -68,10 +76,10 @@ FilterDep = Annotated[Filter | None, Depends(payload_filter)]
     "",
     status_code=status.HTTP_201_CREATED,
     dependencies=JSON_BODY,
-    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, 409),
+    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS, 409),
 )
 async def add_documents(
-    body: DocumentsRequest, service: ServiceDep, settings: SettingsDep
+    body: DocumentsRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
 ) -> DocumentsResponse:
     """Embed (as passages) and store documents; omitted ids are assigned and returned.
     An existing id is a 409 unless `upsert` is true."""
@@ -81,12 +89,14 @@ async def add_documents(
             status.HTTP_409_CONFLICT, f"ids repeat within the request: {repeated[:10]}"
         )
     docs = body.documents
-    written = await service.documents.add(
-        [doc.text for doc in docs],
-        [doc.payload for doc in docs],
-        [doc.id for doc in docs],
-        upsert=body.upsert,
-    )
+    with body.naming_rejected_texts():
+        written = await service.documents.add(
+            [doc.text for doc in docs],
+            [doc.payload for doc in docs],
+            [doc.id for doc in docs],
+            upsert=body.upsert,
+            client=client,
+        )
     return DocumentsResponse(ids=written.ids, truncated=written.truncated)
 
 
@@ -151,8 +161,11 @@ async def get_document(id: DocumentId, service: ServiceDep) -> Document:
     dependencies=JSON_BODY,
     responses=error_responses(*PROTECTED_ERRORS, 400, 404, 413, 415),
 )
-async def update_payload(id: DocumentId, body: PayloadUpdate, service: ServiceDep) -> Document:
+async def update_payload(
+    id: DocumentId, body: PayloadUpdate, service: ServiceDep, settings: SettingsDep
+) -> Document:
     """Replace the document's payload; its text and vector stay (nothing is re-embedded)."""
+    body.check_limits(settings)
     document = await service.documents.set_payload(id, body.payload)
     if document is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {id}")

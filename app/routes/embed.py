@@ -4,8 +4,8 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 
 from baihua.app.batcher import EmbedOptions
-from baihua.app.deps import JSON_BODY, ServiceDep, SettingsDep
-from baihua.app.openapi import BODY_ERRORS, PROTECTED_ERRORS, error_responses
+from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
+from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.responses import NumpyJSONResponse
 from baihua.app.schemas import EmbedRequest, EmbedResponse, check_dimensions
 from baihua.encoder import Embedded
@@ -36,10 +36,10 @@ def check_not_truncated(body: EmbedRequest, embedded: Embedded, max_length: int)
     response_model=EmbedResponse | list[list[float]],
     response_class=NumpyJSONResponse,
     dependencies=JSON_BODY,
-    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS),
+    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS),
 )
 async def embed(
-    body: EmbedRequest, service: ServiceDep, settings: SettingsDep
+    body: EmbedRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
 ) -> NumpyJSONResponse:
     """Embed texts; `truncated` flags texts cut at the model's token limit.
 
@@ -47,7 +47,8 @@ async def embed(
     body.check_limits(settings)
     check_dimensions(body.dimensions, service.pipeline.dim)
     options = EmbedOptions(body.text_type, body.whiten, body.normalize, body.dimensions)
-    embedded = await service.batcher.embed(body.texts_to_embed(), options)
+    with body.naming_rejected_texts():
+        embedded = await service.batcher.embed(body.texts_to_embed(), options, client=client)
     if body.truncate is False:
         check_not_truncated(body, embedded, service.pipeline.encoder.max_length)
     if body.inputs is not None:

@@ -3,6 +3,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 
 from baihua.app.schemas import Health
+from baihua.app.security import has_api_key
 
 router = APIRouter(tags=["health"])
 
@@ -18,15 +19,20 @@ async def healthz() -> Health:
 
 
 def _readiness(request: Request, response: Response) -> Health:
-    if request.app.state.service is None:
+    """503 (with the reason) while loading or shutting down; the detailed reason (it may name
+    files) needs the API key, if one is set."""
+    state = request.app.state
+    if state.service is None or state.draining:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return Health(status=request.app.state.not_ready_reason)
+        detailed = has_api_key(request)
+        return Health(status=state.not_ready_reason if detailed else state.not_ready_summary)
     return Health(status="ready")
 
 
 @router.get("/readyz", responses=NOT_READY)
 async def readyz(request: Request, response: Response) -> Health:
-    """Readiness: 200 once the model and index are loaded, 503 (with the reason) before."""
+    """Readiness: 200 once the model and index are loaded, 503 (with the reason) before and
+    while shutting down."""
     return _readiness(request, response)
 
 

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, HTTPException, status
 
 from baihua.app.batcher import EmbedOptions
-from baihua.app.deps import JSON_BODY, ServiceDep, SettingsDep
+from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import PROTECTED_ERRORS, error_responses
 from baihua.app.responses import NumpyJSONResponse, openai_embeddings_body
 from baihua.app.schemas import (
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1", tags=["openai"])
     responses=error_responses(*PROTECTED_ERRORS, 400, 413, 415, 429, 500, openai=True),
 )
 async def create_embeddings(
-    body: OpenAIEmbeddingRequest, service: ServiceDep, settings: SettingsDep
+    body: OpenAIEmbeddingRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
 ) -> NumpyJSONResponse:
     """OpenAI-compatible embeddings (whitened and normalised, as `/embed`'s defaults); any
     `model` name is answered by the served model, named in the response. `input_type:
@@ -34,7 +34,8 @@ async def create_embeddings(
     body.check_limits(settings)
     check_dimensions(body.dimensions, service.pipeline.dim)
     options = EmbedOptions(text_type=body.text_type, dimensions=body.dimensions)
-    embedded = await service.batcher.embed(body.texts_to_embed(), options)
+    with body.naming_rejected_texts():
+        embedded = await service.batcher.embed(body.texts_to_embed(), options, client=client)
     return NumpyJSONResponse(
         openai_embeddings_body(
             embedded,

@@ -1,25 +1,42 @@
-from fastapi import APIRouter
+import asyncio
 
-from baihua.app.deps import JSON_BODY, ServiceDep, SettingsDep
-from baihua.app.openapi import BODY_ERRORS, PROTECTED_ERRORS, error_responses
+from fastapi import APIRouter
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
+from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
+from baihua.app.responses import ResponseTooLarge, search_body
 from baihua.app.schemas import SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
 
 
 @router.post(
-    "/search", dependencies=JSON_BODY, responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS)
+    "/search",
+    response_model=SearchResponse,
+    dependencies=JSON_BODY,
+    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS),
 )
-async def search(body: SearchRequest, service: ServiceDep, settings: SettingsDep) -> SearchResponse:
+async def search(
+    body: SearchRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
+) -> Response:
     """The `top_k` documents nearest to the query (or to each of `queries`), best first."""
     body.check_limits(settings)
-    found = await service.documents.search(
-        body.texts_to_embed(), body.top_k, body.filter, rerank=body.rerank
-    )
-    if body.query is not None:
-        return SearchResponse.model_validate(
-            {"results": found.hits[0], "truncated": found.truncated[0]}, from_attributes=True
+    with body.naming_rejected_texts():
+        found = await service.documents.search(
+            body.texts_to_embed(), body.top_k, body.filter, rerank=body.rerank, client=client
         )
-    return SearchResponse.model_validate(
-        {"results": found.hits, "truncated": found.truncated}, from_attributes=True
-    )
+    try:
+        content = await asyncio.to_thread(
+            search_body,
+            found.hits,
+            found.truncated,
+            single=body.query is not None,
+            max_bytes=settings.max_response_bytes,
+        )
+    except ResponseTooLarge as err:
+        raise RequestValidationError(
+            [{"type": "too_long", "loc": ("body", "top_k"), "msg": str(err)}]
+        ) from None
+    return Response(content, media_type="application/json")

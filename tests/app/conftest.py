@@ -82,15 +82,19 @@ StartServer = Callable[..., str]
 def start_server(
     tiny_bert: Path, pipeline: EmbeddingPipeline, tmp_path: Path
 ) -> Iterator[StartServer]:
-    """`start_server(pipeline=..., **settings)` → base URL; each server gets its own data_dir
-    under this test's tmp_path unless one is given."""
+    """`start_server(pipeline=..., ready=True, **settings)` → base URL; each server gets its own
+    data_dir under this test's tmp_path unless one is given; `ready=False` returns before the
+    model and index are loaded."""
     with ExitStack() as stack:
         count = itertools.count()
 
-        def start(pipeline: EmbeddingPipeline | None = pipeline, **overrides: Any) -> str:
+        def start(
+            pipeline: EmbeddingPipeline | None = pipeline, ready: bool = True, **overrides: Any
+        ) -> str:
             overrides.setdefault("data_dir", tmp_path / f"server-{next(count)}")
             settings = base_settings(tiny_bert, **overrides)
-            return stack.enter_context(running_server(create_app(settings, pipeline)))
+            app = create_app(settings, pipeline)
+            return stack.enter_context(running_server(app, ready=ready))
 
         yield start
 

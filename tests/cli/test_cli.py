@@ -77,6 +77,36 @@ def test_fit_writes_an_artifact_that_embed_uses(tiny_bert: Path, corpus: Path, t
     assert len(json.loads(out)["embedding"]) == 8
 
 
+def test_fit_jl_draws_the_seeded_projection_without_a_corpus(tiny_bert: Path, tmp_path: Path):
+    artifact = tmp_path / "jl8"
+    code, _, err = run(
+        "fit", "--method", "jl", "--model", str(tiny_bert), "--pooling", "last-avg",
+        "--n-components", "8", "--seed", "3", "--out", str(artifact),
+    )  # fmt: skip
+    assert code == 0, err
+    projection = load_transform(artifact)
+    assert projection.metadata.method == "jl" and projection.metadata.spec["pooling"] == "last-avg"
+    expected = np.random.RandomState(3).normal(0, 1 / np.sqrt(8), (8, 32)).T
+    vectors = Encoder(str(tiny_bert), pooling="last-avg").encode(["hello"])
+    np.testing.assert_allclose(projection.transform(vectors), vectors @ expected, rtol=1e-5)
+    code, out, _ = run(
+        "embed", "hello", "--model", str(tiny_bert), "--pooling", "last-avg",
+        "--whitening", str(artifact),
+    )  # fmt: skip
+    assert code == 0 and len(json.loads(out)["embedding"]) == 8
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [(["--method", "jl"], "--method jl needs --n-components"),
+     (["--method", "jl", "--n-components", "4", "--input", "c.txt"], "reads no corpus"),
+     (["--n-components", "4"], "pass --input")],
+)  # fmt: skip
+def test_fit_refuses_jl_and_corpus_mistakes(tiny_bert: Path, tmp_path: Path, args, message):
+    code, _, err = run("fit", "--model", str(tiny_bert), "--out", str(tmp_path / "a"), *args)
+    assert code == 1 and message in err
+
+
 def test_embed_refuses_an_artifact_fitted_for_another_pooling(
     tiny_bert: Path, corpus: Path, tmp_path: Path
 ) -> None:

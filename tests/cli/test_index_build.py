@@ -132,3 +132,28 @@ def test_bad_id_names_file_and_line(tiny_bert: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 1
     assert "docs.jsonl:2: id must be a non-negative integer" in result.stderr
+
+
+def test_build_into_milvus_is_the_same_command(tiny_bert: Path, tmp_path: Path) -> None:
+    corpus = write_jsonl(tmp_path / "docs.jsonl", 12)
+    data = tmp_path / "data"
+    env = {"BAIHUA_INDEX_BACKEND": "milvus", "BAIHUA_MILVUS_COLLECTION": "built"}
+    result = runner.invoke(
+        cli, ["index", "build", "--input", str(corpus), "--data-dir", str(data),
+              "--model", str(tiny_bert)], env=env,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    settings = Settings(
+        model=str(tiny_bert),
+        pooling="last-avg",
+        data_dir=data,
+        index_backend="milvus",
+        milvus_collection="built",
+    )
+    pipeline = build_pipeline(settings)
+    with open_store(settings, pipeline) as store:
+        assert store.ids().tolist() == list(range(100, 112))
+        doc = store.get(105)
+        assert doc is not None and doc.payload == {"lang": "en"}
+        query = pipeline.embed(["hello f world 5"], text_type="passage").vectors
+        assert store.search(query, top_k=1)[0][0].id == 105

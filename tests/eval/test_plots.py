@@ -23,7 +23,7 @@ from baihua.eval.retrieval import write_report as write_retrieval_report
 from baihua.eval.sts import StsEval
 from baihua.eval.transforms import parse_transform
 from baihua.whitening import Whitening
-from tests.eval.test_sts import pairs, write_task
+from tests.eval.conftest import pairs, write_task
 
 runner = CliRunner()
 SPEC = EmbeddingSpec(model="m", weights="a" * 64, pooling="cls", max_length=64)

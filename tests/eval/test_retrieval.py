@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from baihua.app.cli import cli
 from baihua.encoder import Encoder, ModelSpec, encoder_spec, l2_normalize
-from baihua.eval.beir import load_beir, sts_to_beir, write_beir
+from baihua.eval.beir import load_beir, sts_to_beir, sts_to_chains, write_beir
 from baihua.eval.cache import VectorCache
 from baihua.eval.datasets import DatasetError, StsSplit
 from baihua.eval.retrieval import RetrievalEval, ndcg_at, score_rankings
@@ -80,6 +80,47 @@ def test_sts_pairs_become_queries_relevant_text2s_and_distractors() -> None:
     assert dataset.corpus == ["b", "c", "d", "f", "e", "h"]
     assert dataset.corpus_ids == ["d0", "d1", "d2", "d3", "d4", "d5"]
     assert dataset.relevant == [{0: 1, 1: 1}, {5: 1}]
+
+
+def chain_sts() -> StsSplit:
+    # a - b - c - d is a chain of paraphrases, e - f a lone pair, x and y negatives only
+    pairs = [("a", "b", 1), ("b", "c", 1), ("x", "a", 0), ("c", "d", 1), ("e", "f", 1)]
+    pairs += [("y", "c", 0), ("b", "a", 1)]
+    return StsSplit([p[0] for p in pairs], [p[1] for p in pairs], [float(p[2]) for p in pairs])
+
+
+def test_chain_queries_look_for_paraphrases_of_their_paraphrases() -> None:
+    dataset = sts_to_chains("TOY-chains", chain_sts())
+    # a's direct partner b stays as an unjudged bridge; e - f has nothing two steps apart
+    assert dataset.queries == ["a"]
+    assert dataset.corpus == ["b", "c", "x", "d", "e", "f", "y"]
+    assert dataset.relevant == [{1: 1, 3: 1}]
+    nobridge = sts_to_chains("TOY-chains-nobridge", chain_sts(), bridges=False)
+    assert nobridge.queries == ["a"] and "b" not in nobridge.corpus
+    assert [nobridge.corpus[p] for p in nobridge.relevant[0]] == ["c", "d"]
+
+
+def test_cli_build_chains_writes_both_variants(tmp_path: Path) -> None:
+    folder = tmp_path / "sts" / "TOY"
+    folder.mkdir(parents=True)
+    split = chain_sts()
+    lines = zip(split.text1, split.text2, split.labels, strict=True)
+    (folder / "TOY.test.data").write_text("".join(f"{a}\t{b}\t{int(y)}\n" for a, b, y in lines))
+    result = CliRunner().invoke(cli, [
+        "eval-retrieval", "build", "--data-dir", str(tmp_path / "sts"), "--chains",
+        "--out", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "TOY-chains", "TOY-chains-nobridge",
+    ]  # fmt: skip
+    assert load_beir(tmp_path / "out" / "TOY-chains") == sts_to_chains("TOY-chains", split)
+    (folder / "TOY.test.data").write_text("a\tb\t1\nc\td\t1\n")
+    result = CliRunner().invoke(cli, [
+        "eval-retrieval", "build", "--data-dir", str(tmp_path / "sts"), "--chains",
+        "--out", str(tmp_path / "out2"),
+    ])  # fmt: skip
+    assert result.exit_code == 1 and "no two sentences in test are two positive" in result.stderr
 
 
 def test_a_written_beir_folder_reads_back_the_same(tmp_path: Path) -> None:
@@ -181,6 +222,56 @@ def test_grid_caches_passages_and_queries_apart_and_scores_a_brute_force_ranking
     assert all(r.qps > 0 for r in results)
 
 
+def test_jl_rows_rank_by_the_seeded_random_projection_of_both_sides(
+    tiny_bert: Path, beir_dir: Path, tmp_path: Path
+) -> None:
+    encoder = Encoder(str(tiny_bert), pooling="last-avg", device="cpu")
+    dataset = load_beir(beir_dir)
+    grid = RetrievalEval(
+        datasets=[dataset],
+        poolings=["last-avg"],
+        transforms=[parse_transform("jl-8-s2")],
+        cache_dir=tmp_path / "cache",
+        top_k=10,
+    )
+    [result] = grid.run(encoder)
+    projection = np.random.RandomState(2).normal(0, 1 / np.sqrt(8), (8, 32)).T
+    passages = encoder.encode(dataset.corpus, text_type="passage", pooling="last-avg")
+    queries = encoder.encode(dataset.queries, text_type="query", pooling="last-avg")
+    passages, queries = (
+        (x.astype(np.float64) @ projection).astype(np.float32) for x in (passages, queries)
+    )
+    scores = l2_normalize(queries) @ l2_normalize(passages).T
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert result.dim == 8
+    assert result.metrics == pytest.approx(score_rankings(ranked, dataset.relevant, 10))
+
+
+def test_a_symmetric_grid_encodes_the_corpus_as_queries(
+    tiny_bert: Path, beir_dir: Path, tmp_path: Path
+) -> None:
+    spec = ModelSpec("tiny-e5", str(tiny_bert), query_prefix="query: ", passage_prefix="passage: ")
+    encoder = Encoder(spec, pooling="last-avg", device="cpu")
+    dataset = load_beir(beir_dir)
+    grid = RetrievalEval(
+        datasets=[dataset],
+        poolings=["last-avg"],
+        transforms=[parse_transform("none")],
+        cache_dir=tmp_path / "cache",
+        top_k=10,
+        corpus_text_type="query",
+    )
+    [result] = grid.run(encoder)
+    corpus = encoder.encode(dataset.corpus, text_type="query", pooling="last-avg")
+    queries = encoder.encode(dataset.queries, text_type="query", pooling="last-avg")
+    cache = VectorCache(tmp_path / "cache", encoder_spec(encoder, max_length=64), text_type="query")
+    cached = cache.get(dataset.corpus, ["last-avg"], encode=not_called)["last-avg"]
+    np.testing.assert_allclose(cached, corpus, atol=1e-5)
+    scores = l2_normalize(queries) @ l2_normalize(corpus).T
+    ranked = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    assert result.metrics == pytest.approx(score_rankings(ranked, dataset.relevant, 10))
+
+
 def test_cli_prints_a_row_per_transform_and_rerank(
     tiny_bert: Path, beir_dir: Path, tmp_path: Path
 ) -> None:
@@ -193,10 +284,11 @@ def test_cli_prints_a_row_per_transform_and_rerank(
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert lines[0] == (
-        "| dataset | model | pooling | transform | rerank | dim | MRR@10 | R@1 | R@10 | R@20 "
-        "| nDCG@10 | QPS | index bytes | graph bytes |"
+        "| dataset | model | backend | dtype | pooling | transform | rerank | dim | MRR@10 | R@1 "
+        "| R@10 | R@20 | nDCG@10 | QPS | index bytes | graph bytes |"
     )
-    rows = [line.split(" | ")[3:5] for line in lines[2:]]
+    assert {tuple(line.split(" | ")[2:4]) for line in lines[2:]} == {("torch", "float32")}
+    rows = [line.split(" | ")[5:7] for line in lines[2:]]
     assert rows == [["none", "none"], ["none", "geodesic"], ["rot-16", "none"],
                     ["rot-16", "geodesic"]]  # fmt: skip
     records = json.loads(out.read_text())

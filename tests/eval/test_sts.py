@@ -21,33 +21,7 @@ from baihua.eval.cache import VectorCache
 from baihua.eval.datasets import DatasetError, load_task, task_names
 from baihua.eval.sts import StsEval, pair_cosines, spearman
 from baihua.eval.transforms import parse_transform
-
-WORDS = ["hello", "world", "bert", "我", "在", "中国", "大", "人", "a b", "c d e", "f g"]
-
-
-def write_task(root: Path, name: str, splits: dict[str, list[str]]) -> None:
-    folder = root / name
-    folder.mkdir(parents=True)
-    for split, lines in splits.items():
-        (folder / f"{name}.{split}.data").write_text("".join(f"{ln}\n" for ln in lines))
-
-
-def pairs(n: int, seed: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [
-        f"{' '.join(rng.choice(WORDS, 3))}\t{' '.join(rng.choice(WORDS, 3))}\t{rng.integers(0, 6)}"
-        for _ in range(n)
-    ]
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    write_task(
-        tmp_path, "TOY", {"train": pairs(30, 0), "valid": pairs(10, 1), "test": pairs(20, 2)}
-    )
-    write_task(tmp_path, "PAWSX", {"test": pairs(20, 3)})
-    (tmp_path / "not-a-task").mkdir()
-    return tmp_path
+from tests.eval.conftest import WORDS, write_task
 
 
 @settings(max_examples=50, deadline=None)
@@ -141,6 +115,23 @@ def test_cache_encodes_each_distinct_text_once_and_adds_poolings_later(tmp_path:
     assert len(calls) == 3
 
 
+def test_caches_opened_side_by_side_keep_each_others_vectors(tmp_path: Path) -> None:
+    """Two evaluations filling one folder at once (two processes) must not drop or misalign
+    rows: each `get` reads what the other wrote before adding to it."""
+    first = VectorCache(tmp_path, SPACE, text_type="query")
+    second = VectorCache(tmp_path, SPACE, text_type="query")
+    first.get(["a", "bb"], ["cls"], fake_encode)
+    second.get(["ccc"], ["cls"], fake_encode)
+    first.get(["dddd"], ["cls"], fake_encode)
+
+    def must_not_encode(texts: list[str], poolings: list[str]) -> dict[str, np.ndarray]:
+        raise AssertionError(f"encoded {texts} again")
+
+    reopened = VectorCache(tmp_path, SPACE, text_type="query")
+    got = reopened.get(["dddd", "ccc", "bb", "a"], ["cls"], must_not_encode)
+    assert got["cls"][:, 0].tolist() == [4, 3, 2, 1]
+
+
 def test_grid_scores_equal_a_direct_computation(tiny_bert: Path, data_dir: Path, tmp_path: Path):
     encoder = Encoder(str(tiny_bert), device="cpu")
     grid = StsEval(
@@ -191,12 +182,18 @@ def test_cli_bad_input_exits_1_with_a_message(
     assert message in result.stderr
 
 
-def test_cache_keeps_vectors_of_different_dtypes_apart(tmp_path: Path) -> None:
-    def key(dtype: str) -> Path:
-        return VectorCache(tmp_path, dataclasses.replace(SPACE, dtype=dtype), text_type="q").folder
+def test_cache_keeps_vectors_of_different_backends_dtypes_and_recipes_apart(
+    tmp_path: Path,
+) -> None:
+    def key(backend: str, dtype: str, variant: str = "") -> Path:
+        space = dataclasses.replace(SPACE, backend=backend, dtype=dtype)
+        return VectorCache(tmp_path, space, text_type="q", variant=variant).folder
 
-    assert key("float32") != key("bfloat16")
-    assert key("float32") == key("float32")
+    assert key("torch", "float32") != key("torch", "bfloat16")
+    assert key("torch", "float32") != key("onnx", "float32")
+    assert key("onnx-int8", "int8") != key("onnx", "float32")
+    assert key("onnx-int8", "int8", "recipe 1") != key("onnx-int8", "int8", "recipe 2")
+    assert key("torch", "float32") == key("torch", "float32")
 
 
 def test_cache_of_another_model_under_the_same_name_is_an_error_naming_the_field(

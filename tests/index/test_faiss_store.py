@@ -23,7 +23,7 @@ from baihua.index import (
     StoreLockedError,
     StoreMismatchError,
 )
-from tests.index.support import DIM, assert_matches_brute_force, filled_store, unit_vectors
+from tests.index.support import assert_matches_brute_force, filled_store, unit_vectors
 
 coordinates = st.floats(-1, 1, width=32)
 
@@ -216,36 +216,3 @@ def test_concurrent_search_add_upsert_delete_leave_the_expected_documents(factor
 
 def test_faiss_store_implements_the_store_protocol() -> None:
     assert isinstance(FaissStore(4), Store)
-
-
-def test_scan_pages_in_id_order_with_a_cursor_and_a_filter() -> None:
-    store, _ = filled_store(23)
-    pages, after = [], -1
-    while page := store.scan(after=after, limit=4, filter={"g": 1}):
-        pages.append([doc.id for doc in page])
-        after = page[-1].id
-    assert pages == [[1, 6, 11, 16], [21]]
-    assert [doc.id for doc in store.scan(limit=3)] == [0, 1, 2]
-
-
-def test_count_get_many_and_delete_where() -> None:
-    store, _ = filled_store(20)
-    assert store.count() == 20 and store.count({"g": 3}) == 4
-    assert [doc.id for doc in store.get_many([7, 99, 2])] == [7, 2]
-    assert store.delete_where({"g": 3}) == 4
-    assert store.count({"g": 3}) == 0 and len(store) == 16
-    hits = store.search(unit_vectors(1, seed=5), 20)[0]
-    assert not {3, 8, 13, 18} & {hit.id for hit in hits}
-
-
-def test_set_payload_keeps_text_and_vector_and_survives_reopen(tmp_path: Path) -> None:
-    vectors = unit_vectors(3)
-    with FaissStore.open(tmp_path, DIM) as store:
-        store.add([0, 1, 2], vectors, ["a", "b", "c"], [{"v": 1}] * 3)
-        assert store.set_payload(1, {"v": 2, "tag": "new"})
-        assert not store.set_payload(5, {"v": 2})
-        assert store.search(vectors[1:2], 1, {"v": 2})[0][0].id == 1
-        store.save()
-    with FaissStore.open(tmp_path, DIM) as store:
-        assert store.get(1) == Document(1, "b", {"v": 2, "tag": "new"})
-        np.testing.assert_array_equal(store.vectors([1]), vectors[1:2])

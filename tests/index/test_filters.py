@@ -17,13 +17,12 @@ from tests.index.support import brute_force, reference_matches, unit_vectors
 
 KEYS = ["a", "b", "c"]
 scalars = st.one_of(
-    st.none(),
     st.booleans(),
     st.integers(-2, 2),
     st.sampled_from([0.5, 1.0, -1.5]),
     st.sampled_from(["x", "y", "1", "中"]),
 )
-payload_values = st.one_of(scalars, st.lists(scalars, max_size=2))
+payload_values = st.one_of(st.none(), scalars, st.lists(scalars, max_size=2))
 payloads = st.dictionaries(st.sampled_from(KEYS), payload_values, max_size=3)
 bounds = st.one_of(st.integers(-2, 2), st.sampled_from([0.5, -1.5]), st.sampled_from(["x", "y"]))
 operator_pairs = st.one_of(
@@ -114,6 +113,7 @@ def test_parse_builds_the_tree_the_engines_translate() -> None:
         ({"a": {"$regex": "x"}}, r"filter\['a'\]\['\$regex'\]: unknown operator"),
         ({"a": {"nested": 1}}, "objects and lists are not compared"),
         ({"a": [1, 2]}, r"use \$in"),
+        ({"a": None}, "string, number or boolean"),
         ({"$or": []}, "non-empty list"),
         ({"$and": {"a": 1}}, "non-empty list"),
         ({"$not": {"a": 1}}, r"use \$and or \$or"),

@@ -1,4 +1,5 @@
-"""Geodesic re-ranking: graph distances, the bounded search, fallbacks, and background rebuilds."""
+"""Geodesic re-ranking: graph distances, the geodesic table, batches, fallbacks, and background
+rebuilds."""
 
 from __future__ import annotations
 
@@ -93,26 +94,71 @@ def test_two_circles_geodesic_ranks_the_querys_circle_first() -> None:
     seed=st.integers(0, 10_000),
     n=st.integers(12, 80),
     k=st.integers(2, 6),
-    hops=st.integers(0, 2),
+    reach=st.integers(1, 30),
 )
-def test_bounded_distances_are_full_graph_paths_from_the_querys_nearest(
-    seed: int, n: int, k: int, hops: int
+def test_table_distances_are_full_graph_paths_from_the_querys_nearest(
+    seed: int, n: int, k: int, reach: int
 ) -> None:
     x = unit_vectors(n, 4, seed)
     query = unit_vectors(1, 4, seed + 1)[0]
     candidates, scores = top_candidates(x, query, max(k, n // 2))
-    graph = KnnGraph.build(np.arange(n), x, k=k)
     entries = candidates[:k]  # the query's k nearest, all in the graph
-    paths = shortest_path(graph.adjacency, directed=False, indices=entries)
+    complete = KnnGraph.build(np.arange(n), x, k=k, reach=n)
+    paths = shortest_path(complete.adjacency, directed=False, indices=entries)
     full = np.min((1.0 - scores[:k])[:, None] + paths[:, candidates], axis=0)
 
-    unbounded, reached_all = graph.distances(candidates, scores, hops=n)
+    exact, reached_all = complete.distances(candidates, scores)
     np.testing.assert_array_equal(reached_all, np.isfinite(full))
-    np.testing.assert_allclose(unbounded[reached_all], full[reached_all], rtol=1e-9)
+    np.testing.assert_allclose(exact[reached_all], full[reached_all], rtol=1e-9)
 
-    bounded, reached = graph.distances(candidates, scores, hops=hops)
+    bounded_graph = KnnGraph.build(np.arange(n), x, k=k, reach=reach)
+    bounded, reached = bounded_graph.distances(candidates, scores)
     assert (reached <= reached_all).all()
     assert (bounded[reached] >= full[reached] - 1e-12).all()
+    # Exact wherever the best entry's table row holds the candidate.
+    held = bounded_graph.table.toarray() > 0
+    held[np.arange(n), np.arange(n)] = True
+    best = np.argmin((1.0 - scores[:k])[:, None] + paths[:, candidates], axis=0)
+    exact_here = held[entries[best], candidates] & reached_all
+    np.testing.assert_allclose(bounded[exact_here], full[exact_here], rtol=1e-9)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 60), reach=st.integers(1, 70))
+def test_table_rows_are_each_nodes_nearest_along_the_graph(seed: int, n: int, reach: int) -> None:
+    x = unit_vectors(n, 3, seed)
+    graph = KnnGraph.build(np.arange(n), x, k=3, reach=reach)
+    full = shortest_path(graph.adjacency, directed=False)
+    for node in range(n):
+        row = graph.table[node]
+        assert node in row.indices and row.nnz <= min(reach, n)
+        np.testing.assert_allclose(row.data, full[node, row.indices], atol=1e-12)
+        # Nothing left out is nearer than what was kept.
+        left_out = np.setdiff1d(np.flatnonzero(np.isfinite(full[node])), row.indices)
+        if len(left_out) and row.nnz == min(reach, n):
+            assert full[node, left_out].min() >= row.data.max() - 1e-12
+
+
+def test_a_batch_ranks_each_query_as_alone_and_pads_missing_candidates() -> None:
+    x = unit_vectors(200, 6, seed=5)
+    graph = KnnGraph.build(np.arange(200), x, k=5, reach=20)
+    queries = unit_vectors(7, 6, seed=6)
+    scores = queries @ x.T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :40]
+    ids = order.astype(np.int64)
+    sims = np.take_along_axis(scores, order, axis=1).astype(np.float64)
+    ids[3, 30:] = -1  # a query with fewer candidates, as FAISS pads them
+    ids[5, 10] = ids[5, 2]  # a duplicate id gets the same distance twice
+    batch_order, batch_distance = graph.rank_batch(ids, sims, top_k=35)
+    for row in range(7):
+        keep = ids[row] >= 0
+        alone_order, alone_distance = graph.rank(ids[row][keep], sims[row][keep], top_k=35)
+        got = batch_order[row][batch_order[row] >= 0]
+        np.testing.assert_array_equal(got, alone_order)
+        np.testing.assert_allclose(batch_distance[row][: len(got)], alone_distance)
+    assert (batch_order[3, 30:] == -1).all() and np.isinf(batch_distance[3, 30:]).all()
+    distance, _ = graph.distances_batch(ids, sims)
+    assert distance[5, 10] == distance[5, 2]
 
 
 def test_candidates_missing_from_the_graph_keep_their_cosine_distance() -> None:
@@ -175,7 +221,7 @@ def test_rerank_keeps_cosine_scores_and_adds_ascending_geodesic_distances() -> N
 
 def test_added_documents_become_reachable_after_the_rebuild() -> None:
     store = arc_store(np.concatenate([np.linspace(0, 0.5, 26), np.linspace(1.0, 1.5, 26)]))
-    reranker = GeodesicReranker(store, k=4)
+    reranker = GeodesicReranker(store, k=4, reach=100)  # tables span the whole arc
     reranker.rebuild()
     ids, scores = store_candidates(store, 52)
     _, reached = reranker.graph.distances(ids, scores)

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 
+from baihua.core.spec import EmbeddingSpec
 from baihua.whitening import Moments, NotFittedError, Whitening
 
 
@@ -227,6 +228,74 @@ def test_failed_partial_fit_keeps_the_previous_fit() -> None:
         w.partial_fit(np.full((5, 3), np.nan))
     assert w.n_samples_seen_ == w.moments_.n == 30
     np.testing.assert_array_equal(w.components_, before)
+
+
+def _eig(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors of the population covariance, by numpy."""
+    eigenvalues, eigenvectors = np.linalg.eigh(np.cov(x.T, bias=True))
+    return eigenvalues[::-1], eigenvectors[:, ::-1]
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.25, 0.5])
+def test_fractional_gamma_follows_the_direct_formula(gamma: float) -> None:
+    x, k = _vectors(20, 300, 8), 5
+    s, u = _eig(x)
+    expected = (x - x.mean(axis=0)) @ (u[:, :k] * s[:k] ** (-gamma / 2))
+    ours = Whitening(k, beta=1.0, gamma=gamma).fit(x).transform(x)
+    np.testing.assert_allclose(_align_signs(ours, expected), expected, rtol=1e-4, atol=1e-5)
+    # The transformed covariance is Λ^(1 − γ): between a rotation (γ = 0) and identity (γ = 1).
+    np.testing.assert_allclose(np.cov(ours.T, bias=True), np.diag(s[:k] ** (1 - gamma)), atol=1e-4)
+
+
+def test_all_but_the_top_removes_the_mean_and_top_directions_then_keeps_the_next() -> None:
+    # Mu & Viswanath: x − μ − Σ_{i ≤ D} (u_iᵀ(x − μ)) u_i, then the next k coordinates.
+    x, D, k = _vectors(21, 300, 9), 2, 4
+    s, u = _eig(x)
+    centred = x - x.mean(axis=0)
+    removed = centred - centred @ u[:, :D] @ u[:, :D].T
+    expected = removed @ u[:, D : D + k]
+    ours = Whitening(k, beta=1.0, gamma=0.0, drop_top=D).fit(x).transform(x)
+    np.testing.assert_allclose(_align_signs(ours, expected), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_shrinkage_adds_epsilon_times_the_mean_eigenvalue() -> None:
+    x, k, eps, gamma = _vectors(22, 300, 7), 6, 0.3, 1.0
+    s, u = _eig(x)
+    expected = (x - x.mean(axis=0)) @ (u[:, :k] * (s[:k] + eps * s.mean()) ** (-gamma / 2))
+    w = Whitening(k, shrinkage=eps).fit(x)
+    np.testing.assert_allclose(_align_signs(w.transform(x), expected), expected, rtol=1e-4)
+    covariance = w.moments_.covariance
+    shrunk = np.diag(s[:k] / (s[:k] + eps * s.mean()))
+    np.testing.assert_allclose(w.components_.T @ covariance @ w.components_, shrunk, atol=1e-9)
+
+
+def test_drop_top_and_shrinkage_survive_save_and_load(tmp_path) -> None:
+    x = _vectors(23, 100, 6)
+    w = Whitening(3, beta=1.0, gamma=0.5, drop_top=1, shrinkage=0.2).fit(x)
+    spec = EmbeddingSpec(model="m", weights="a" * 64, pooling="last-avg", max_length=64)
+    w.save_pretrained(tmp_path / "w", spec=spec)
+    loaded = Whitening.from_pretrained(tmp_path / "w")
+    assert (loaded.drop_top, loaded.shrinkage) == (1, 0.2)
+    np.testing.assert_array_equal(loaded.transform(x), w.transform(x))
+    refit = copy.deepcopy(loaded).partial_fit(x)
+    np.testing.assert_allclose(
+        refit.components_,
+        Whitening(3, 1.0, 0.5, drop_top=1, shrinkage=0.2).fit(np.concatenate([x, x])).components_,
+        rtol=1e-7,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"n_components": 5, "drop_top": 2}, "n_features - drop_top = 4"),
+        ({"drop_top": 6}, "drop_top=6"),
+        ({"shrinkage": -0.1}, "shrinkage"),
+    ],
+)
+def test_drop_top_and_shrinkage_are_validated(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Whitening(**kwargs).fit(_vectors(24, 50, 6))
 
 
 @settings(max_examples=30, deadline=None)

@@ -1,0 +1,68 @@
+"""Run the app under uvicorn with a bounded, clean stop.
+
+The first SIGTERM (or SIGINT) stops accepting connections, answers /readyz 503, refuses new
+encoder work, lets queued work finish for `shutdown_grace_s` and fails what is left, then the
+lifespan snapshots the index and the process exits 0. A second signal exits at once (status
+128 + signal): every acknowledged write is already in the database, only the snapshot is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from baihua.app.main import begin_shutdown, create_app
+from baihua.app.settings import Settings
+from baihua.encoder import EmbeddingPipeline
+from baihua.index import Store
+
+logger = logging.getLogger(__name__)
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, whose signals drain the app first and whose second signal is final."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # not recorded in _captured_signals: uvicorn would re-raise it after a clean stop
+        if self.should_exit:
+            logger.warning("second signal %d: exiting now without a snapshot", sig)
+            os._exit(128 + sig)
+        logger.info(
+            "signal %d: draining for up to %g s", sig, self.config.timeout_graceful_shutdown
+        )
+        self.should_exit = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(begin_shutdown, self.app)
+
+
+def serve(
+    settings: Settings, pipeline: EmbeddingPipeline | None = None, store: Store | None = None
+) -> None:
+    """Serve `settings` on its host and port until a signal; returns after a clean stop.
+    `pipeline` and `store`, when given, replace what `settings` describe (as in `create_app`)."""
+    app = create_app(settings, pipeline, store)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s + 0.999),
+    )
+    server = GracefulServer(config, app)
+    server.run()
+    if not server.started:
+        raise SystemExit(3)  # uvicorn logged why (the port is taken, ...)

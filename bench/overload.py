@@ -1,0 +1,263 @@
+"""Overload: 4x the sustainable load on `POST /embed` and `POST /search` for 60 s, with client
+timeouts (each request: 8 short Chinese sentences to embed, or 8 queries with top_k 10 against
+2000 stored documents). Reports useful throughput (texts answered 200 within the client
+timeout) as a ratio to the unloaded peak, p50/p99 latency of successes, status counts, queue
+depth and server RSS over time.
+
+    nice -n 10 .venv/bin/python bench/overload.py                       # this checkout
+    nice -n 10 .venv/bin/python bench/overload.py --server-python /tmp/before/.venv/bin/python
+
+The server is the real `baihua serve` in its own process (`--server-python` picks the
+interpreter, hence the checkout, that runs it; the client side always runs from here). First the
+unloaded peak: `--clients` closed-loop clients for `--peak-s` seconds. Then an open loop at
+`--factor` x the peak request rate for `--duration-s` seconds, each request with a
+`--client-timeout-s` timeout. `--env KEY=VALUE` passes settings to the server (e.g.
+`BAIHUA_REQUEST_TIMEOUT_S=2`); ones an older checkout does not know are ignored by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from embed_throughput import batches
+from serving import free_port, wait_ready
+
+
+@dataclass
+class Phase:
+    route: str
+    offered_rps: float
+    duration_s: float
+    statuses: collections.Counter[str] = field(default_factory=collections.Counter)
+    latencies_ok: list[float] = field(default_factory=list)
+    texts_ok: int = 0
+    sent_rps: float = 0.0  # what the client managed to send (it shares the machine)
+    queue_depth: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+
+    def summary(self, peak_texts_per_s: float | None) -> dict[str, Any]:
+        useful = self.texts_ok / self.duration_s
+        lat = sorted(self.latencies_ok)
+        return {
+            "route": self.route,
+            "offered_requests_per_s": round(self.offered_rps, 1),
+            "sent_requests_per_s": round(self.sent_rps, 1),
+            "useful_texts_per_s": round(useful, 1),
+            "useful_vs_peak": None if not peak_texts_per_s else round(useful / peak_texts_per_s, 3),
+            "p50_ok_s": round(lat[len(lat) // 2], 3) if lat else None,
+            "p99_ok_s": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
+            "statuses": dict(self.statuses),
+            "queue_depth_max": max(self.queue_depth, default=0.0),
+            "rss_mb_start_max_end": [
+                round(self.rss_mb[0]) if self.rss_mb else None,
+                round(max(self.rss_mb)) if self.rss_mb else None,
+                round(self.rss_mb[-1]) if self.rss_mb else None,
+            ],
+        }
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def queue_depth(http: httpx.AsyncClient) -> float:
+    try:
+        text = (await http.get("/metrics", timeout=5)).text
+    except httpx.HTTPError:
+        return float("nan")
+    for line in text.splitlines():
+        if line.startswith("baihua_queue_depth "):
+            return float(line.split()[-1])
+    return float("nan")
+
+
+def body_for(route: str, texts: list[str]) -> dict[str, Any]:
+    if route == "/embed":
+        return {"texts": texts}
+    return {"queries": texts, "top_k": 10}
+
+
+async def closed_loop_peak(
+    url: str, route: str, work: list[list[str]], clients: int, seconds: float
+) -> float:
+    """Texts per second answered by `clients` back-to-back clients (the unloaded peak)."""
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def client(i: int) -> None:
+        nonlocal done
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            k = i
+            while time.monotonic() < stop:
+                texts = work[k % len(work)]
+                response = await http.post(route, json=body_for(route, texts))
+                if response.status_code != 200:  # shed (503): back off, count only answers
+                    await asyncio.sleep(0.1)
+                    continue
+                done += len(texts)
+                k += clients
+
+    start = time.monotonic()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return done / (time.monotonic() - start)
+
+
+async def open_loop(
+    url: str,
+    route: str,
+    work: list[list[str]],
+    rps: float,
+    seconds: float,
+    timeout: float,
+    pid: int,
+) -> Phase:
+    phase = Phase(route, rps, seconds)
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+    start = time.monotonic()
+
+    async def one(http: httpx.AsyncClient, texts: list[str]) -> None:
+        sent = time.monotonic()
+        try:
+            response = await http.post(route, json=body_for(route, texts))
+        except httpx.TimeoutException:
+            phase.statuses["client_timeout"] += 1
+            return
+        except httpx.TransportError as err:
+            phase.statuses[type(err).__name__] += 1
+            return
+        phase.statuses[str(response.status_code)] += 1
+        if response.status_code == 200 and time.monotonic() - start <= seconds + timeout:
+            phase.latencies_ok.append(time.monotonic() - sent)
+            phase.texts_ok += len(texts)
+
+    async def sample(http: httpx.AsyncClient) -> None:
+        while time.monotonic() - start < seconds + timeout:
+            phase.queue_depth.append(await queue_depth(http))
+            phase.rss_mb.append(rss_mb(pid))
+            await asyncio.sleep(1.0)
+
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as http,
+        httpx.AsyncClient(base_url=url, timeout=10) as probe,
+    ):
+        sampler = asyncio.create_task(sample(probe))
+        tasks = []
+        n = int(rps * seconds)
+        for i in range(n):
+            delay = start + i / rps - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(http, work[i % len(work)])))
+        phase.sent_rps = n / (time.monotonic() - start)
+        await asyncio.gather(*tasks)
+        await sampler
+    return phase
+
+
+def start(
+    python: str, port: int, data_dir: Path, model: str, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    command = [python, "-c", "from baihua.app.cli import main; main()", "serve"]
+    command += ["--port", str(port), "--data-dir", str(data_dir), "--model", model]
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env}
+    )
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        server.kill()  # the old server could hang on SIGTERM with a deep queue
+        server.wait(timeout=30)
+
+
+def load_documents(url: str, n: int) -> None:
+    texts = [t for batch in batches(n // 32 + 1) for t in batch][:n]
+    with httpx.Client(base_url=url, timeout=600) as http:
+        for i in range(0, n, 64):
+            docs = [{"text": f"{t} {j}"} for j, t in enumerate(texts[i : i + 64], start=i)]
+            http.post("/documents", json={"documents": docs}).raise_for_status()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    env = dict(item.split("=", 1) for item in args.env)
+    work = batches(256, args.texts_per_request)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    results: dict[str, Any] = {"settings": vars(args)}
+    with tempfile.TemporaryDirectory() as data_dir:
+        server = start(args.server_python, port, Path(data_dir), args.model, env)
+        try:
+            wait_ready(url, server)
+            load_documents(url, args.documents)
+            for route in ("/embed", "/search"):
+                await closed_loop_peak(url, route, work, args.clients, 3)  # warm-up
+                peak = await closed_loop_peak(url, route, work, args.clients, args.peak_s)
+                rps = args.factor * peak / args.texts_per_request
+                print(
+                    f"{route}: unloaded peak {peak:.1f} texts/s; offering {rps:.1f} requests/s",
+                    flush=True,
+                )
+                phase = await open_loop(
+                    url, route, work, rps, args.duration_s, args.client_timeout_s, server.pid
+                )
+                summary = phase.summary(peak)
+                summary["peak_texts_per_s"] = round(peak, 1)
+                summary["queue_depth_over_time"] = phase.queue_depth
+                summary["rss_mb_over_time"] = [round(x) for x in phase.rss_mb]
+                results[route] = summary
+                print(
+                    json.dumps({k: v for k, v in summary.items() if not k.endswith("over_time")}),
+                    flush=True,
+                )
+                # let a backlog drain before the next phase (the old server keeps encoding it)
+                async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
+                    for _ in range(120):
+                        if (await queue_depth(probe)) == 0:
+                            break
+                        await asyncio.sleep(1)
+        finally:
+            stop(server)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="me5-small")
+    parser.add_argument(
+        "--server-python", default=sys.executable, help="interpreter of the checkout to serve"
+    )
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
+    parser.add_argument("--texts-per-request", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=8, help="closed-loop clients for the peak")
+    parser.add_argument("--peak-s", type=float, default=15)
+    parser.add_argument("--factor", type=float, default=4.0)
+    parser.add_argument("--duration-s", type=float, default=60)
+    parser.add_argument("--client-timeout-s", type=float, default=5)
+    parser.add_argument("--documents", type=int, default=2000)
+    parser.add_argument("--out", type=Path, help="write the full results (time series too) as JSON")
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The small protocol every execution backend implements: padded token ids in, the hidden states
+every pooling needs out."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from baihua.encoder.pooling import HiddenStates
+
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
+BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
+
+
+class Backend(Protocol):
+    name: str  # one of BACKENDS, never "auto"
+    dtype: str  # "float32", "bfloat16" or "int8"
+    variant: str  # what else decides the vectors (the int8 recipe); "" for none
+    dim: int
+    has_pooler: bool
+
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, need_first: bool
+    ) -> HiddenStates:
+        """States (float32) for one right-padded (batch, width) int64 batch; `first` only when
+        `need_first`."""
+        ...

@@ -1,0 +1,118 @@
+"""The fixed calibration set and the two measurements `auto` needs: agreement with fp32 torch
+(min and mean cosine over every pooling) and throughput on this machine."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from baihua.encoder.backends.base import Backend
+from baihua.encoder.batching import length_sorted_batches, pad
+from baihua.encoder.pooling import masked_mean
+
+CALIBRATION_SET = 1  # bump when the texts, the length limit or the measure change
+MIN_COSINE = 0.99  # auto's bar: every calibration vector this close to fp32 torch
+CALIBRATION_MAX_LENGTH = 128
+CALIBRATION_BATCH = 32
+
+_SUBJECTS = ["我", "他们", "老师", "这家公司", "小明", "我的朋友", "银行客服", "很多网友"]
+_VERBS = ["喜欢", "不想", "正在", "昨天开始", "为什么要", "可以帮我", "打算", "已经"]
+_OBJECTS = [
+    "吃火锅",
+    "办理信用卡",
+    "学习中文",
+    "提前还款",
+    "看一部新电影",
+    "去北京出差",
+    "修改登录密码",
+    "买一部手机",
+]
+_ENGLISH = [
+    "How do I reset my password?",
+    "The weather is lovely today, let's go for a walk.",
+    "A man is playing a guitar on the street.",
+    "Can I repay my loan early without a fee?",
+]
+
+
+def calibration_texts() -> list[str]:
+    """128 fixed texts: 96 short Chinese sentences, 28 longer ones joined from them (up to
+    ~100 tokens) and 4 English ones. Fixed, so a stored result stays comparable."""
+    short = [s + v + o for s, v, o in itertools.product(_SUBJECTS, _VERBS, _OBJECTS)]
+    rng = np.random.default_rng(0)
+    picked = [short[i] for i in rng.choice(len(short), 96, replace=False)]
+    long = ["，".join(rng.choice(short, 2 + i % 12)) + "。" for i in range(28)]
+    return picked + long + _ENGLISH
+
+
+def tokenized_batches(tokenizer: Any, prefix: str = "") -> list[tuple[np.ndarray, np.ndarray]]:
+    """The calibration set as padded, length-sorted batches, each text with the model's query
+    prefix: checked as it is used (e5 without its prefix is off its training distribution, and
+    int8 errors there are twice as large)."""
+    texts = [prefix + text for text in calibration_texts()]
+    ids = tokenizer(texts, truncation=True, max_length=CALIBRATION_MAX_LENGTH)["input_ids"]
+    pad_id = tokenizer.pad_token_id or 0
+    return [
+        pad([ids[i] for i in batch], pad_id)
+        for batch in length_sorted_batches([len(i) for i in ids], CALIBRATION_BATCH)
+    ]
+
+
+def _pooled(backend: Backend, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
+    """Every pooling's vectors side by side, so one cosine bound covers them all."""
+    parts = []
+    for input_ids, attention_mask in batches:
+        states = backend.forward(input_ids, attention_mask, need_first=True)
+        assert states.first is not None
+        mask = torch.from_numpy(attention_mask)
+        vectors = [
+            states.last[:, 0],
+            masked_mean(states.last, mask),
+            masked_mean((states.first + states.last) / 2, mask),
+        ]
+        if states.pooler is not None:
+            vectors.append(states.pooler)
+        parts.append(torch.stack([v.float() for v in vectors], dim=1))
+    return torch.cat(parts)
+
+
+@dataclass
+class Agreement:
+    min_cosine: float
+    mean_cosine: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def agreement(
+    backend: Backend, reference: Backend, batches: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> Agreement:
+    """Cosine between the backend's and the reference's vectors, over texts × poolings."""
+    ours, theirs = _pooled(backend, batches), _pooled(reference, batches)
+    cos = torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).flatten()
+    return Agreement(float(cos.min()), float(cos.mean()))
+
+
+def throughputs(
+    backends: Sequence[Backend], batches: Sequence[tuple[np.ndarray, np.ndarray]], repeats: int = 5
+) -> list[float]:
+    """Sentences per second of each backend over the calibration batches: the median of
+    `repeats` passes after a warm-up, the backends taking turns within each repeat so that a
+    change of load on a shared machine hits them all alike."""
+    n = sum(len(ids) for ids, _ in batches)
+    times: list[list[float]] = [[] for _ in backends]
+    for _ in range(repeats + 1):
+        for backend, own in zip(backends, times, strict=True):
+            start = time.perf_counter()
+            for input_ids, attention_mask in batches:
+                backend.forward(input_ids, attention_mask, need_first=False)
+            own.append(time.perf_counter() - start)
+    return [n / statistics.median(own[1:]) for own in times]

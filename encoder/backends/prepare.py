@@ -1,0 +1,222 @@
+"""Open a backend by name: load or export what it runs, check it against fp32 once, and resolve
+`auto` to the fastest backend on this machine that keeps min cosine ≥ 0.99 to fp32."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from baihua.core.errors import UsageError
+from baihua.encoder.backends.base import BACKEND_CHOICES, Backend
+from baihua.encoder.backends.calibration import (
+    CALIBRATION_SET,
+    MIN_COSINE,
+    Agreement,
+    agreement,
+    throughputs,
+    tokenized_batches,
+)
+from baihua.encoder.backends.export import (
+    QUANTIZATION,
+    build_atomically,
+    export_fp32,
+    export_key,
+    exports_root,
+    key_digest,
+    quantize_int8,
+    read_meta,
+    remove_stale,
+    update_meta,
+)
+from baihua.encoder.backends.onnx_backend import OnnxBackend
+from baihua.encoder.backends.torch_backend import ModelLoadError, TorchBackend, load_transformer
+from baihua.encoder.fingerprint import model_folder
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"torch": ("float32", "bfloat16"), "onnx": ("float32",), "onnx-int8": ("int8",)}
+
+
+def check_backend(backend: str, dtype: str | None, device: torch.device) -> None:
+    """Refuse combinations that cannot run rather than guess what was meant."""
+    if backend not in BACKEND_CHOICES:
+        raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if backend == "auto":
+        if dtype is not None:
+            raise UsageError(
+                f"dtype {dtype!r} needs an explicit backend (e.g. backend torch); "
+                "auto chooses the dtype itself"
+            )
+        return
+    if dtype is not None and dtype not in DTYPES[backend]:
+        raise UsageError(
+            f"backend {backend} runs dtype {' or '.join(DTYPES[backend])}, not {dtype!r}"
+        )
+    if backend != "torch" and device.type != "cpu":
+        raise UsageError(f"backend {backend} runs on the CPU; use device cpu or backend torch")
+
+
+class Backends:
+    """Everything one model's backends share: its folder, its export key, a lazily loaded
+    transformers model (for the torch backend, exports and the fp32 reference)."""
+
+    def __init__(
+        self,
+        model_name: str,
+        path: str,
+        *,
+        cache_dir: Path,
+        tokenizer: Any,
+        device: torch.device,
+        num_threads: int | None,
+        prefix: str = "",
+    ) -> None:
+        self.model_name = model_name
+        self.prefix = prefix
+        self.path = path
+        self.cache_dir = cache_dir
+        self.tokenizer = tokenizer
+        self.device = device
+        self.num_threads = num_threads
+        self._model: PreTrainedModel | None = None
+
+    def open(self, backend: str, dtype: str | None = None) -> Backend:
+        check_backend(backend, dtype, self.device)
+        if backend == "auto":
+            return self.auto()
+        if backend == "torch":
+            return TorchBackend(self.model(), self.device, dtype or "float32")
+        return OnnxBackend(self.prepare(backend), backend, self.num_threads)
+
+    def model(self) -> PreTrainedModel:
+        if self._model is None:
+            self._model = load_transformer(self.path, self.model_name)
+        return self._model
+
+    def folder(self) -> Path:
+        """The model's local folder (a hub id resolves to its downloaded snapshot)."""
+        folder = model_folder(self.path)
+        if folder is None:
+            raise ModelLoadError(
+                f"cannot find a local copy of {self.model_name!r} to export for ONNX Runtime; "
+                "use backend torch"
+            )
+        return folder
+
+    def export_dir(self) -> Path:
+        """`<cache>/models/<model>.onnx/<key>`: one folder per model version × library versions."""
+        folder = self.folder()
+        key = export_key(folder, self.cache_dir)
+        return exports_root(self.cache_dir, self.model_name, folder) / key_digest(key)
+
+    def prepare(self, backend: str) -> Path:
+        """The export `backend` runs, built (and checked against fp32 torch) if missing."""
+        assert backend in ("onnx", "onnx-int8"), backend
+        key_dir = self.export_dir()
+        fp32 = key_dir / "onnx"
+        if read_meta(fp32) is None:
+            logger.info("exporting %s to ONNX in %s", self.model_name, fp32)
+            key = export_key(self.folder(), self.cache_dir)
+            build_atomically(fp32, lambda tmp: {**export_fp32(self.model(), tmp), "key": key})
+            remove_stale(key_dir.parent, keep=key_dir.name)
+        target = fp32
+        if backend == "onnx-int8":
+            target = key_dir / "onnx-int8"
+            if (read_meta(target) or {}).get("quantization") != QUANTIZATION:
+                logger.info("quantising %s to int8 in %s", self.model_name, target)
+                build_atomically(target, lambda tmp: quantize_int8(fp32, tmp))
+        meta = read_meta(target)
+        assert meta is not None
+        if meta.get("calibration", {}).get("check") != self.check_id():
+            checked = agreement(
+                OnnxBackend(target, backend, self.num_threads),
+                self.reference(),
+                tokenized_batches(self.tokenizer, self.prefix),
+            )
+            update_meta(target, calibration=checked.as_dict() | {"check": self.check_id()})
+        return target
+
+    def check_id(self) -> str:
+        """Names the calibration a stored check used: the fixed set's version and the prefix."""
+        return f"set {CALIBRATION_SET}, prefix {self.prefix!r}"
+
+    def reference(self) -> TorchBackend:
+        return TorchBackend(self.model(), torch.device("cpu"), "float32")
+
+    def auto(self) -> Backend:
+        """The stored choice for this machine, else measure every backend and store the choice."""
+        if self.device.type != "cpu":
+            return TorchBackend(self.model(), self.device, "float32")  # ONNX backends are CPU-only
+        key = machine_key(self.num_threads, f"{self.check_id()}; {QUANTIZATION}")
+        choice_file = self.export_dir() / f"auto-{key}.json"
+        try:
+            stored = json.loads(choice_file.read_text())
+            return self.open(stored["backend"], stored["dtype"])
+        except (OSError, ValueError, KeyError):
+            pass
+        choice, candidates = self.measure()
+        record: dict[str, Any] = {"backend": choice.name, "dtype": choice.dtype}
+        record["candidates"] = candidates
+        record |= {"min_cosine": MIN_COSINE, "calibration": self.check_id()}
+        record |= {"machine": machine_description(self.num_threads)}
+        tmp = choice_file.with_name(f".{choice_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, choice_file)
+        logger.info("backend auto chose %s (%s)", choice.name, choice.dtype)
+        return choice
+
+    def measure(self) -> tuple[Backend, list[dict[str, Any]]]:
+        """Time every backend on the calibration set; the fastest within MIN_COSINE wins."""
+        batches = tokenized_batches(self.tokenizer, self.prefix)
+        reference = self.reference()
+        bf16 = TorchBackend(self.model(), self.device, "bfloat16")
+        candidates: list[tuple[Backend, Agreement]] = [
+            (reference, Agreement(1.0, 1.0)),
+            (bf16, agreement(bf16, reference, batches)),
+        ]
+        for name in ("onnx", "onnx-int8"):
+            onnx = OnnxBackend(self.prepare(name), name, self.num_threads)
+            assert onnx.calibration is not None
+            stored = onnx.calibration
+            candidates.append((onnx, Agreement(stored["min_cosine"], stored["mean_cosine"])))
+        speeds = throughputs([backend for backend, _ in candidates], batches)
+        rows: list[dict[str, Any]] = []
+        best: Backend = reference
+        best_speed = 0.0
+        for (backend, checked), speed in zip(candidates, speeds, strict=True):
+            rows.append(
+                {"backend": backend.name, "dtype": backend.dtype, "sentences_per_s": speed}
+                | checked.as_dict()
+            )
+            if checked.min_cosine >= MIN_COSINE and speed > best_speed:
+                best, best_speed = backend, speed
+        return best, rows
+
+
+def machine_description(num_threads: int | None) -> str:
+    """CPU model and instruction sets (what decides the fastest backend) and the thread count."""
+    model, flags = platform.processor(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}; flags {flags}; threads {num_threads or torch.get_num_threads()}"
+
+
+def machine_key(num_threads: int | None, check: str) -> str:
+    """Names a stored auto choice: this machine, this thread count, this calibration."""
+    text = f"{machine_description(num_threads)}; {check}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
