@@ -220,11 +220,40 @@ def serve(
         run_server(settings, pipeline, store)
 
 
+def check_texts(texts: list[str]) -> list[str]:
+    for number, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise UsageError(f"text {number} is blank; every text gets one output row")
+    return texts
+
+
+def read_stdin_texts() -> list[str]:
+    """One text per stdin line; a blank or non-UTF-8 line is an error naming the line number,
+    so that output row i is always input line i."""
+    from baihua.encoder.corpus import decode_lines
+
+    texts = []
+    for line_no, line in decode_lines(sys.stdin.buffer, "stdin"):
+        if not line.strip():
+            raise UsageError(
+                f"stdin:{line_no}: blank line; each line is one text with one output row, so "
+                "remove the line or put a text on it"
+            )
+        texts.append(line)
+    if not texts:
+        raise UsageError("no texts: pass them as arguments or one per line on stdin")
+    return texts
+
+
 @cli.command()
 @user_errors
 def embed(
     texts: Annotated[
-        list[str] | None, typer.Argument(help="Texts; read from stdin when none.")
+        list[str] | None,
+        typer.Argument(
+            help="Texts; read from stdin when none, one per line (UTF-8). Output row i is "
+            "input line i, so a blank line is an error naming it."
+        ),
     ] = None,
     model: ModelOpt = None,
     pooling: PoolingOpt = None,
@@ -248,10 +277,7 @@ def embed(
     if fmt not in ("jsonl", "npy"):
         raise UsageError(f"--format must be jsonl or npy, got {fmt!r}")
     kind = check_text_type(text_type)
-    if not texts:
-        texts = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
-    if not texts:
-        raise UsageError("no texts: pass them as arguments or one per line on stdin")
+    texts = check_texts(texts) if texts else read_stdin_texts()
     settings = load_settings(
         config,
         model=model,
@@ -296,6 +322,12 @@ def fit(
     ] = None,
     beta: Annotated[float, typer.Option(help="Su's β: how much of the mean to remove.")] = 1.0,
     gamma: Annotated[float, typer.Option(help="Su's γ: 1 whitens, 0 only rotates.")] = 1.0,
+    cap_n_components: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the covariance's rank when --n-components exceeds it, instead of refusing."
+        ),
+    ] = False,
     text_type: TextTypeOpt = "query",
     seed: Annotated[int, typer.Option(help="jl: seed of the random matrix.")] = 0,
     batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
@@ -308,11 +340,11 @@ def fit(
     ray_threads: RayThreadsOpt = None,
     ray_block_size: RayBlockSizeOpt = None,
 ) -> None:
-    """Fit whitening (or BERT-flow) offline over a corpus; resumable after a crash or Ctrl-C
-    (with --engine local). `--method jl` draws the Johnson–Lindenstrauss baseline instead, from
-    no corpus."""
+    """Fit whitening (or BERT-flow) offline over a corpus (blank lines are skipped); resumable
+    after a crash or Ctrl-C (with --engine local). `--method jl` draws the Johnson–Lindenstrauss
+    baseline instead, from no corpus."""
     from baihua.app.components import build_encoder
-    from baihua.app.jobs import FitJob
+    from baihua.app.jobs import FitJob, check_fit
     from baihua.encoder.corpus import count_sentences
 
     settings = load_settings(
@@ -329,24 +361,24 @@ def fit(
         return
     if input is None:
         raise UsageError(f"--method {method} fits on a corpus: pass --input")
-    options = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
+    ray = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
     total = count_sentences(input)  # a bad line fails here, before the model loads
-    job = FitJob(
-        input,
-        out,
-        build_encoder(settings),
-        method=check_method(method),
-        n_components=n_components,
-        beta=beta,
-        gamma=gamma,
-        text_type=check_text_type(text_type),
-    )
+    kind, fit_method = check_text_type(text_type), check_method(method)
+    options: dict[str, Any] = {
+        "method": fit_method,
+        "n_components": n_components,
+        "beta": beta,
+        "gamma": gamma,
+        "cap_n_components": cap_n_components,
+    }
+    check_fit(input, out, total, **options)  # so do bad paths and options
+    job = FitJob(input, out, build_encoder(settings), text_type=kind, **options)
     done = job.plan(total)
-    if options is not None:
+    if ray is not None:
         from baihua.app.ray_jobs import ray_fit
 
         with progress_bar(total, 0, "fit (ray)") as bar:
-            transform: Whitening | Flow = ray_fit(job, settings, total, options, bar.update)
+            transform: Whitening | Flow = ray_fit(job, settings, total, ray, bar.update)
     else:
         if done:
             typer.echo(f"resuming from checkpoint: {done}/{total} sentences done", err=True)
@@ -365,6 +397,7 @@ def fit_projection(
     """`baihua fit --method jl`: a random projection for the model's vectors, saved as an
     artifact; it needs the model's dimension and space only."""
     from baihua.app.components import build_encoder
+    from baihua.app.jobs import check_out
     from baihua.encoder import encoder_spec
     from baihua.whitening.projection import RandomProjection
 
@@ -372,8 +405,11 @@ def fit_projection(
         raise UsageError("--method jl reads no corpus (the projection is random); drop --input")
     if n_components is None:
         raise UsageError("--method jl needs --n-components (the dimensions to project to)")
+    check_out(out)
+    projection = RandomProjection(n_components, seed=seed)
+    projection.check_params()  # before the model loads, like the other methods
     encoder = build_encoder(settings)
-    projection = RandomProjection(n_components, seed=seed).fit_features(encoder.dim)
+    projection.fit_features(encoder.dim)
     projection.save_pretrained(out, spec=encoder_spec(encoder))
     typer.echo(f"wrote {out}: jl, {encoder.dim} → {n_components} dims, seed {seed}", err=True)
 

@@ -21,6 +21,7 @@ from baihua.encoder.corpus import CorpusError, iter_corpus, iter_corpus_records
 from baihua.encoder.encoder import TextType
 from baihua.index import Store
 from baihua.whitening import Flow, Moments, Whitening
+from baihua.whitening.artifact import check_replaceable
 
 T = TypeVar("T")
 
@@ -30,6 +31,44 @@ Progress = Callable[[int], None]
 def chunked(items: Iterator[T], size: int) -> Iterator[list[T]]:
     while chunk := list(itertools.islice(items, size)):
         yield chunk
+
+
+def check_out(out: Path) -> None:
+    """Raise unless an artifact can be written to ``out`` (checked before a model loads)."""
+    check_replaceable(out)
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"--out {out}: {out.parent} is a file, not a folder")
+
+
+def check_fit(
+    corpus: Path,
+    out: Path,
+    total: int,
+    *,
+    method: Literal["whitening", "flow"] = "whitening",
+    n_components: int | None = None,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    cap_n_components: bool = False,
+) -> None:
+    """Everything about a fit that can be checked before a model loads: the output folder, the
+    method's options and whether `total` sentences (from `count_sentences`) can support them."""
+    check_out(out)
+    if method == "flow":
+        if n_components is not None:
+            raise UsageError("a flow keeps every dimension; drop --n-components for --method flow")
+        if total < 2:
+            raise CorpusError(f"{corpus}: {total} sentences; a flow needs at least 2")
+        return
+    Whitening(n_components, beta=beta, gamma=gamma).check_params()
+    if total < 2:
+        raise CorpusError(f"{corpus}: {total} sentences; whitening needs at least 2")
+    if n_components is not None and n_components > total - 1 and not cap_n_components:
+        raise CorpusError(
+            f"{corpus}: {total} sentences give a covariance of rank at most {total - 1}, below "
+            f"--n-components {n_components}; components beyond the rank would be noise scaled "
+            "up. Use a larger corpus, a smaller --n-components, or --cap-n-components"
+        )
 
 
 @dataclass
@@ -53,6 +92,7 @@ class FitJob:
     beta: float = 1.0
     gamma: float = 1.0
     text_type: TextType = "query"
+    cap_n_components: bool = False
     chunk_size: int = 2048
 
     @property
@@ -69,20 +109,20 @@ class FitJob:
     def plan(self, total: int) -> int:
         """Check the job against the corpus size (from `count_sentences`, which validates every
         line before any encoding); return how many sentences a checkpoint already covers."""
-        if self.method == "flow" and self.n_components is not None:
-            raise UsageError("a flow keeps every dimension; drop --n-components for --method flow")
-        k = self.n_components or self.encoder.dim
-        if not 1 <= k <= self.encoder.dim:
+        check_fit(
+            self.corpus,
+            self.out,
+            total,
+            method=self.method,
+            n_components=self.n_components,
+            beta=self.beta,
+            gamma=self.gamma,
+            cap_n_components=self.cap_n_components,
+        )
+        if self.n_components is not None and self.n_components > self.encoder.dim:
             raise UsageError(
-                f"n_components must be between 1 and the model's dimension {self.encoder.dim}, "
-                f"got {k}"
-            )
-        if self.method == "flow" and total < 2:
-            raise CorpusError(f"{self.corpus}: {total} sentences; a flow needs at least 2")
-        if self.method == "whitening" and total < max(k, 2):
-            raise CorpusError(
-                f"{self.corpus}: {total} sentences, fewer than n_components={k}; "
-                "use a larger corpus or a smaller --n-components"
+                f"--n-components {self.n_components} is above the model's dimension "
+                f"{self.encoder.dim}"
             )
         return self.done()
 
@@ -131,7 +171,12 @@ class FitJob:
 
     def finish(self, moments: Moments) -> Whitening:
         """Fit the whitening on moments gathered elsewhere (another engine) and write it."""
-        whitening = Whitening(self.n_components, beta=self.beta, gamma=self.gamma)
+        whitening = Whitening(
+            self.n_components,
+            beta=self.beta,
+            gamma=self.gamma,
+            cap_n_components=self.cap_n_components,
+        )
         whitening.fit_moments(moments)
         self._save(whitening)
         return whitening
@@ -162,7 +207,12 @@ class FitJob:
             files = sorted(self.partial.glob("vectors-*.npy"), key=lambda p: int(p.stem[8:]))
             vectors = [np.load(f) for f in files if int(f.stem[8:]) < done]
             return Flow().fit(np.concatenate(vectors))
-        whitening = Whitening(self.n_components, beta=self.beta, gamma=self.gamma)
+        whitening = Whitening(
+            self.n_components,
+            beta=self.beta,
+            gamma=self.gamma,
+            cap_n_components=self.cap_n_components,
+        )
         return whitening.fit_moments(self._moments(done))
 
 

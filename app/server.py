@@ -37,6 +37,17 @@ class GracefulServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn closes every connection without a request in progress at once, including one
+        # accepted just before the signal whose request the loop has not read yet: its client
+        # would get no answer. Stop listening, let the loop read what has arrived (a few turns,
+        # however busy it is), then shut down: those requests are answered too.
+        for server in self.servers:
+            server.close()
+        for _ in range(4):
+            await asyncio.sleep(0.05)
+        await super().shutdown(sockets)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # not recorded in _captured_signals: uvicorn would re-raise it after a clean stop
         if self.should_exit:

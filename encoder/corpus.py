@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from baihua.core.errors import BaihuaError
@@ -42,16 +42,22 @@ def _parse_line(line: str, fmt: str, where: str) -> tuple[list[str], dict]:
     return [record["text"]], record
 
 
+def decode_lines(raw_lines: Iterable[bytes], name: str) -> Iterator[tuple[int, str]]:
+    """(line number, line without its end) for UTF-8 byte lines (a file or stdin opened in
+    binary); a line that is not UTF-8 is a CorpusError naming ``name`` and the line."""
+    for line_no, raw in enumerate(raw_lines, start=1):
+        try:
+            yield line_no, raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            raise CorpusError(f"{name}:{line_no}: not valid UTF-8 (byte {err.start})") from err
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line without its end) for every line of a UTF-8 file."""
     if not path.is_file():
         raise CorpusError(f"{path}: no such file")
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                yield line_no, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                raise CorpusError(f"{path}:{line_no}: not valid UTF-8 (byte {err.start})") from err
+        yield from decode_lines(handle, str(path))
 
 
 def iter_corpus_records(path: Path) -> Iterator[tuple[int, list[str], dict]]:

@@ -216,7 +216,8 @@ def register_transform(method: str, loader: Callable[[Path], Transform]) -> None
     _LOADERS[method] = loader
 
 
-def _check_replaceable(path: Path) -> None:
+def check_replaceable(path: Path) -> None:
+    """Raise ArtifactError unless ``path`` is free, an empty folder or an artifact to replace."""
     if not path.exists():
         return
     if not path.is_dir():
@@ -261,7 +262,7 @@ def save_artifact(
         Stored as ``transform.json``.
     """
     path = Path(path)
-    _check_replaceable(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))

@@ -87,6 +87,10 @@ class TransformBase(LoadableTransform):
 
     # ------------------------------------------------------------------ fitting
 
+    def check_params(self) -> None:
+        """Raise UsageError for hyperparameters that cannot work, before any data is seen
+        (``fit`` checks them too); a subclass with constraints overrides it."""
+
     def fit(self, X: Any, y: Any = None) -> Self:
         """Fit on ``X`` of shape (n_samples, n_features), forgetting earlier fits; ``y`` is
         ignored (these transforms are unsupervised)."""

@@ -476,6 +476,10 @@ class Flow(TransformBase):
         self.n_components_ = n_features
         self.n_samples_seen_ = n_samples
 
+    def check_params(self) -> None:
+        self._params()
+        _resolve_device(self.device)
+
     def _params(self) -> FlowParams:
         try:
             return FlowParams(

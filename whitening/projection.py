@@ -66,6 +66,12 @@ class RandomProjection(TransformBase):
 
     def fit_features(self, n_features: int, *, n_samples: int = 0) -> RandomProjection:
         """Draw R for ``n_features``-dimensional vectors without seeing any (``baihua fit``)."""
+        self.check_params(n_features)
+        self._set_fitted(gaussian_matrix(n_features, self.n_components, self.seed), n_samples)
+        return self
+
+    def check_params(self, n_features: int = 1) -> None:
+        """Raise UsageError for a k or seed that cannot work (also before any data is seen)."""
         for name, value, low in (
             ("n_components", self.n_components, 1),
             ("seed", self.seed, 0),
@@ -73,8 +79,6 @@ class RandomProjection(TransformBase):
         ):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
-        self._set_fitted(gaussian_matrix(n_features, self.n_components, self.seed), n_samples)
-        return self
 
     def transform(self, X: Any) -> np.ndarray:
         """``X @ R`` as float32 (n_samples, n_components_), computed in float64."""

@@ -21,6 +21,12 @@ def _moments_of(X: np.ndarray) -> Moments:
     return moments
 
 
+def _rank(eigenvalues: np.ndarray, floor: float, n_samples: int) -> int:
+    """Directions with variance: eigenvalues (descending) above ``floor`` × the largest; n
+    centred vectors span at most n − 1."""
+    return min(int(np.sum(eigenvalues > floor * eigenvalues[0])), n_samples - 1)
+
+
 class Whitening(TransformBase):
     """Maps x to ``(x − β·μ) · U[:, D:D+k] · (Λ[D:D+k] + ε·λ̄)^(−γ/2)``, with Σ = U Λ Uᵀ the
     covariance, λ̄ its mean eigenvalue, D = ``drop_top`` and ε = ``shrinkage`` (both 0 by default:
@@ -38,8 +44,10 @@ class Whitening(TransformBase):
     Parameters
     ----------
     n_components : int or None
-        Dimensions k to keep (1 ≤ k ≤ n_features), those of largest variance; None keeps all.
-        Truncation shrinks vectors and indexes; in the paper it also often helps STS.
+        Dimensions k to keep, those of largest variance; None keeps every direction with
+        variance (``rank_`` of them). k must not exceed ``rank_``: whitening a direction without
+        variance only scales noise up. Truncation shrinks vectors and indexes; in the paper it
+        also often helps STS.
     beta : float
         Fraction of the mean subtracted. Only used by ``transform``, so it can change without a
         refit.
@@ -55,9 +63,13 @@ class Whitening(TransformBase):
         directions are amplified less than by plain whitening (ε → ∞ tends to a rotation up to
         scale). Relative to the mean eigenvalue, so the same ε suits any vector scale.
     eigenvalue_floor : float
-        Eigenvalues below ``eigenvalue_floor`` times the largest are raised to that value before
-        ``Λ^(−γ/2)``, so near-zero-variance directions are not blown up to noise; this only
-        matters when k is close to n_features or to the number of samples.
+        Directions whose variance is at most ``eigenvalue_floor`` times the largest have none:
+        they are rounding noise (float32 vectors put it near 1e-15; the LayerNorm that ends a
+        BERT leaves one such direction, n samples leave d − n + 1) and do not count in
+        ``rank_``. So no kept direction is scaled by more than ``eigenvalue_floor^(−γ/2)``
+        relative to the first.
+    cap_n_components : bool
+        When n_components exceeds ``rank_``, keep ``rank_`` components instead of raising.
 
     Attributes
     ----------
@@ -68,7 +80,10 @@ class Whitening(TransformBase):
         transform reads ``x @ components_``. Each eigenvector's largest-magnitude entry is
         positive, so refits on the same data give the same signs.
     explained_variance_ : np.ndarray of shape (n_features,)
-        All eigenvalues Λ of the covariance, descending, before the floor.
+        All eigenvalues Λ of the covariance, descending.
+    rank_ : int
+        Directions with variance: eigenvalues above ``eigenvalue_floor`` times the largest, and
+        at most n_samples − 1.
     n_components_ : int
         k.
     n_features_in_ : int
@@ -86,8 +101,9 @@ class Whitening(TransformBase):
         n_components: int | None = None,
         beta: float = 1.0,
         gamma: float = 1.0,
-        eigenvalue_floor: float = 1e-12,
+        eigenvalue_floor: float = 1e-8,
         *,
+        cap_n_components: bool = False,
         drop_top: int = 0,
         shrinkage: float = 0.0,
     ) -> None:
@@ -95,6 +111,7 @@ class Whitening(TransformBase):
         self.beta = beta
         self.gamma = gamma
         self.eigenvalue_floor = eigenvalue_floor
+        self.cap_n_components = cap_n_components
         self.drop_top = drop_top
         self.shrinkage = shrinkage
 
@@ -190,7 +207,7 @@ class Whitening(TransformBase):
         return whitening
 
     def _fit_moments(self, moments: Moments) -> Whitening:
-        k = self._validate_params(moments.dim)
+        self.check_params(moments.dim)
         eigenvalues, eigenvectors = np.linalg.eigh(moments.covariance)
         # Descending; negative eigenvalues of a covariance are rounding noise.
         eigenvalues = np.clip(eigenvalues[::-1], 0.0, None)
@@ -199,19 +216,41 @@ class Whitening(TransformBase):
             raise UsageError(
                 "all fitted vectors are identical (zero covariance); nothing to whiten"
             )
+        k = self._n_components(_rank(eigenvalues, self.eigenvalue_floor, moments.n), moments.n)
         columns = np.arange(eigenvectors.shape[1])
         largest = np.argmax(np.abs(eigenvectors), axis=0)
         eigenvectors = eigenvectors * np.sign(eigenvectors[largest, columns])
         kept = slice(self.drop_top, self.drop_top + k)
-        floored = np.maximum(eigenvalues[kept], self.eigenvalue_floor * eigenvalues[0])
-        floored = floored + self.shrinkage * eigenvalues.mean()
         self._set_fitted(
             mean=moments.mean,
-            components=eigenvectors[:, kept] * floored ** (-self.gamma / 2),
+            components=eigenvectors[:, kept]
+            * (eigenvalues[kept] + self.shrinkage * eigenvalues.mean()) ** (-self.gamma / 2),
             explained_variance=eigenvalues,
             moments=moments,
         )
         return self
+
+    def _n_components(self, rank: int, n_samples: int) -> int:
+        """k for a covariance of this rank: n_components, capped or refused above the directions
+        with variance left after the ``drop_top`` leading ones."""
+        left = rank - self.drop_top
+        where = (
+            f"the rank of the covariance, {rank}"
+            + (f", less drop_top={self.drop_top}" if self.drop_top else "")
+            + f" (directions with variance above {self.eigenvalue_floor:g} × the largest, from "
+            f"{n_samples} vectors)"
+        )
+        if left < 1:
+            raise UsageError(f"no direction with variance is left: {where}")
+        if self.n_components is None or (self.cap_n_components and self.n_components > left):
+            return left
+        if self.n_components > left:
+            raise UsageError(
+                f"n_components={self.n_components} exceeds {where}; the extra components would "
+                f"be noise scaled up. Keep at most {left}, fit on more vectors, or cap to the "
+                "rank (cap_n_components=True, `baihua fit --cap-n-components`)"
+            )
+        return int(self.n_components)
 
     def _set_fitted(
         self,
@@ -228,31 +267,36 @@ class Whitening(TransformBase):
         self.n_features_in_ = int(self.mean_.shape[0])
         self.n_samples_seen_ = moments.n
         self.moments_ = moments
+        self.rank_ = _rank(self.explained_variance_, self.eigenvalue_floor, moments.n)
 
-    def _validate_params(self, n_features: int) -> int:
-        """k, after checking every parameter against vectors of ``n_features`` dimensions."""
-        D = self.drop_top
-        if isinstance(D, bool) or not isinstance(D, numbers.Integral) or not 0 <= D < n_features:
-            raise UsageError(
-                f"drop_top={D!r} must be an integer between 0 and n_features - 1 = {n_features - 1}"
+    def check_params(self, n_features: int | None = None) -> None:
+        """Raise UsageError for hyperparameters that cannot work (against the input width
+        ``n_features`` once it is known)."""
+        D, top = self.drop_top, n_features or float("inf")
+        if isinstance(D, bool) or not isinstance(D, numbers.Integral) or not 0 <= D < top:
+            below = f"below n_features={n_features}" if n_features else "of at least 0"
+            raise UsageError(f"drop_top={D!r} must be an integer {below}")
+        k, room = self.n_components, top - D
+        if k is not None and (
+            isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= room
+        ):
+            between = (
+                f"between 1 and n_features - drop_top = {room}" if n_features else "of at least 1"
             )
-        room = n_features - D
-        k = room if self.n_components is None else self.n_components
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= room:
             raise UsageError(
-                f"n_components={self.n_components!r} must be an integer between 1 and "
-                f"n_features - drop_top = {room}, or None to keep all"
+                f"n_components={self.n_components!r} must be an integer {between}, or None to "
+                "keep every direction with variance"
             )
         if not (math.isfinite(self.shrinkage) and self.shrinkage >= 0):
             raise UsageError(f"shrinkage must be a finite number >= 0, got {self.shrinkage!r}")
         for name in ("beta", "gamma"):
             if not math.isfinite(getattr(self, name)):
                 raise UsageError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.eigenvalue_floor) and self.eigenvalue_floor > 0):
+        if not (math.isfinite(self.eigenvalue_floor) and 0 < self.eigenvalue_floor < 1):
             raise UsageError(
-                f"eigenvalue_floor must be a positive finite number, got {self.eigenvalue_floor!r}"
+                f"eigenvalue_floor must be a number between 0 and 1 (exclusive), got "
+                f"{self.eigenvalue_floor!r}"
             )
-        return int(k)
 
 
 register_transform("whitening", Whitening.from_pretrained)

@@ -21,7 +21,7 @@ import pytest
 
 from baihua.encoder import EmbeddingPipeline, Encoder
 from baihua.whitening import Whitening
-from tests.app.conftest import StartServer, embed_in_process
+from tests.app.conftest import WHITENED_DIM, StartServer, embed_in_process
 
 CHROMIUM = os.environ.get("BAIHUA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = os.environ.get("BAIHUA_UI_SCREENSHOTS")
@@ -124,8 +124,8 @@ def test_the_page_loads_and_shows_the_service_info(page: Page, pipeline: Embeddi
     )
     assert info["status"] == "ready"
     assert info["model"] == pipeline.encoder.name
-    assert (info["dim"], info["encoder_dim"]) == ("16", "32")
-    assert "n_components=16" in info["whitening"]
+    assert (info["dim"], info["encoder_dim"]) == (str(WHITENED_DIM), "32")
+    assert f"n_components={WHITENED_DIM}" in info["whitening"]
 
 
 def test_a_query_shows_the_nearest_documents_with_scores_and_payloads(
@@ -237,7 +237,7 @@ def test_compare_shows_raw_and_whitened_cosines(page: Page, pipeline: EmbeddingP
     page.page.fill("#text-b", "我在中国")
     page.page.click("#compare-form button")
     page.page.locator("#compare").wait_for(state="visible")
-    for name, whiten, dim in (("raw", False, 32), ("whitened", True, 16)):
+    for name, whiten, dim in (("raw", False, 32), ("whitened", True, WHITENED_DIM)):
         a, b = embed_in_process(pipeline, ["hello world", "我在中国"], whiten=whiten)
         shown = page.page.inner_text(f"#cos-{name}")
         assert float(shown.split()[0]) == pytest.approx(float(a @ b), abs=1e-4)

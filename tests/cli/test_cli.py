@@ -49,7 +49,7 @@ def test_embed_reads_stdin_and_writes_npy(tiny_bert: Path, tmp_path: Path) -> No
     out = tmp_path / "v.npy"
     code, _, _ = run(
         "embed", "--model", str(tiny_bert), "--format", "npy", "--output", str(out),
-        stdin="hello\n\nworld\n",
+        stdin="hello\nworld\n",
     )  # fmt: skip
     assert code == 0
     assert np.load(out).shape == (2, 32)
@@ -220,7 +220,7 @@ def test_flow_with_n_components_is_an_error(tiny_bert: Path, corpus: Path, tmp_p
 @pytest.mark.parametrize(
     "content,expected",
     [
-        (b"", "fewer than n_components"),
+        (b"", "0 sentences; whitening needs at least 2"),
         (b"a\tb\n\xff\xfe\tc\n", "corpus.tsv:2: not valid UTF-8"),
         (b"a\tb\nonly one column\n", "corpus.tsv:2: expected text1<TAB>text2"),
     ],
@@ -244,7 +244,7 @@ def test_fit_rejects_more_components_than_sentences(tiny_bert: Path, corpus: Pat
         "fit", "--input", str(corpus), "--model", str(tiny_bert), "--out", str(tmp_path / "w"),
         "--n-components", "30",
     )  # fmt: skip
-    assert code == 1 and "fewer than n_components=30" in err
+    assert code == 1 and "28 sentences give a covariance of rank at most 27" in err
 
 
 def test_unknown_pooling_is_one_line_and_exit_1(tiny_bert: Path) -> None:

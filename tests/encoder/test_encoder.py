@@ -105,7 +105,7 @@ def test_unknown_pooling_names_the_valid_ones(tiny_bert: Path) -> None:
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     from baihua.encoder import ModelLoadError
 
-    with pytest.raises(ModelLoadError, match="not a preset"):
+    with pytest.raises(ModelLoadError, match="no such folder; `baihua models list`"):
         Encoder(str(tmp_path / "nowhere"), device="cpu")
 
 

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.decomposition import PCA
 
+from baihua.core.errors import UsageError
 from baihua.core.spec import EmbeddingSpec
 from baihua.whitening import Moments, NotFittedError, Whitening
 
@@ -163,12 +164,48 @@ def test_fit_moments_equals_fit_and_keeps_its_own_copy() -> None:
     np.testing.assert_allclose(w.components_, whole.components_, atol=1e-12)
 
 
-def test_eigenvalue_floor_bounds_full_whitening_of_rank_deficient_vectors() -> None:
-    x = _vectors(11, 100, 3) @ np.random.default_rng(0).standard_normal((3, 5))  # rank 3 in 5-D
-    w = Whitening(eigenvalue_floor=1e-6).fit(x)
-    assert np.isfinite(w.transform(x)).all()
-    column_norms = np.linalg.norm(w.components_, axis=0)
-    np.testing.assert_allclose(column_norms[3:], (1e-6 * w.explained_variance_[0]) ** -0.5)
+def _rank_3_in_5d() -> np.ndarray:
+    return _vectors(11, 100, 3) @ np.random.default_rng(0).standard_normal((3, 5))
+
+
+def test_none_keeps_the_directions_with_variance_of_rank_deficient_vectors() -> None:
+    w = Whitening().fit(_rank_3_in_5d())
+    assert w.rank_ == w.n_components_ == 3
+    np.testing.assert_allclose(
+        np.cov(w.transform(_rank_3_in_5d()).T, bias=True), np.eye(3), atol=1e-8
+    )
+
+
+def test_n_components_above_the_rank_is_refused() -> None:
+    with pytest.raises(UsageError, match="n_components=4 exceeds the rank of the covariance, 3"):
+        Whitening(n_components=4).fit(_rank_3_in_5d())
+
+
+def test_cap_n_components_keeps_the_rank() -> None:
+    w = Whitening(n_components=5, cap_n_components=True).fit(_rank_3_in_5d())
+    assert (w.n_components, w.n_components_) == (5, 3)
+
+
+def test_drop_top_counts_against_the_rank() -> None:
+    assert Whitening(drop_top=1).fit(_rank_3_in_5d()).n_components_ == 2
+    with pytest.raises(UsageError, match="3, less drop_top=1"):
+        Whitening(n_components=3, drop_top=1).fit(_rank_3_in_5d())
+    with pytest.raises(UsageError, match="no direction with variance is left"):
+        Whitening(drop_top=3).fit(_rank_3_in_5d())
+
+
+def test_n_vectors_give_a_rank_of_at_most_n_minus_1() -> None:
+    x = _vectors(13, 300, 384)[:300]  # the case: 300 sentences, --n-components 300
+    with pytest.raises(UsageError, match="exceeds the rank of the covariance, 299"):
+        Whitening(n_components=300).fit(x)
+    w = Whitening(n_components=299).fit(x)
+    assert np.linalg.norm(w.components_, axis=0).max() < 1e4 * np.linalg.norm(w.components_[:, 0])
+
+
+def test_the_layernorm_direction_of_bert_vectors_is_outside_the_rank() -> None:
+    x = _vectors(14, 200, 8)
+    x -= x.mean(axis=1, keepdims=True)  # LayerNorm's output: every row sums to 0
+    assert Whitening().fit(x.astype(np.float32)).rank_ == 7
 
 
 def test_transform_output_is_float32_for_any_real_input() -> None:
@@ -195,7 +232,7 @@ def test_transform_output_is_float32_for_any_real_input() -> None:
         (
             Whitening(eigenvalue_floor=0.0),
             _vectors(0, 10, 2),
-            "eigenvalue_floor must be a positive",
+            "eigenvalue_floor must be a number between 0 and 1",
         ),
     ],
 )
