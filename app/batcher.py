@@ -46,6 +46,10 @@ class ClientOverLimit(EncoderUnavailable):
     """One client has more texts queued than its share (HTTP 429)."""
 
 
+class QueueFullError(EncoderUnavailable):
+    """Too many texts are waiting (HTTP 503, or 429 under OpenAI's /v1)."""
+
+
 class EncoderError(RuntimeError):
     """The encoder fails on every input, a known-good probe included (HTTP 500)."""
 
@@ -66,6 +70,7 @@ class EmbedOptions:
     text_type: TextType = "query"
     whiten: bool = True
     normalize: bool = True
+    dimensions: int | None = None
 
 
 class _State(enum.Enum):
@@ -214,7 +219,7 @@ class MicroBatcher:
         queued = self._queued_texts
         if queued and queued + n_texts > self.max_queued_texts:  # alone, any request may wait
             self._shed("queue_full", n_texts)
-            raise EncoderUnavailable(
+            raise QueueFullError(
                 f"the encoder queue is full ({queued} texts waiting, "
                 f"max_queued_texts is {self.max_queued_texts})",
                 self.retry_after_s(),
@@ -222,7 +227,7 @@ class MicroBatcher:
         ahead = self.rate.seconds_for(queued)
         if ahead > self.deadline_s:
             self._shed("queue_full", n_texts)
-            raise EncoderUnavailable(
+            raise QueueFullError(
                 f"the encoder queue holds about {ahead:.1f} s of work, more than the "
                 f"{self.deadline_s:g} s deadline (request_timeout_s)",
                 self.retry_after_s(),
@@ -394,6 +399,7 @@ class MicroBatcher:
             text_type=options.text_type,
             whiten=options.whiten,
             normalize=options.normalize,
+            dimensions=options.dimensions,
         )
 
 

@@ -111,7 +111,9 @@ PoolingOpt = Annotated[
     str | None,
     typer.Option(help="cls, pooler, last-avg or first-last-avg (default: preset's)."),
 ]
-MaxLengthOpt = Annotated[int | None, typer.Option(help="Token limit per text (default 64).")]
+MaxLengthOpt = Annotated[
+    int | None, typer.Option(help="Token limit per text (default: the model's, 512 for BERT).")
+]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML settings file.")]
 BackendOpt = Annotated[
     str | None,
@@ -198,6 +200,7 @@ def serve(
     The artifact, model and index are loaded and checked against each other before the port
     opens; a wrong combination exits with one line saying what differs. SIGTERM drains for
     shutdown_grace_s, snapshots the index and exits 0; a second signal exits at once."""
+    from baihua.app.components import resolve_max_length
     from baihua.app.server import serve as run_server
     from baihua.app.service import describe, load_components
 
@@ -211,9 +214,11 @@ def serve(
         backend=backend,
         dtype=dtype,
     )
+    settings, why = resolve_max_length(settings)
     pipeline, store = load_components(settings)
     with store:
         typer.echo(f"baihua: {describe(pipeline, store)}", err=True)
+        typer.echo(f"baihua: max length {settings.max_length} tokens: {why}", err=True)
         run_server(settings, pipeline, store)
 
 
@@ -269,7 +274,7 @@ def embed(
     import numpy as np
     import orjson
 
-    from baihua.app.components import build_pipeline
+    from baihua.app.components import build_pipeline, resolve_max_length
 
     if fmt not in ("jsonl", "npy"):
         raise UsageError(f"--format must be jsonl or npy, got {fmt!r}")
@@ -284,6 +289,7 @@ def embed(
         backend=backend,
         dtype=dtype,
     )
+    settings, _ = resolve_max_length(settings, index=False)
     vectors = build_pipeline(settings).embed(texts, text_type=kind).vectors
     sink = output.open("wb") if output else sys.stdout.buffer
     try:
@@ -410,6 +416,53 @@ def fit_projection(
     typer.echo(f"wrote {out}: jl, {encoder.dim} → {n_components} dims, seed {seed}", err=True)
 
 
+@cli.command()
+@user_errors
+def export(
+    out: Annotated[Path, typer.Option(help="The sentence-transformers folder to write (new).")],
+    whitening: Annotated[
+        Path | None, typer.Option(help="Whitening artifact from `baihua fit`; none: raw vectors.")
+    ] = None,
+    dimensions: Annotated[
+        int | None, typer.Option(help="Keep the first k components (default: all).")
+    ] = None,
+    model: ModelOpt = None,
+    max_length: MaxLengthOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write a sentence-transformers model folder (Transformer, Pooling, the whitening as a Dense
+    layer, Normalize, query/passage prompts) that gives baihua's vectors.
+
+    The model and pooling default to those the artifact was fitted for."""
+    from baihua.app.components import build_encoder
+    from baihua.app.export import export_sentence_transformers
+    from baihua.encoder import encoder_spec
+    from baihua.encoder.models import model_path
+    from baihua.whitening import Whitening, load_transform, read_metadata
+
+    fitted = read_metadata(whitening).spec if whitening is not None else {}
+    settings = load_settings(
+        config,
+        model=model or fitted.get("model"),
+        pooling=fitted.get("pooling"),
+        max_length=max_length or fitted.get("max_length"),
+    )
+    encoder = build_encoder(settings)
+    transform = load_transform(whitening) if whitening is not None else None
+    if transform is not None:
+        transform.check_compatible(encoder_spec(encoder))
+        if not isinstance(transform, Whitening):
+            raise UsageError(f"--whitening {whitening}: a flow is not linear and cannot export")
+    export_sentence_transformers(
+        encoder,
+        transform,
+        out,
+        model_folder=model_path(encoder.spec, settings.cache_dir),
+        dimensions=dimensions,
+    )
+    typer.echo(f"wrote {out}: a sentence-transformers model ({encoder.name})", err=True)
+
+
 @index_cli.command("build")
 @user_errors
 def index_build(
@@ -432,7 +485,7 @@ def index_build(
     """Embed a corpus as passages into the index; rerun to resume. JSONL may give `id` and
     `payload`; other corpora get their sentence position as id. With --engine ray and the
     Milvus backend the Ray workers write to Milvus."""
-    from baihua.app.components import build_pipeline, open_store
+    from baihua.app.components import build_pipeline, open_store, resolve_max_length
     from baihua.app.jobs import IndexBuildJob
     from baihua.encoder.corpus import count_sentences
 
@@ -447,6 +500,7 @@ def index_build(
         backend=backend,
         dtype=dtype,
     )
+    settings, _ = resolve_max_length(settings)
     pipeline = build_pipeline(settings)
     index_dir = settings.data_dir / "index"
     with open_store(settings, pipeline) as store:
@@ -486,7 +540,7 @@ def index_reembed(
     """Re-encode the index's stored documents in another space (model, whitening, pooling) and
     switch to it atomically; rerun to resume. The old index keeps serving until the switch and
     is kept in <data-dir>/index.previous."""
-    from baihua.app.components import build_pipeline
+    from baihua.app.components import build_pipeline, resolve_max_length
     from baihua.app.reembed import ReembedJob
 
     settings = load_settings(
@@ -498,6 +552,7 @@ def index_reembed(
         max_length=max_length,
         batch_size=batch_size,
     )
+    settings, _ = resolve_max_length(settings, index=False)  # the new space: not the index's
     job = ReembedJob(settings.data_dir, build_pipeline(settings), factory=settings.index_factory)
     total, done = job.total(), job.done()
     if done:
@@ -658,6 +713,7 @@ def eval_retrieval_run(
     from baihua.eval.beir import beir_folders, load_beir
     from baihua.eval.report import FORMATS
     from baihua.eval.retrieval import (
+        DEFAULT_MAX_LENGTH,
         RetrievalEval,
         check_reranks,
         check_top_k,
@@ -694,7 +750,7 @@ def eval_retrieval_run(
                 top_k=top_k,
                 factory=index,
                 search_params=search_params,
-                max_length=settings.max_length,
+                max_length=settings.max_length or DEFAULT_MAX_LENGTH,
                 geodesic_k=settings.geodesic_k,
                 geodesic_candidates=settings.geodesic_candidates,
                 geodesic_reach=settings.geodesic_reach,

@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
+import json
+
 from baihua.app.settings import Settings
 from baihua.core.errors import UsageError
-from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec
+from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec, resolve_model
+from baihua.encoder.models import model_token_limit
 from baihua.index import FaissStore, Store
 
 
+def recorded_max_length(settings: Settings, *, index: bool = True) -> tuple[int, str] | None:
+    """The token limit the served vector space was built at, and what records it: the
+    whitening artifact (its fit), else (with ``index``) the FAISS index's database. A fit or an
+    index made at 64 tokens is another space than at 512. None when neither records one (the
+    Milvus collection's record is checked when the store opens)."""
+    from baihua.index.database import read_meta
+    from baihua.index.faiss_store import DATABASE
+    from baihua.whitening import read_metadata
+
+    if settings.whitening is not None:
+        fitted = read_metadata(settings.whitening).spec.get("max_length")
+        if fitted is not None:
+            return int(fitted), f"the whitening artifact {settings.whitening} was fitted at it"
+    database = settings.data_dir / "index" / DATABASE
+    if index and settings.index_backend == "faiss" and database.is_file():
+        recorded = read_meta(database).get("spec")
+        if recorded is not None and json.loads(recorded).get("max_length") is not None:
+            length = int(json.loads(recorded)["max_length"])
+            return length, f"the index in {database.parent} was built at it"
+    return None
+
+
+def resolve_max_length(settings: Settings, *, index: bool = True) -> tuple[Settings, str]:
+    """`settings` with the token limit to embed at, and why: `max_length` when set (a recorded
+    space that differs is then refused when the artifact or index is checked); else the
+    recorded one (``recorded_max_length``); else the model's own limit."""
+    if settings.max_length is not None:
+        return settings, "set by max_length"
+    recorded = recorded_max_length(settings, index=index)
+    if recorded is None:
+        limit = model_token_limit(resolve_model(settings.model), settings.cache_dir)
+        recorded = limit, "the model's own limit; max_length is not set"
+    length, why = recorded
+    return settings.model_copy(update={"max_length": length}), why
+
+
 def build_encoder(settings: Settings) -> Encoder:
+    """Unset `max_length` is the model's own limit: the service reads whole documents."""
+    spec = resolve_model(settings.model)
     return Encoder(
-        settings.model,
+        spec,
         pooling=settings.pooling,
-        max_length=settings.max_length,
+        max_length=settings.max_length or model_token_limit(spec, settings.cache_dir),
         batch_size=settings.batch_size,
         max_batch_tokens=settings.max_batch_tokens,
         device=settings.device,

@@ -39,3 +39,24 @@ def get_client(request: Request) -> str:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServiceDep = Annotated[Service, Depends(get_service)]
 ClientDep = Annotated[str, Depends(get_client)]
+
+
+def require_json(request: Request) -> None:
+    """415 for a body sent as anything but JSON (FastAPI would report it as a 422)."""
+    content_type = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if content_type is None and not has_body:
+        return  # no body at all: the validation error says which fields are required
+    mime = (content_type or "").split(";")[0].strip().lower()
+    if mime != "application/json" and not mime.endswith("+json"):
+        sent = f"it was sent as {content_type!r}" if content_type else "it had no Content-Type"
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"the body must be JSON with the header 'Content-Type: application/json'; "
+            f"{sent}",
+        )
+
+
+JSON_BODY = [Depends(require_json)]

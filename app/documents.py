@@ -9,13 +9,14 @@ Every write marks the geodesic graph stale; it is rebuilt in the background (ind
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from baihua.app.batcher import EmbedOptions, MicroBatcher
+from baihua.core.errors import BaihuaError
 from baihua.index import Document, GeodesicReranker, Hit, Store
 
 PASSAGE = EmbedOptions(text_type="passage")
@@ -34,8 +35,14 @@ class Found:
     truncated: list[bool]
 
 
+class NoIdLeftError(BaihuaError):
+    """Ids to assign would pass the largest id allowed."""
+
+
 class DocumentIndex:
     """Add, get, delete and search documents; blocking store calls run off the event loop."""
+
+    max_id = 2**53 - 1  # JSON clients (JavaScript) keep integers exact up to here
 
     def __init__(self, store: Store, batcher: MicroBatcher, reranker: GeodesicReranker) -> None:
         self.store = store
@@ -81,7 +88,30 @@ class DocumentIndex:
 
     async def delete(self, id: int) -> bool:
         """Whether the document existed."""
-        return await asyncio.to_thread(self._delete, id)
+        return await self.delete_many([id]) > 0
+
+    async def get_many(self, ids: Sequence[int]) -> list[Document]:
+        return await asyncio.to_thread(self.store.get_many, ids)
+
+    async def scan(self, after: int, limit: int, filter: dict[str, Any] | None) -> list[Document]:
+        return await asyncio.to_thread(self.store.scan, after, limit, filter)
+
+    async def count(self, filter: dict[str, Any] | None) -> int:
+        return await asyncio.to_thread(self.store.count, filter)
+
+    async def delete_many(self, ids: Sequence[int]) -> int:
+        """How many of the documents existed."""
+        return await asyncio.to_thread(self._deleted, self.store.delete, ids)
+
+    async def delete_where(self, filter: dict[str, Any]) -> int:
+        return await asyncio.to_thread(self._deleted, self.store.delete_where, filter)
+
+    async def set_payload(self, id: int, payload: dict[str, Any]) -> Document | None:
+        """The updated document, or None if it does not exist. The geodesic graph stays: it
+        depends on vectors only."""
+        if not await asyncio.to_thread(self.store.set_payload, id, payload):
+            return None
+        return await self.get(id)
 
     def _search_geodesic(
         self, vectors: np.ndarray, top_k: int, filter: dict[str, Any] | None
@@ -89,8 +119,8 @@ class DocumentIndex:
         candidates = self.store.search(vectors, self.reranker.fetch_size(top_k), filter)
         return self.reranker.rerank(candidates, top_k)
 
-    def _delete(self, id: int) -> bool:
-        deleted = self.store.delete([id]) > 0
+    def _deleted(self, delete: Callable[[Any], int], what: Any) -> int:
+        deleted = delete(what)
         if deleted:
             self.reranker.mark_stale()
         return deleted
@@ -111,9 +141,16 @@ class DocumentIndex:
 
     def _assign_ids(self, ids: Sequence[int | None]) -> list[int]:
         """Keep given ids; the others get new ones from the store's persisted counter, above
-        every id ever stored (deleted ones too) and above the ids given here."""
+        every id ever stored (deleted ones too) and above the ids given here, up to `max_id`
+        (the largest id the HTTP API takes back)."""
         given = [i for i in ids if i is not None]
         if len(given) == len(ids):
             return list(given)
-        fresh = iter(self.store.reserve_ids(len(ids) - len(given), after=max(given, default=-1)))
-        return [next(fresh) if i is None else i for i in ids]
+        fresh = self.store.reserve_ids(len(ids) - len(given), after=max(given, default=-1))
+        if fresh[-1] > self.max_id:
+            raise NoIdLeftError(
+                f"no ids are left to assign up to {self.max_id} (2**53 - 1, what JSON clients "
+                "keep exact); give the documents ids"
+            )
+        new = iter(fresh)
+        return [next(new) if i is None else i for i in ids]

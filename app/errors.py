@@ -1,28 +1,46 @@
-"""Map the library's errors to HTTP statuses; under /v1 errors take OpenAI's shape.
+"""Map the library's errors to HTTP statuses, with messages in words that name the field.
 
-OpenAI clients read `{"error": {"message", "type", "param", "code"}}`; everything else gets
-FastAPI's usual `{"detail": ...}`. Error bodies never echo what cannot be valid JSON (lone
-surrogates, NaN) or more than a short excerpt of the input, so a hostile request cannot turn its
-own 4xx into a 500 or a large response.
+Under /v1 errors take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, and
+OpenAI's statuses (400 for a bad request, 429 when the queue is full), so the official client
+raises the exception its users catch; everything else gets FastAPI's `{"detail": ...}`, with
+422 for a request that is valid JSON but not a valid request, and 400 for a body that is not
+JSON at all. Error bodies never echo the input back, and what they quote (locations, messages)
+has lone surrogates escaped, so a hostile request cannot turn its own 4xx into a 500.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, status
-from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from baihua.app.batcher import ClientOverLimit, EncoderError, EncoderUnavailable, TextRejected
+from baihua.app.batcher import (
+    ClientOverLimit,
+    EncoderError,
+    EncoderUnavailable,
+    QueueFullError,
+    TextRejected,
+)
+from baihua.app.documents import NoIdLeftError
+from baihua.app.schemas import NOT_BLANK
 from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
 
-MAX_ECHOED_CHARS = 200  # of a rejected input, in a 422
+# pydantic puts union members' tags into error locations ("str", "constrained-str",
+# "list[...]"); no field of the API has "-" or "[" in its name
+_TAGS = {"none", "str", "int", "float", "bool"}
+
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+_OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
 
 
 def clean_text(text: str) -> str:
@@ -31,16 +49,81 @@ def clean_text(text: str) -> str:
 
 
 def error_body(request_path: str, status_code: int, message: str) -> dict[str, Any]:
-    """The JSON body of an error: OpenAI's shape under /v1/, FastAPI's elsewhere."""
+    """The JSON body of an error: OpenAI's shape (and type, code) under /v1/, FastAPI's
+    elsewhere."""
     message = clean_text(message)
     if not request_path.startswith("/v1/"):
         return {"detail": message}
-    kind = "invalid_request_error" if status_code < 500 else "server_error"
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    default = "invalid_request_error" if status_code < 500 else "server_error"
+    return {
+        "error": {
+            "message": message,
+            "type": _OPENAI_TYPES.get(status_code, default),
+            "param": None,
+            "code": _OPENAI_CODES.get(status_code),
+        }
+    }
 
 
 def _is_openai(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
+
+
+def _clean_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """The location without pydantic's union tags."""
+    return tuple(
+        part
+        for part in loc
+        if isinstance(part, int)
+        or not ("[" in part or "-" in part or part.startswith("<") or part in _TAGS)
+    )
+
+
+def _field_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """The field: without where it was sent ("body", "query", "path") and without tags."""
+    clean = _clean_loc(loc)
+    return clean[1:] if clean[:1] in (("body",), ("query",), ("path",)) else clean
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """`("body", "documents", 0, "text")` → `documents[0].text`; the whole body is `body`."""
+    path = ""
+    for part in _field_loc(loc):
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else part
+    return path or "body"
+
+
+def _plain(error: Mapping[str, Any]) -> str:
+    kind, message = error["type"], str(error["msg"])
+    if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NOT_BLANK:
+        return "must not be empty or only whitespace"
+    if kind == "missing":
+        return "is required" if _field_loc(error["loc"]) else "the request needs a JSON body"
+    if kind == "string_unicode":  # JSON lets a client send "\ud800", which no encoder takes
+        return "has a lone surrogate, which is not valid Unicode"
+    if kind == "extra_forbidden":
+        return "is not a field of this request (misspelt?)"
+    if kind == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "")
+        return f"the body is not valid JSON: {reason} at character {error['loc'][-1]}"
+    return message.removeprefix("Value error, ")
+
+
+def plain_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """`{"type", "loc", "msg"}` per error, `msg` starting with the field; `input` is dropped,
+    and so is "should be null" where the same field has a better message."""
+    others = [_field_loc(error["loc"]) for error in errors if error["type"] != "none_required"]
+    plain = []
+    for error in errors:
+        loc = _field_loc(error["loc"])
+        if error["type"] == "none_required" and any(other[: len(loc)] == loc for other in others):
+            continue
+        message = _plain(error)
+        if error["type"] != "json_invalid":
+            message = f"{field_path(error['loc'])}: {message}"
+        loc_clean = [clean_text(p) if isinstance(p, str) else p for p in _clean_loc(error["loc"])]
+        plain.append({"type": error["type"], "loc": loc_clean, "msg": clean_text(message)})
+    return plain
 
 
 def _openai_error(
@@ -54,45 +137,37 @@ def _openai_error(
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
-def _echoable(value: Any) -> bool:
-    """A scalar input short and clean enough to repeat in the error."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, str):
-        return len(value) <= MAX_ECHOED_CHARS and clean_text(value) == value
-    return value is None or isinstance(value, bool | int)
-
-
-def _safe_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    errors = []
-    for error in exc.errors():
-        safe = {
-            "type": error["type"],
-            "loc": [clean_text(p) if isinstance(p, str) else p for p in error["loc"]],
-            "msg": clean_text(str(error["msg"])),
-        }
-        if "input" in error and _echoable(error["input"]):
-            safe["input"] = error["input"]
-        if "ctx" in error:
-            safe["ctx"] = {k: clean_text(str(v)) for k, v in error["ctx"].items()}
-        errors.append(safe)
-    return errors
-
-
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = _safe_errors(exc)
-    if not _is_openai(request):
-        return JSONResponse(jsonable_encoder({"detail": errors}), status_code=422)
-    params = [".".join(str(part) for part in error["loc"][1:]) for error in errors]
-    message = "; ".join(f"{p}: {e['msg']}" for p, e in zip(params, errors, strict=True))
-    return _openai_error(status.HTTP_422_UNPROCESSABLE_CONTENT, message, params[0] or None)
+    errors = plain_errors(exc.errors())
+    not_json = any(error["type"] == "json_invalid" for error in errors)
+    if _is_openai(request):
+        first = _field_loc(errors[0]["loc"]) if errors else ()
+        param = str(first[0]) if first and not not_json else None
+        message = "; ".join(error["msg"] for error in errors)
+        return _openai_error(status.HTTP_400_BAD_REQUEST, message, param)
+    if not_json:
+        return JSONResponse({"detail": errors[0]["msg"]}, status.HTTP_400_BAD_REQUEST)
+    return JSONResponse({"detail": errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route on this path; Starlette names only the first route's."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc.detail, str):
         exc.detail = clean_text(exc.detail)
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
     if not _is_openai(request):
         return await http_exception_handler(request, exc)
     return _openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
@@ -100,11 +175,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _encoder_unavailable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EncoderUnavailable)
-    code = (
-        status.HTTP_429_TOO_MANY_REQUESTS
-        if isinstance(exc, ClientOverLimit)
-        else status.HTTP_503_SERVICE_UNAVAILABLE
+    # OpenAI clients back off on 429; the others know 503 with Retry-After
+    over = isinstance(exc, ClientOverLimit) or (
+        isinstance(exc, QueueFullError) and _is_openai(request)
     )
+    code = status.HTTP_429_TOO_MANY_REQUESTS if over else status.HTTP_503_SERVICE_UNAVAILABLE
     headers = {"Retry-After": str(exc.retry_after_s)}
     return await _http_error(request, HTTPException(code, str(exc), headers=headers))
 
@@ -123,14 +198,25 @@ async def _text_rejected(request: Request, exc: Exception) -> Response:
 
 
 async def _duplicate_id(request: Request, exc: Exception) -> Response:
-    """An id taken, or none left to assign: a conflict with what is stored."""
+    """An id taken: a conflict with what is stored. The store names the library call; an HTTP
+    client sets the request field instead."""
+    message = str(exc)
+    if "already stored" in message:
+        message = message.split(";")[0] + '; send "upsert": true to replace them'
+    return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, message))
+
+
+async def _no_id_left(request: Request, exc: Exception) -> Response:
+    """None left to assign: a conflict with what is stored."""
     return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, str(exc)))
 
 
 async def _filter_error(request: Request, exc: Exception) -> Response:
-    return await _http_error(
-        request, HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"filter: {exc}")
-    )
+    """A filter the store cannot read (an unknown operator, ...): 422 in the shape of the
+    validation errors, which the schema declares for 422."""
+    where = "query" if request.method == "GET" else "body"
+    error = {"type": "filter_error", "loc": (where, "filter"), "msg": str(exc)}
+    return await _validation_error(request, RequestValidationError([error]))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -141,4 +227,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TextRejected, _text_rejected)
     app.add_exception_handler(DuplicateIdError, _duplicate_id)
     app.add_exception_handler(FilterError, _filter_error)
-    app.add_exception_handler(IdsExhaustedError, _duplicate_id)
+    app.add_exception_handler(NoIdLeftError, _no_id_left)
+    app.add_exception_handler(IdsExhaustedError, _no_id_left)

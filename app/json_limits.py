@@ -49,9 +49,36 @@ def json_error(value: Any, loc: Loc, *, max_depth: int) -> tuple[Loc, str] | Non
                 return where, f"a lone surrogate at character {position} is not valid Unicode"
         elif isinstance(item, float) and not math.isfinite(item):
             return where, f"{item} is not a JSON number"
-        elif isinstance(item, int) and not INT64_MIN <= item <= UINT64_MAX:
-            return where, "integers must fit in 64 bits"
+        elif isinstance(item, int | float) and not INT64_MIN <= item <= UINT64_MAX:
+            # floats too: the schema's bounds (PAYLOAD_SCHEMA) are on numbers, as JSON has them
+            return where, "integers must fit in 64 bits (numbers lie within -2**63 .. 2**64 - 1)"
     return None
+
+
+JSON_VALUE_REF = "#/components/schemas/JsonValue"
+_JSON_VALUE: dict[str, Any] = {
+    "title": "JsonValue",
+    "description": "Any JSON value; numbers lie within -2**63 .. 2**64 - 1.",
+    "anyOf": [
+        {"type": "string"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "number", "minimum": INT64_MIN, "maximum": UINT64_MAX},
+        {"type": "array", "items": {"$ref": JSON_VALUE_REF}},
+        {"type": "object", "additionalProperties": {"$ref": JSON_VALUE_REF}},
+    ],
+}
+PAYLOAD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "JsonValue": _JSON_VALUE,
+    "Payload": {
+        "title": "Payload",
+        "description": "A JSON object stored with the document, nested at most "
+        "`max_payload_depth` levels and at most `max_payload_bytes` as JSON.",
+        "type": "object",
+        "additionalProperties": {"$ref": JSON_VALUE_REF},
+    },
+}
+"""What `json_error` lets through, as JSON Schema (depth and size are said in words)."""
 
 
 def json_size(value: Any) -> int:

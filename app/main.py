@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from baihua.app.docs import install_docs
 from baihua.app.edge import RequestGuard
 from baihua.app.errors import install_error_handlers
 from baihua.app.metrics import Metrics, MetricsMiddleware
+from baihua.app.openapi import install_openapi
 from baihua.app.routes import api_router
 from baihua.app.service import load_service
 from baihua.app.settings import Settings
@@ -58,6 +60,8 @@ def create_app(
         description=DESCRIPTION,
         version=importlib.metadata.version("baihua"),
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -68,6 +72,8 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it sees 413s and 499s
     install_error_handlers(app)
     app.include_router(api_router)
+    install_docs(app)
+    install_openapi(app)
     return app
 
 

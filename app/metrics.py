@@ -104,8 +104,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             method = scope["method"] if scope["method"] in METHODS else "other"
-            route = getattr(scope.get("route"), "path", UNMATCHED)
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED)
             code = CLIENT_CLOSED if scope.get(DISCONNECTED) else str(status)
-            labels = (method, route, code)
+            labels = (method, template, code)
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)

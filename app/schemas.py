@@ -1,47 +1,148 @@
 """Request and response bodies of the HTTP API.
 
 Requests are strict (no type coercion) and reject unknown fields, so a typo such as `"top-k"`
-is a 422 naming the field instead of a silently ignored option. Limits that depend on the settings
-(texts per request, characters per text) are checked by `TextsRequest.check_limits`, which
-reports them in the same 422 shape as pydantic's own errors.
+is a 422 naming the field instead of a silently ignored option (OpenAI's `/v1` requests ignore
+them, as OpenAI does). Limits that depend on the settings (texts per request, characters per
+text, output dimensions) are checked by `TextsRequest.check_limits`, which reports them in the
+same 422 shape as pydantic's own errors; in the schema they are `x-limit` markers that
+app/openapi.py replaces with the running server's values, so the OpenAPI document states them.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from baihua.app.batcher import TextRejected
-from baihua.app.json_limits import json_error, json_size, lone_surrogate
+from baihua.app.documents import DocumentIndex
+from baihua.app.filter_schema import check_filter_scope
+from baihua.app.json_limits import json_error, json_size
 from baihua.app.settings import Settings
 
 MAX_TOP_K = 1000
-MAX_ID = 2**63 - 1  # FAISS ids are int64; -1 is its "no result" marker
+# The store takes int64 ids; the API stops at 2**53 - 1, the largest integer every JSON client
+# (JavaScript's numbers, JSON Schema validators reading floats) keeps exact.
+MAX_ID = DocumentIndex.max_id
+# A text needs one character that is not whitespace (Python's str.isspace), spelt out because
+# regex engines disagree on what \s covers (Python's includes \x1c-\x1f, Rust's does not).
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
 
 Loc = tuple[str | int, ...]
 
 
-def _not_blank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("text must not be empty or only whitespace")
-    position = lone_surrogate(text)
-    if position is not None:
-        raise ValueError(
-            f"text has a lone surrogate at character {position}, which is not valid Unicode"
-        )
-    return text
+def _integral_float(value: Any) -> Any:
+    """JSON Schema counts 4.0 as an integer; strict pydantic would not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
-Text = Annotated[str, AfterValidator(_not_blank)]
-DocumentId = Annotated[int, Field(ge=0, le=MAX_ID)]
+AcceptIntegralFloat = BeforeValidator(_integral_float)  # last in Annotated, after constraints
+
+Text = Annotated[
+    str,
+    Field(
+        pattern=NOT_BLANK,
+        description="Not empty or only whitespace.",
+        json_schema_extra={"x-limit": {"maxLength": "max_chars_per_text"}},
+    ),
+]
+TEXTS_LIMIT: dict[str, Any] = {"x-limit": {"maxItems": "max_texts_per_request"}}
+DocumentId = Annotated[int, Field(ge=0, le=MAX_ID), AcceptIntegralFloat]
+Dimensions = Annotated[
+    int,
+    Field(
+        ge=1,
+        description="Keep the first `dimensions` components (at most `/info`'s `dim`), then "
+        "normalise: with whitening these are exactly a `dimensions`-component fit.",
+        json_schema_extra={"x-limit": {"maximum": "dim"}},
+    ),
+    AcceptIntegralFloat,
+]
+
+
+def _scoped_filter(filter: dict[str, Any]) -> dict[str, Any]:
+    check_filter_scope(filter, where="")
+    return filter
+
+
+# A payload filter and a payload: their schemas (app/filter_schema.py, app/json_limits.py) are
+# put in place of these `x-ref` markers by app/openapi.py.
+PayloadFilter = Annotated[
+    dict[str, Any], AfterValidator(_scoped_filter), Field(json_schema_extra={"x-ref": "Filter"})
+]
+Payload = Annotated[dict[str, Any], Field(json_schema_extra={"x-ref": "Payload"})]
+
+
+def _some_filter(filter: dict[str, Any]) -> dict[str, Any]:
+    if not filter:
+        raise ValueError("must not be empty: {} matches every document")
+    return filter
+
+
+NonEmptyFilter = Annotated[
+    PayloadFilter,
+    AfterValidator(_some_filter),
+    Field(json_schema_extra={"x-ref": "Filter", "minProperties": 1}),
+]
+
+
+def _one_or_many(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "<text>"
+    return "<list>" if isinstance(value, list) else None
+
+
+# One text or a list of them (TEI's `inputs`, OpenAI's `input`); tags start with "<" so error
+# locations can drop them (app/errors.py).
+OneOrMoreTexts = Annotated[
+    Annotated[Text, Tag("<text>")]
+    | Annotated[list[Text], Tag("<list>"), Field(min_length=1, json_schema_extra=TEXTS_LIMIT)],
+    Discriminator(
+        _one_or_many,
+        custom_error_type="one_or_many",
+        custom_error_message="must be a string or a list of strings",
+    ),
+]
 
 
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    """`one_of` names fields of which exactly one must be given (and none as an explicit null);
+    `exactly_one_of` puts the same rule into the schema."""
+
+    # python-re: the same regular expressions as the OpenAPI clients that test against `pattern`
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
+    one_of: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if not cls.one_of or not isinstance(data, dict):
+            return data
+        for name in cls.one_of:
+            if name in data and data[name] is None:
+                raise ValueError(f"`{name}` must not be null; leave it out instead")
+        given = [name for name in cls.one_of if name in data]
+        if len(given) != 1:
+            names = " or ".join(f"`{name}`" for name in cls.one_of)
+            raise ValueError(f"give exactly one of {names}")
+        return data
 
 
 class TextsRequest(RequestModel):
@@ -119,18 +220,66 @@ def _json_errors(value: Any, loc: Loc, settings: Settings) -> list[dict[str, Any
     return []
 
 
-class EmbedRequest(TextsRequest):
-    list_field = "texts"
+def check_dimensions(dimensions: int | None, dim: int) -> None:
+    """422 when `dimensions` exceeds the served dimension (the schema's maximum says so too)."""
+    if dimensions is not None and dimensions > dim:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("body", "dimensions"),
+                    "msg": f"this server's vectors have {dim} dimensions; send at most {dim}",
+                }
+            ]
+        )
 
-    texts: list[Text] = Field(min_length=1, description="Texts to embed, in order.")
+
+def exactly_one_of(*names: str) -> ConfigDict:
+    """The schema half of `TextsRequest.one_of`."""
+    return ConfigDict(json_schema_extra={"oneOf": [{"required": [name]} for name in names]})
+
+
+def _located(field: str, texts: str | list[str]) -> list[tuple[Loc, str]]:
+    if isinstance(texts, str):
+        return [((field,), texts)]
+    return [((field, i), text) for i, text in enumerate(texts)]
+
+
+class EmbedRequest(TextsRequest):
+    """Ours (`texts`, answered with an object) or TEI's (`inputs`, answered with the bare list
+    of vectors, as TEI does); the options apply to both."""
+
+    model_config = exactly_one_of("texts", "inputs")
+    list_field = "texts"
+    one_of = ("texts", "inputs")
+
+    texts: (
+        SkipJsonSchema[None]
+        | Annotated[list[Text], Field(min_length=1, json_schema_extra=TEXTS_LIMIT)]
+    ) = Field(None, description="Texts to embed, in order.")
+    inputs: SkipJsonSchema[None] | OneOrMoreTexts = Field(
+        None, description="TEI's field: one text or a list; the response is TEI's bare list."
+    )
     whiten: bool = Field(True, description="Apply the configured whitening transform, if any.")
     normalize: bool = Field(True, description="L2-normalise the vectors (cosine = dot product).")
     text_type: Literal["query", "passage"] = Field(
         "query", description="Selects the model's prefix (e5: 'query: ' or 'passage: ')."
     )
+    dimensions: Dimensions | None = None
+    truncate: bool | None = Field(
+        None,
+        description="TEI's flag. false: a text over the token limit is a 422 instead of being "
+        "truncated; true or omitted: truncate (and report it in `truncated`).",
+    )
+    truncation_direction: Literal["right", "Right"] = Field(
+        "right",
+        description="TEI's: long texts lose their end (cutting the start is not supported).",
+    )
 
     def located_texts(self) -> list[tuple[Loc, str]]:
-        return [(("texts", i), text) for i, text in enumerate(self.texts)]
+        if self.inputs is not None:
+            return _located("inputs", self.inputs)
+        return _located("texts", self.texts or [])
 
 
 class EmbedResponse(BaseModel):
@@ -143,14 +292,19 @@ class EmbedResponse(BaseModel):
 
 
 class SearchRequest(TextsRequest):
+    model_config = exactly_one_of("query", "queries")
     list_field = "queries"
+    one_of = ("query", "queries")
 
-    query: Text | None = Field(None, description="One query; results is a list of hits.")
-    queries: list[Text] | None = Field(
-        None, min_length=1, description="Several queries; results is a list of hit lists."
+    query: SkipJsonSchema[None] | Text = Field(
+        None, description="One query; results is a list of hits."
     )
-    top_k: int = Field(10, ge=1, le=MAX_TOP_K)
-    filter: dict[str, Any] | None = Field(
+    queries: (
+        SkipJsonSchema[None]
+        | Annotated[list[Text], Field(min_length=1, json_schema_extra=TEXTS_LIMIT)]
+    ) = Field(None, description="Several queries; results is a list of hit lists.")
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K), AcceptIntegralFloat] = 10
+    filter: PayloadFilter | None = Field(
         None,
         description="Only documents whose payload matches, e.g. {'lang': 'zh'} or "
         "{'price': {'$gte': 10}}; operators $eq $ne $in $nin $gt $gte $lt $lte, $and, $or.",
@@ -161,16 +315,10 @@ class SearchRequest(TextsRequest):
         "documents' kNN graph (each hit then has `geodesic`, its distance).",
     )
 
-    @model_validator(mode="after")
-    def _exactly_one_query(self) -> SearchRequest:
-        if (self.query is None) == (self.queries is None):
-            raise ValueError("give exactly one of `query` (a string) or `queries` (a list)")
-        return self
-
     def located_texts(self) -> list[tuple[Loc, str]]:
         if self.query is not None:
             return [(("query",), self.query)]
-        return [(("queries", i), query) for i, query in enumerate(self.queries or [])]
+        return _located("queries", self.queries or [])
 
     def extra_limit_errors(self, settings: Settings) -> list[dict[str, Any]]:
         errors = []
@@ -206,22 +354,19 @@ class SearchResponse(BaseModel):
 class DocumentIn(RequestModel):
     id: DocumentId | None = Field(None, description="Chosen by the caller, or assigned if omitted.")
     text: Text
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: Payload = Field(default_factory=dict)
 
 
 class DocumentsRequest(TextsRequest):
     list_field = "documents"
 
-    documents: list[DocumentIn] = Field(min_length=1)
+    documents: list[DocumentIn] = Field(min_length=1, json_schema_extra=TEXTS_LIMIT)
     upsert: bool = Field(False, description="Replace documents whose id exists instead of 409.")
 
-    @field_validator("documents")
-    @classmethod
-    def _unique_ids(cls, documents: list[DocumentIn]) -> list[DocumentIn]:
-        ids = [doc.id for doc in documents if doc.id is not None]
-        if len(ids) != len(set(ids)):
-            raise ValueError("document ids must be unique within one request")
-        return documents
+    def repeated_ids(self) -> list[int]:
+        """Ids given more than once (a 409, like a stored id: JSON Schema cannot say it)."""
+        counts = Counter(doc.id for doc in self.documents if doc.id is not None)
+        return sorted(i for i, n in counts.items() if n > 1)
 
     def located_texts(self) -> list[tuple[Loc, str]]:
         return [(("documents", i, "text"), doc.text) for i, doc in enumerate(self.documents)]
@@ -249,44 +394,88 @@ class Deleted(BaseModel):
     deleted: bool = True
 
 
-class OpenAIEmbeddingRequest(TextsRequest):
-    """OpenAI's `POST /v1/embeddings` body; any `model` is accepted and answered by ours."""
+Filter = dict[str, Any]
+MAX_PAGE = 1000
+DocumentIds = Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_PAGE)]
 
+
+class DocumentPage(BaseModel):
+    documents: list[Document] = Field(description="In id order.")
+    next_after: int | None = Field(
+        description="Send as `after` for the next page; null on the last page."
+    )
+
+
+class DocumentCount(BaseModel):
+    count: int
+
+
+class GetDocumentsRequest(RequestModel):
+    ids: DocumentIds
+
+
+class DocumentsFound(BaseModel):
+    documents: list[Document] = Field(description="The stored ones, in request order.")
+    missing: list[int] = Field(description="Requested ids that are not stored.")
+
+
+class DeleteDocumentsRequest(RequestModel):
+    """Delete by ids or by a payload filter (a filter of `{}` would match every document and is
+    refused; delete the data folder instead)."""
+
+    model_config = exactly_one_of("ids", "filter")
+    one_of = ("ids", "filter")
+
+    ids: SkipJsonSchema[None] | DocumentIds = None
+    filter: SkipJsonSchema[None] | NonEmptyFilter = None
+
+
+class DeletedCount(BaseModel):
+    deleted: int = Field(description="How many documents existed and were deleted.")
+
+
+class PayloadUpdate(RequestModel):
+    payload: Payload = Field(description="Replaces the payload; text and vector stay.")
+
+    def check_limits(self, settings: Settings) -> None:
+        """422 for a payload the store could not give back (as `DocumentsRequest` checks)."""
+        errors = _json_errors(self.payload, ("payload",), settings)
+        if errors:
+            raise RequestValidationError(errors)
+
+
+class OpenAIEmbeddingRequest(TextsRequest):
+    """OpenAI's `POST /v1/embeddings` body; any `model` is accepted and answered by ours.
+
+    Unknown fields are ignored, as OpenAI, TEI and infinity do. `input_type` is our extension
+    (NVIDIA's and Voyage's name): `passage` (or `document`) embeds with the passage prefix.
+    """
+
+    model_config = ConfigDict(extra="ignore")
     list_field = "input"
 
-    input: Text | list[Text]
+    input: OneOrMoreTexts
     model: str
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: Dimensions | None = None
     user: str | None = None
+    input_type: Literal["query", "passage", "document"] = Field(
+        "query", description="Not in OpenAI's API: `passage`/`document` for texts to index."
+    )
 
     @field_validator("input", mode="before")
     @classmethod
     def _strings_only(cls, value: Any) -> Any:
         if isinstance(value, list) and value and not isinstance(value[0], str):
             raise ValueError("only strings are supported; token-id arrays are not")
-        if isinstance(value, list) and not value:
-            raise ValueError("input must not be an empty list")
         return value
 
-    def check_dimensions(self, dim: int) -> None:
-        """422 unless `dimensions` is omitted or equals the served model's output dimension."""
-        if self.dimensions is not None and self.dimensions != dim:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ("body", "dimensions"),
-                        "msg": f"this server returns {dim} dimensions; omit `dimensions` or "
-                        f"send {dim}",
-                    }
-                ]
-            )
+    @property
+    def text_type(self) -> Literal["query", "passage"]:
+        return "query" if self.input_type == "query" else "passage"
 
     def located_texts(self) -> list[tuple[Loc, str]]:
-        if isinstance(self.input, str):
-            return [(("input",), self.input)]
-        return [(("input", i), text) for i, text in enumerate(self.input)]
+        return _located("input", self.input)
 
 
 class OpenAIEmbedding(BaseModel):
@@ -308,8 +497,35 @@ class OpenAIEmbeddingResponse(BaseModel):
     truncated: list[bool] = Field(description="Not in OpenAI's API: inputs cut at the limit.")
 
 
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "baihua"
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
 class Health(BaseModel):
     status: str
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What went wrong, in words.")
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    error: OpenAIError
 
 
 class TransformInfo(BaseModel):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from baihua.app.batcher import MicroBatcher
-from baihua.app.components import build_pipeline, open_store
+from baihua.app.components import build_pipeline, open_store, resolve_max_length
 from baihua.app.documents import DocumentIndex
 from baihua.app.metrics import Metrics
 from baihua.app.settings import Settings
@@ -21,6 +22,7 @@ class Service:
     batcher: MicroBatcher
     documents: DocumentIndex
     owns_store: bool
+    created: int = field(default_factory=lambda: int(time.time()))  # when it was loaded
 
     @property
     def model(self) -> str:
@@ -80,6 +82,7 @@ async def load_service(
 ) -> Service:
     """Build what was not handed in: the model, then the index sized to its output vectors."""
     if pipeline is None:
+        settings, _ = await asyncio.to_thread(resolve_max_length, settings)
         pipeline = await asyncio.to_thread(build_pipeline, settings)
     owns_store = store is None
     if store is None:

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     # encoder
     model: str = "me5-small"
     pooling: str | None = None
-    max_length: int = Field(64, ge=2)
+    max_length: int | None = Field(None, ge=2)  # None: the model's own limit
     batch_size: int = Field(32, ge=1)
     max_batch_tokens: int = Field(4096, ge=2)  # padded tokens per batch (texts × longest)
     device: str = "auto"

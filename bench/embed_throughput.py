@@ -1,6 +1,8 @@
 """Throughput of `POST /embed` under 8 concurrent clients for each backend, as ratios: to
 `pipeline.embed` called in process on the same batches (what the HTTP layer and micro-batching
-cost or gain), and of each backend's /embed to the first one's (auto against forced fp32).
+cost or gain), and of each backend's /embed to the first one's (auto against forced fp32); and, on
+the first backend in the same rounds, TEI-shaped (`{"inputs": [...]}`, answered with a bare list)
+and OpenAI-shaped requests (`/v1/embeddings`, float and base64) as ratios to native `/embed`.
 
     .venv/bin/python bench/embed_throughput.py                 # me5-small, auto vs torch fp32
     .venv/bin/python bench/embed_throughput.py --model path/to/folder --requests 32
@@ -19,9 +21,11 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 from serving import free_port, start_server, wait_ready
@@ -49,14 +53,27 @@ def in_process_seconds(pipeline: EmbeddingPipeline, work: list[list[str]]) -> fl
     return time.perf_counter() - start
 
 
-def http_seconds(url: str, work: list[list[str]], clients: int) -> float:
+# request shape → (route, body of a batch of texts)
+SHAPES: dict[str, tuple[str, Callable[[list[str]], dict[str, Any]]]] = {
+    "native": ("/embed", lambda texts: {"texts": texts}),
+    "tei": ("/embed", lambda texts: {"inputs": texts}),
+    "openai": ("/v1/embeddings", lambda texts: {"input": texts, "model": "m"}),
+    "openai-base64": (
+        "/v1/embeddings",
+        lambda texts: {"input": texts, "model": "m", "encoding_format": "base64"},
+    ),
+}
+
+
+def http_seconds(url: str, work: list[list[str]], clients: int, shape: str = "native") -> float:
     """Wall time for `clients` threads, each with its own keep-alive connection, to post all."""
     shares = [work[i::clients] for i in range(clients)]
+    route, body = SHAPES[shape]
 
     def post_all(share: list[list[str]]) -> None:
         with httpx.Client(base_url=url, timeout=300) as http:
             for texts in share:
-                http.post("/embed", json={"texts": texts}).raise_for_status()
+                http.post(route, json=body(texts)).raise_for_status()
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -100,6 +117,7 @@ def main() -> None:
             http_seconds(urls[b], work[: args.clients], args.clients)
         local: dict[str, list[float]] = {b: [] for b in names}
         http: dict[str, list[float]] = {b: [] for b in names}
+        shapes: dict[str, list[float]] = {shape: [] for shape in SHAPES if shape != "native"}
         for round in range(args.rounds):
             for b in names:
                 local[b].append(n / in_process_seconds(pipelines[b], work))
@@ -108,11 +126,19 @@ def main() -> None:
                 print(f"round {round + 1}, {b} ({encoder.backend} {encoder.dtype}): in process "
                       f"{local[b][-1]:7.1f} sentences/s, /embed with {args.clients} clients "
                       f"{http[b][-1]:7.1f} sentences/s")  # fmt: skip
+            for shape, ratios in shapes.items():  # the first backend's server, this round
+                speed = n / http_seconds(urls[names[0]], work, args.clients, shape)
+                ratios.append(speed / http[names[0]][-1])
+                print(f"  {names[0]} {shape:>13}: {speed:7.1f} sentences/s, "
+                      f"{ratios[-1]:.2f} of native /embed")  # fmt: skip
     reference = statistics.median(http[names[0]])
     for b in names:
         speed = statistics.median(http[b])
         print(f"{b}: /embed {speed:7.1f} sentences/s, {speed / reference:.2f}x {names[0]}'s "
               f"/embed, {speed / statistics.median(local[b]):.2f} of in-process")  # fmt: skip
+    for shape, ratios in shapes.items():
+        print(f"{shape} throughput / native /embed throughput ({names[0]}): "
+              f"{statistics.median(ratios):.2f}")  # fmt: skip
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:

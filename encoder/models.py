@@ -123,3 +123,17 @@ def _hub_unreachable(repo_id: str) -> str | None:
     except Exception as error:  # no network, DNS, proxy, timeout, a hub outage: try the cache
         return f"{type(error).__name__}: {error}"
     return None
+
+
+def model_token_limit(spec: ModelSpec, cache_dir: Path | None = None) -> int:
+    """Tokens the model can read, special tokens included: its position embeddings, less the
+    two that XLM-R-style models reserve for padding (512 for BERT and e5). BERT's 512 when the
+    config cannot be read; loading the model then says why."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path(spec, cache_dir))
+    except OSError:
+        return 512
+    padding_offset = 2 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+    return int(config.max_position_embeddings) - padding_offset

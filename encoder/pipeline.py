@@ -78,6 +78,15 @@ class EmbeddingPipeline:
         """Dimension of the vectors `embed` returns with `whiten=True`."""
         return self.transform.n_components_ if self.transform is not None else self.encoder.dim
 
+    def check_dimensions(self, dimensions: int | None, *, whiten: bool = True) -> None:
+        """ValueError unless `dimensions` is None or between 1 and the output dimension."""
+        available = self.dim if whiten else self.encoder.dim
+        if dimensions is not None and not 1 <= dimensions <= available:
+            raise ValueError(
+                f"dimensions must be between 1 and {available} (the vectors' dimension), "
+                f"got {dimensions}"
+            )
+
     def embed(
         self,
         texts: Sequence[str],
@@ -85,14 +94,23 @@ class EmbeddingPipeline:
         text_type: TextType = "query",
         whiten: bool = True,
         normalize: bool = True,
+        dimensions: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Embedded:
+        """Vectors of `texts`; `dimensions` keeps the first components (before normalising).
+
+        Whitening orders its components by variance, so its first k columns are exactly the
+        transform a fit with ``n_components=k`` gives: one full-rank artifact serves every k.
+        """
+        self.check_dimensions(dimensions, whiten=whiten)
         encoded = self.encoder.encode_poolings(
             texts, [self.encoder.pooling], text_type=text_type, progress=progress
         )
         vectors = encoded.vectors[self.encoder.pooling]
         if whiten and self.transform is not None:
             vectors = self.transform.transform(vectors)
+        if dimensions is not None:
+            vectors = np.ascontiguousarray(vectors[:, :dimensions])
         if normalize:
             vectors = l2_normalize(vectors)
         return Embedded(vectors.astype(np.float32, copy=False), encoded.truncated, encoded.n_tokens)

@@ -40,6 +40,7 @@ from baihua.index.geodesic import KnnGraph, fetch_size
 
 RERANKS = ("none", "geodesic")
 _QUERY_BATCH = 1024
+DEFAULT_MAX_LENGTH = 64  # the paper's evaluation setting; the service reads up to the model's limit
 
 
 def check_reranks(names: Sequence[str]) -> list[str]:
@@ -132,7 +133,7 @@ class RetrievalEval:
     top_k: int = 100
     factory: str = "Flat"
     search_params: str = ""
-    max_length: int = 64
+    max_length: int = DEFAULT_MAX_LENGTH
     geodesic_k: int = 10
     geodesic_candidates: int = 50
     geodesic_reach: int = 64

@@ -101,6 +101,13 @@ class DocumentDatabase:
             )
             self._db.executemany(payload_index.INSERT, fields)
 
+    def set_payload(self, id: int, payload: str) -> None:
+        """Replace one stored document's payload JSON and its payload-index rows."""
+        with self._lock:
+            self._delete_fields([id])
+            self._db.execute("UPDATE documents SET payload = ? WHERE id = ?", (payload, id))
+            self._db.executemany(payload_index.INSERT, payload_index.field_rows(id, payload))
+
     def delete(self, ids: Sequence[int]) -> None:
         with self._lock:
             self._delete_fields(ids)
@@ -140,6 +147,18 @@ class DocumentDatabase:
                 )
                 docs.update((i, Document(i, text, json.loads(p))) for i, text, p in rows)
         return docs
+
+    def ids_after(self, last: int, limit: int | None, filter: Filter | None) -> list[int]:
+        """Up to ``limit`` (None: all) ids above ``last`` whose payload matches, ascending."""
+        where, params = "id > ?", list[Scalar]([last])
+        if filter is not None:
+            sql, filter_params = payload_index.to_sql(filter)
+            where, params = f"{where} AND id IN ({sql})", [*params, *filter_params]
+        query = f"SELECT id FROM documents WHERE {where} ORDER BY id"
+        if limit is not None:
+            query, params = f"{query} LIMIT ?", [*params, limit]
+        with self._lock:
+            return [row[0] for row in self._db.execute(query, params)]
 
     def vectors(self, ids: Iterable[int]) -> dict[int, npt.NDArray[np.float32]]:
         found: dict[int, npt.NDArray[np.float32]] = {}

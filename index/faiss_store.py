@@ -45,7 +45,7 @@ from baihua.core.spec import EmbeddingSpec, check_space
 from baihua.index import planning
 from baihua.index.database import DocumentDatabase
 from baihua.index.faiss_index import FaissIndex
-from baihua.index.filters import parse_filter
+from baihua.index.filters import FilterError, parse_filter
 from baihua.index.locks import RWLock
 from baihua.index.snapshot import (
     MANIFEST,
@@ -75,6 +75,7 @@ from baihua.index.validation import (
     check_ids,
     check_top_k,
     check_vectors,
+    payload_json,
     preview,
 )
 
@@ -236,6 +237,30 @@ class FaissStore:
             self._next_id = first + n
         return list(range(first, first + n))
 
+    def delete_where(self, filter: dict[str, Any]) -> int:
+        """Delete the documents whose payload matches ``filter``; returns how many."""
+        tree = parse_filter(filter)
+        if tree is None:
+            raise FilterError(
+                f"filter {filter!r} matches every document; delete the store to remove them all"
+            )
+        with self._lock.write():
+            doomed = self._db.ids_after(-1, None, tree)
+            if doomed:
+                self._write(remove=doomed, batch=None)
+            return len(doomed)
+
+    def set_payload(self, id: int, payload: dict[str, Any]) -> bool:
+        """Replace a document's payload, keeping its text and vector (no re-embedding)."""
+        checked, encoded = check_id(id), payload_json(payload)
+        with self._lock.write():
+            if checked not in self._index.positions:
+                return False
+            # the index holds no payloads: its snapshot (and generation) stays valid
+            with self._db.transaction():
+                self._db.set_payload(checked, encoded)
+            return True
+
     def train(self) -> None:
         """(Re)train the factory index on all stored vectors now and refill it.
 
@@ -280,6 +305,24 @@ class FaissStore:
         checked = check_id(id)
         with self._lock.read():
             return self._db.documents([checked]).get(checked)
+
+    def get_many(self, ids: IdsLike) -> list[Document]:
+        """The stored documents among ``ids``, in that order (missing ids are left out)."""
+        wanted = check_ids(ids).tolist()
+        with self._lock.read():
+            found = self._db.documents(set(wanted))
+        return [found[i] for i in wanted if i in found]
+
+    def scan(
+        self, after: int = -1, limit: int = 100, filter: dict[str, Any] | None = None
+    ) -> list[Document]:
+        """Up to ``limit`` documents with id > ``after`` matching ``filter``, in id order."""
+        tree = parse_filter(filter)
+        limit = check_batch_size(limit)
+        with self._lock.read():
+            ids = self._db.ids_after(after, limit, tree)
+            found = self._db.documents(ids)
+        return [found[i] for i in ids]
 
     def vectors(self, ids: IdsLike) -> npt.NDArray[np.float32]:
         """Stored vectors of ``ids`` in that order, shape (len(ids), dim); KeyError if missing."""

@@ -30,7 +30,7 @@ import numpy.typing as npt
 from pymilvus import DataType, MilvusClient
 
 from baihua.core.spec import EmbeddingSpec, check_space
-from baihua.index.filters import parse_filter
+from baihua.index.filters import FilterError, parse_filter
 from baihua.index.milvus_filters import to_milvus
 from baihua.index.store import (
     Document,
@@ -48,6 +48,7 @@ from baihua.index.validation import (
     check_ids,
     check_top_k,
     check_vectors,
+    payload_json,
     preview,
 )
 
@@ -191,6 +192,38 @@ class MilvusStore:
                 self._client.delete(self.collection, ids=chunk)
         return len(present)
 
+    def delete_where(self, filter: dict[str, Any]) -> int:
+        """Delete the documents whose payload matches ``filter``; returns how many. The matching
+        ids are listed, then deleted by id, so the count is exact."""
+        tree = parse_filter(filter)
+        if tree is None:
+            raise FilterError(
+                f"filter {filter!r} matches every document; delete the store to remove them all"
+            )
+        with self._write_lock:
+            doomed = self._matching_ids(to_milvus(tree))
+            for chunk in _chunks(doomed):
+                self._client.delete(self.collection, ids=chunk)
+        return len(doomed)
+
+    def set_payload(self, id: int, payload: dict[str, Any]) -> bool:
+        """Replace a document's payload, keeping its text and vector (upserted as they are)."""
+        checked, encoded = check_id(id), payload_json(payload)
+        with self._write_lock:
+            rows = self._client.get(
+                self.collection, ids=[checked], output_fields=["vector", "text"]
+            )
+            if not rows:
+                return False
+            row = {
+                "id": checked,
+                "vector": [float(x) for x in rows[0]["vector"]],
+                "text": rows[0]["text"],
+                "payload": json.loads(encoded),
+            }
+            self._client.upsert(self.collection, [row])
+        return True
+
     # ------------------------------------------------------------------------------------ reads
 
     def search(
@@ -233,6 +266,27 @@ class MilvusStore:
             return None
         return Document(int(rows[0]["id"]), rows[0]["text"], rows[0]["payload"])
 
+    def get_many(self, ids: IdsLike) -> list[Document]:
+        """The stored documents among ``ids``, in that order (missing ids are left out)."""
+        wanted = check_ids(ids).tolist()
+        found: dict[int, Document] = {}
+        for chunk in _chunks(sorted(set(wanted))):
+            rows = self._client.get(self.collection, ids=chunk, output_fields=["text", "payload"])
+            found.update(
+                (int(r["id"]), Document(int(r["id"]), r["text"], r["payload"])) for r in rows
+            )
+        return [found[i] for i in wanted if i in found]
+
+    def scan(
+        self, after: int = -1, limit: int = 100, filter: dict[str, Any] | None = None
+    ) -> list[Document]:
+        """Up to ``limit`` documents with id > ``after`` matching ``filter``, in id order."""
+        tree = parse_filter(filter)
+        limit = check_batch_size(limit)
+        after = max(int(after), -1)
+        expression = f"id > {after}" + ("" if tree is None else f" and ({to_milvus(tree)})")
+        return self.get_many(self._matching_ids(expression, limit))
+
     def vectors(self, ids: IdsLike) -> npt.NDArray[np.float32]:
         """Stored vectors of ``ids`` in that order, shape (len(ids), dim); KeyError if missing."""
         wanted = check_ids(ids).tolist()
@@ -255,16 +309,7 @@ class MilvusStore:
 
     def ids(self) -> npt.NDArray[np.int64]:
         """All stored ids, ascending."""
-        iterator = self._client.query_iterator(
-            self.collection, batch_size=4096, output_fields=["id"], consistency_level=_CONSISTENCY
-        )
-        ids: list[int] = []
-        try:
-            while page := iterator.next():
-                ids.extend(int(r["id"]) for r in page)
-        finally:
-            iterator.close()
-        return np.sort(np.array(ids, dtype=np.int64))
+        return np.array(self._matching_ids(""), dtype=np.int64)
 
     def __len__(self) -> int:
         return self.count()
@@ -416,6 +461,25 @@ class MilvusStore:
             rows = self._client.get(self.collection, ids=chunk, output_fields=["id"])
             found.update(int(r["id"]) for r in rows)
         return found
+
+    def _matching_ids(self, expression: str, limit: int | None = None) -> list[int]:
+        """The smallest ``limit`` (None: all) ids of the documents matching a Milvus boolean
+        expression ("" for all), ascending. A query iterator reads them: one query returns at
+        most 16384 rows, and its pages come in primary-key order (its cursor is the last id)."""
+        iterator = self._client.query_iterator(
+            self.collection,
+            batch_size=4096 if limit is None else min(limit, 4096),
+            filter=expression,
+            output_fields=["id"],
+            consistency_level=_CONSISTENCY,
+        )
+        ids: list[int] = []
+        try:
+            while (limit is None or len(ids) < limit) and (page := iterator.next()):
+                ids.extend(int(r["id"]) for r in page)
+        finally:
+            iterator.close()
+        return sorted(ids)[:limit]
 
     def _vectors(self, ids: Sequence[int]) -> dict[int, npt.NDArray[np.float32]]:
         found: dict[int, npt.NDArray[np.float32]] = {}

@@ -115,6 +115,25 @@ class Store(Protocol):
         """The stored document with this id, or None."""
         ...
 
+    def get_many(self, ids: IdsLike) -> list[Document]:
+        """The stored documents among ``ids``, in that order (missing ids are left out)."""
+        ...
+
+    def scan(
+        self, after: int = -1, limit: int = 100, filter: dict[str, Any] | None = None
+    ) -> list[Document]:
+        """Up to ``limit`` documents with id > ``after`` whose payload matches ``filter``, in id
+        order: pass the last id of a page as ``after`` to read the next."""
+        ...
+
+    def delete_where(self, filter: dict[str, Any]) -> int:
+        """Delete the documents whose payload matches ``filter``; returns how many."""
+        ...
+
+    def set_payload(self, id: int, payload: dict[str, Any]) -> bool:
+        """Replace a document's payload, keeping its text and vector; whether it exists."""
+        ...
+
     def search(
         self, queries: npt.ArrayLike, top_k: int, filter: dict[str, Any] | None = None
     ) -> list[list[Hit]]:

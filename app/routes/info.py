@@ -7,6 +7,7 @@ import importlib.metadata
 from fastapi import APIRouter
 
 from baihua.app.deps import ServiceDep, SettingsDep
+from baihua.app.openapi import PROTECTED_ERRORS, error_responses
 from baihua.app.schemas import Info, TransformInfo
 from baihua.encoder import EmbeddingPipeline, VectorTransform
 from baihua.whitening import Flow
@@ -46,7 +47,7 @@ def describe(pipeline: EmbeddingPipeline, *, max_texts_per_request: int) -> Info
     )
 
 
-@router.get("/info")
+@router.get("/info", responses=error_responses(*PROTECTED_ERRORS))
 async def info(service: ServiceDep, settings: SettingsDep) -> Info:
     """The served model, pooling, dimensions, token limit, transform, backend and version.
 

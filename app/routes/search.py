@@ -4,14 +4,20 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from baihua.app.deps import ClientDep, ServiceDep, SettingsDep
+from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
+from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.responses import ResponseTooLarge, search_body
 from baihua.app.schemas import SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
 
 
-@router.post("/search", response_model=SearchResponse)
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    dependencies=JSON_BODY,
+    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS),
+)
 async def search(
     body: SearchRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
 ) -> Response:

@@ -7,8 +7,8 @@ const KEY_STORAGE = "baihua-api-key";
 
 const $ = (id) => document.getElementById(id);
 
-/** The server's error as one line: FastAPI's `detail` (a string or a list of field errors)
- * or OpenAI's `error.message`, prefixed with the status. */
+/** The server's error as one line: FastAPI's `detail` (a string or a list of field errors,
+ * whose messages start with the field) or OpenAI's `error.message`, prefixed with the status. */
 async function errorMessage(response) {
   const text = await response.text();
   let message = text.trim();
@@ -17,12 +17,7 @@ async function errorMessage(response) {
     if (typeof body.detail === "string") {
       message = body.detail;
     } else if (Array.isArray(body.detail)) {
-      message = body.detail
-        .map((e) => {
-          const where = (e.loc || []).filter((part) => part !== "body").join(".");
-          return where ? `${where}: ${e.msg}` : e.msg;
-        })
-        .join("; ");
+      message = body.detail.map((e) => e.msg).join("; ");
     } else if (body.error && body.error.message) {
       message = body.error.message;
     }

@@ -125,15 +125,16 @@ def test_kill_9_during_writes_and_deletes_loses_no_acknowledged_change(
         assert new > max(added)
 
 
-def test_ids_span_int64_without_5xx(start_server: StartServer) -> None:
+def test_ids_span_the_api_range_without_5xx(start_server: StartServer) -> None:
+    # the API's ids stop at 2**53 - 1, the largest integer every JSON client keeps exact
     url = start_server()
     with httpx.Client(base_url=url) as http:
-        largest = 2**63 - 1
+        largest = 2**53 - 1
         body = {"documents": [{"id": largest, "text": "the last id"}]}
         assert http.post("/documents", json=body).json()["ids"] == [largest]
         assert http.get(f"/documents/{largest}").json()["text"] == "the last id"
         exhausted = http.post("/documents", json={"documents": [{"text": "no id left"}]})
-        assert exhausted.status_code == 409 and "2**63 - 1" in exhausted.json()["detail"]
+        assert exhausted.status_code == 409 and "2**53 - 1" in exhausted.json()["detail"]
         assert (
             http.post("/documents", json={"documents": [{"id": 5, "text": "given"}]}).status_code
             == 201
@@ -158,3 +159,20 @@ def test_a_data_dir_without_its_database_is_refused_and_keeps_its_snapshot(
     assert httpx.post(f"{url}/search", json={"query": "a"}).status_code == 503
     assert (index_dir / "snapshot.json").is_file()
     assert not (index_dir / "documents.sqlite").exists()
+
+
+def test_ids_deleted_by_filter_or_in_a_batch_are_not_reused_after_a_restart(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    settings = base_settings(tiny_bert, data_dir=tmp_path)
+    docs = [{"text": f"doc {i}", "payload": {"g": i % 2}} for i in range(6)]
+    with running_server(create_app(settings)) as url, httpx.Client(base_url=url) as http:
+        assert http.post("/documents", json={"documents": docs}).json()["ids"] == list(range(6))
+        deleted = http.post("/documents/delete", json={"filter": {"g": 1}})  # 1, 3 and 5
+        assert deleted.json() == {"deleted": 3}
+        assert http.post("/documents", json={"documents": docs[:2]}).json()["ids"] == [6, 7]
+        assert http.post("/documents/delete", json={"ids": [7, 6]}).json() == {"deleted": 2}
+    with running_server(create_app(settings)) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/documents/count").json() == {"count": 3}
+        new = http.post("/documents", json={"documents": [{"text": "new"}]}).json()["ids"]
+        assert new == [8]  # above 7, the largest id ever handed out, though deleted

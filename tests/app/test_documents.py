@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -68,10 +69,11 @@ def test_upsert_replaces_an_existing_document(client: httpx.Client) -> None:
     assert [hit["id"] for hit in hits].count(2) == 1
 
 
-def test_repeated_ids_in_one_request_are_422(client: httpx.Client) -> None:
+def test_repeated_ids_in_one_request_are_409(client: httpx.Client) -> None:
     response = add(client, [{"id": 5, "text": "a"}, {"id": 5, "text": "b"}])
-    assert response.status_code == 422
-    assert "unique" in response.json()["detail"][0]["msg"]
+    assert response.status_code == 409
+    assert response.json()["detail"] == "ids repeat within the request: [5]"
+    assert client.get("/documents/5").status_code == 404
 
 
 def test_delete_removes_the_document_and_missing_ids_are_404(client: httpx.Client) -> None:
@@ -122,7 +124,7 @@ def test_search_filter_operators_and_a_malformed_filter(client: httpx.Client) ->
     body["filter"] = {"lang": {"$like": "e%"}}
     response = client.post("/search", json=body)
     assert response.status_code == 422
-    assert "unknown operator '$like'" in response.json()["detail"]
+    assert "unknown operator '$like'" in response.json()["detail"][0]["msg"]
 
 
 def test_search_with_queries_returns_a_list_per_query(
@@ -163,3 +165,66 @@ def test_documents_survive_a_restart_on_the_same_data_dir(
         assert sorted(hit["id"] for hit in hits) == [2, 3]
         ids = httpx.post(f"{url}/documents", json={"documents": [{"text": "x"}]}).json()["ids"]
         assert ids == [4]
+
+
+def many(n: int) -> list[dict[str, object]]:
+    return [{"id": i, "text": f"doc {i}", "payload": {"g": i % 3, "n": i}} for i in range(n)]
+
+
+def test_list_pages_through_every_document_with_a_cursor(client: httpx.Client) -> None:
+    add(client, many(7))
+    seen, after = [], None
+    for _ in range(10):
+        params = {"limit": 3} if after is None else {"limit": 3, "after": after}
+        page = client.get("/documents", params=params).json()
+        seen += [doc["id"] for doc in page["documents"]]
+        after = page["next_after"]
+        if after is None:
+            break
+    assert seen == list(range(7))
+
+
+def test_list_and_count_take_a_json_filter(client: httpx.Client) -> None:
+    add(client, many(7))
+    page = client.get("/documents", params={"filter": json.dumps({"g": 1})}).json()
+    assert [doc["id"] for doc in page["documents"]] == [1, 4]
+    assert page["documents"][0] == {"id": 1, "text": "doc 1", "payload": {"g": 1, "n": 1}}
+    assert client.get("/documents/count").json() == {"count": 7}
+    assert client.get("/documents/count", params={"filter": '{"g": 0}'}).json() == {"count": 3}
+    bad = client.get("/documents/count", params={"filter": "[1]"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["msg"] == "filter: must be a JSON object of payload key -> value"
+
+
+def test_batch_get_reports_the_missing_ids(client: httpx.Client) -> None:
+    add(client, many(3))
+    body = client.post("/documents/get", json={"ids": [2, 9, 0]}).json()
+    assert [doc["id"] for doc in body["documents"]] == [2, 0]
+    assert body["missing"] == [9]
+
+
+def test_batch_delete_by_ids_and_by_filter(client: httpx.Client) -> None:
+    add(client, many(9))
+    assert client.post("/documents/delete", json={"ids": [0, 1, 99]}).json() == {"deleted": 2}
+    assert client.post("/documents/delete", json={"filter": {"g": 2}}).json() == {"deleted": 3}
+    remaining = [doc["id"] for doc in client.get("/documents").json()["documents"]]
+    assert remaining == [3, 4, 6, 7]
+    hits = client.post("/search", json={"query": "doc", "top_k": 10}).json()["results"]
+    assert sorted(hit["id"] for hit in hits) == remaining
+    refused = client.post("/documents/delete", json={"filter": {}})
+    assert refused.status_code == 422
+    both = client.post("/documents/delete", json={"ids": [3], "filter": {"g": 0}})
+    assert both.json()["detail"][0]["msg"] == "body: give exactly one of `ids` or `filter`"
+
+
+def test_payload_update_keeps_the_vector(client: httpx.Client) -> None:
+    add(client, DOCS)
+    hits = client.post("/search", json={"query": "我在中国", "top_k": 3}).json()["results"]
+    before = next(hit for hit in hits if hit["id"] == 2)
+    updated = client.patch("/documents/2", json={"payload": {"lang": "zh-CN"}})
+    assert updated.json() == {"id": 2, "text": "我在中国", "payload": {"lang": "zh-CN"}}
+    after = client.post(
+        "/search", json={"query": "我在中国", "top_k": 1, "filter": {"lang": "zh-CN"}}
+    ).json()["results"][0]
+    assert after["id"] == 2 and after["score"] == pytest.approx(before["score"], abs=1e-6)
+    assert client.patch("/documents/77", json={"payload": {}}).status_code == 404

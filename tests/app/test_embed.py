@@ -113,7 +113,9 @@ def test_too_many_texts_is_422_naming_the_limit(start_server: StartServer) -> No
 def test_too_long_text_is_422_naming_the_text(start_server: StartServer) -> None:
     url = start_server(max_chars_per_text=10)
     errors = error_messages(httpx.post(f"{url}/embed", json={"texts": ["short", "x" * 11]}))
-    assert errors == {"texts.1": "text has 11 characters; the limit is 10 (max_chars_per_text)"}
+    assert errors == {
+        "texts.1": "texts[1]: text has 11 characters; the limit is 10 (max_chars_per_text)"
+    }
 
 
 @pytest.mark.parametrize(
@@ -122,12 +124,12 @@ def test_too_long_text_is_422_naming_the_text(start_server: StartServer) -> None
         ({"texts": ["ok", ""]}, "texts.1", "empty"),
         ({"texts": ["ok", "  \n"]}, "texts.1", "empty"),
         ({"texts": []}, "texts", "at least 1"),
-        ({}, "texts", "Field required"),
+        ({}, "", "give exactly one of `texts` or `inputs`"),
         ({"texts": "hello"}, "texts", "valid list"),
         ({"texts": ["ok", 3]}, "texts.1", "valid string"),
         ({"texts": ["ok"], "whiten": "yes"}, "whiten", "valid boolean"),
         ({"texts": ["ok"], "text_type": "document"}, "text_type", "'query' or 'passage'"),
-        ({"texts": ["ok"], "normalise": True}, "normalise", "Extra inputs"),
+        ({"texts": ["ok"], "normalise": True}, "normalise", "normalise: is not a field"),
     ],
 )
 def test_invalid_requests_are_422_naming_the_field(

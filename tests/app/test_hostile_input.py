@@ -190,3 +190,12 @@ def test_a_poison_text_fails_only_its_own_request_in_a_shared_batch(
     for body, response in zip(bodies[:30] + bodies[31:], responses, strict=True):
         expected = pipeline.embed(body["texts"]).vectors
         assert abs(response.json()["embeddings"][0][0] - expected[0][0]) < 1e-5
+
+
+def test_a_payload_update_is_checked_as_a_written_payload(client: httpx.Client) -> None:
+    id = client.post("/documents", json={"documents": [{"text": "hello"}]}).json()["ids"][0]
+    for payload, message in [({"n": float("nan")}, "not a JSON number"), (nested(20), "depth")]:
+        body = json.dumps({"payload": payload})
+        errors = error_locs(client.patch(f"/documents/{id}", content=body, headers=JSON))
+        assert any(where.startswith("payload") and message in why for where, why in errors.items())
+    assert client.get(f"/documents/{id}").json()["payload"] == {}

@@ -27,6 +27,12 @@ ROUTE_TESTS: list[Callable[..., None]] = [
     test_documents.test_search_filter_keeps_only_matching_payloads,
     test_documents.test_search_filter_operators_and_a_malformed_filter,
     test_documents.test_search_on_an_empty_index_finds_nothing,
+    test_documents.test_repeated_ids_in_one_request_are_409,
+    test_documents.test_list_pages_through_every_document_with_a_cursor,
+    test_documents.test_list_and_count_take_a_json_filter,
+    test_documents.test_batch_get_reports_the_missing_ids,
+    test_documents.test_batch_delete_by_ids_and_by_filter,
+    test_documents.test_payload_update_keeps_the_vector,
 ]
 
 

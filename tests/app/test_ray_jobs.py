@@ -100,7 +100,11 @@ def test_ray_index_build_writes_faiss_through_the_driver_and_milvus_from_the_wor
         assert milvus_store.get(15).payload == {"g": 2}  # type: ignore[union-attr]
         milvus_hits = milvus_store.search(queries, 5, filter={"g": {"$in": [0, 2]}})
 
-    for ours, theirs in zip(milvus_hits, faiss_hits, strict=True):  # ties may swap places
-        assert {h.id for h in ours} == {h.id for h in theirs}
+    for ours, theirs in zip(milvus_hits, faiss_hits, strict=True):
         np.testing.assert_allclose([h.score for h in ours], [h.score for h in theirs], atol=1e-5)
+        # documents tied with the 5th (the tiny model scores many alike) may swap places
+        cutoff = theirs[-1].score + 1e-5
+        assert {h.id for h in ours if h.score > cutoff} == {
+            h.id for h in theirs if h.score > cutoff
+        }
     assert milvus_hits[0][0].id == documents[5][0]

@@ -10,11 +10,17 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from baihua.app.cli import cli
-from baihua.encoder import Encoder, encoder_spec
+from baihua.app.components import build_pipeline, resolve_max_length
+from baihua.app.settings import load_settings
+from baihua.core.spec import EmbeddingSpec, SpecMismatchError
+from baihua.encoder import Encoder, encoder_spec, resolve_model
+from baihua.encoder.models import model_token_limit
+from baihua.index import FaissStore
 from baihua.whitening import Whitening
 from tests.app.conftest import wait_until
 from tests.app.test_crash import free_port, is_ready
@@ -38,8 +44,10 @@ def build_index(model: Path, data_dir: Path, corpus: Path, *extra: str) -> None:
     assert result.exit_code == 0, result.output
 
 
-def whitening_artifact(model: Path, path: Path, shift: int) -> Path:
-    encoder = Encoder(str(model), pooling="last-avg", device="cpu")
+def whitening_artifact(model: Path, path: Path, shift: int, max_length: int | None = None) -> Path:
+    """A whitening fitted at `max_length` (default: the model's own limit)."""
+    limit = max_length or model_token_limit(resolve_model(str(model)))
+    encoder = Encoder(str(model), pooling="last-avg", device="cpu", max_length=limit)
     Whitening(8).fit(encoder.encode(TEXTS[shift:] + TEXTS[:shift])[:20]).save_pretrained(
         path, spec=encoder_spec(encoder)
     )
@@ -111,3 +119,59 @@ def test_a_matching_start_says_what_it_serves_then_gets_ready(
     assert f"model {tiny_bert}" in started and "pooling last-avg" in started
     assert "torch/float32" in started and "k=8" in started
     assert f"8 dims; index {tmp_path / 'data' / 'index'}: {len(TEXTS)} documents" in started
+
+
+def test_unset_max_length_is_the_recorded_spaces_else_the_models(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    limit = model_token_limit(resolve_model(str(tiny_bert)))
+    w64 = whitening_artifact(tiny_bert, tmp_path / "w64", 0, max_length=64)
+    data = tmp_path / "data"
+
+    def resolved(**given: object) -> tuple[int | None, str]:
+        settings, why = resolve_max_length(load_settings(model=str(tiny_bert), **given))
+        return settings.max_length, why
+
+    assert resolved(data_dir=data) == (limit, "the model's own limit; max_length is not set")
+    length, why = resolved(data_dir=data, whitening=w64)
+    assert length == 64 and f"whitening artifact {w64}" in why
+    assert resolved(data_dir=data, whitening=w64, max_length=128) == (128, "set by max_length")
+    explicit = load_settings(model=str(tiny_bert), whitening=w64, max_length=128)
+    with pytest.raises(SpecMismatchError, match="max_length"):
+        build_pipeline(explicit)
+
+    spec = EmbeddingSpec(model="m", weights="a" * 64, pooling="last-avg", max_length=48)
+    with FaissStore.open(data / "index", 4, spec=spec) as store:
+        store.add([0], np.eye(1, 4, dtype=np.float32), ["t"])
+    length, why = resolved(data_dir=data)
+    assert length == 48 and f"the index in {data / 'index'}" in why
+    # the artifact defines the space before the index (a mismatch is refused when they meet)
+    assert resolved(data_dir=data, whitening=w64)[0] == 64
+
+
+def test_serve_adopts_the_artifacts_max_length_and_refuses_another_given_one(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    w64 = whitening_artifact(tiny_bert, tmp_path / "w64", 0, max_length=64)
+    build_index(tiny_bert, tmp_path / "data", tmp_path / "c.txt", "--whitening", str(w64))
+    args = ["--model", str(tiny_bert), "--data-dir", str(tmp_path / "data")]
+    port = free_port()
+    command = [str(BAIHUA), "serve", "--port", str(port), *args, "--whitening", str(w64)]
+    process = subprocess.Popen(command, env=ENV, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: is_ready(url) or process.poll() is not None, "never ready", 120)
+        assert process.poll() is None
+        assert httpx.get(f"{url}/info").json()["max_length"] == 64
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    line = next(line for line in stderr.splitlines() if "max length" in line)
+    assert line == f"baihua: max length 64 tokens: the whitening artifact {w64} was fitted at it"
+
+    env = {**ENV, "BAIHUA_MAX_LENGTH": "128"}
+    command = [str(BAIHUA), "serve", "--port", str(free_port()), *args, "--whitening", str(w64)]
+    given = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL
+    )
+    assert "max_length" in one_error_line(given)

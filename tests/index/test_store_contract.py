@@ -272,3 +272,54 @@ def test_the_vector_space_is_recorded_and_another_refused(engine: str, tmp_path:
     with pytest.raises(SpecMismatchError) as raised:
         open_engine(engine, tmp_path / "empty", DIM, spec)
     assert raised.value.differences == {"pooling": ("cls", "last-avg")}
+
+
+def test_scan_pages_in_id_order_with_a_cursor_and_a_filter(open_store: OpenStore) -> None:
+    store = open_store()
+    order = np.random.default_rng(0).permutation(230)
+    for chunk in np.array_split(order, 5):  # several writes, ids out of order
+        store.add(
+            chunk,
+            unit_vectors(len(chunk), DIM, seed=int(chunk[0])),
+            [f"doc {i}" for i in chunk],
+            [{"g": int(i) % 5} for i in chunk],
+        )
+    pages, after = [], -1
+    while page := store.scan(after=after, limit=7, filter={"g": 1}):
+        pages.append([doc.id for doc in page])
+        after = page[-1].id
+    assert [i for p in pages for i in p] == list(range(1, 230, 5))
+    assert all(len(p) == 7 for p in pages[:-1])
+    assert [doc.id for doc in store.scan(limit=3)] == [0, 1, 2]
+    assert store.scan(after=100, limit=2)[0] == Document(101, "doc 101", {"g": 1})
+    assert store.scan(after=229) == []
+
+
+def test_get_many_delete_where_and_count(open_store: OpenStore) -> None:
+    store = open_store()
+    texts, payloads = [f"doc {i}" for i in range(20)], [{"g": i % 5} for i in range(20)]
+    store.add(np.arange(20), unit_vectors(20, DIM), texts, payloads)
+    assert [doc.id for doc in store.get_many([7, 99, 2])] == [7, 2]
+    assert store.get_many([3]) == [Document(3, "doc 3", {"g": 3})]
+    assert store.delete_where({"g": 3}) == 4
+    assert store.delete_where({"g": 3}) == 0
+    assert store.count({"g": 3}) == 0 and len(store) == 16
+    hits = store.search(unit_vectors(1, DIM, seed=5), 20)[0]
+    assert len(hits) == 16 and not {3, 8, 13, 18} & {hit.id for hit in hits}
+    with pytest.raises(FilterError, match="every document"):
+        store.delete_where({})
+
+
+def test_set_payload_keeps_text_and_vector_and_survives_reopen(open_store: OpenStore) -> None:
+    store = open_store()
+    vectors = unit_vectors(3, DIM)
+    store.add([0, 1, 2], vectors, ["a", "b", "c"], [{"v": 1}] * 3)
+    assert store.set_payload(1, {"v": 2, "tag": "new"})
+    assert not store.set_payload(5, {"v": 2})
+    assert store.search(vectors[1:2], 1, {"v": 2})[0][0].id == 1
+    assert store.count({"v": 1}) == 2
+    store.save()
+    store.close()
+    again = open_store()
+    assert again.get(1) == Document(1, "b", {"v": 2, "tag": "new"})
+    np.testing.assert_allclose(again.vectors([1]), vectors[1:2], rtol=1e-6)

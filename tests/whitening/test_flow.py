@@ -117,7 +117,7 @@ def test_inverse_undoes_a_fresh_flow_with_random_weights(
     x = torch.randn(50, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     with torch.no_grad():
         z = module(x)[0]
-        torch.testing.assert_close(module.inverse(z), x, rtol=1e-7, atol=1e-8)
+        torch.testing.assert_close(module.inverse(z), x, rtol=1e-6, atol=1e-7)
     assert _mixing(_jacobian(module, x[0])) > 0.01
 
 

@@ -333,3 +333,23 @@ def test_drop_top_and_shrinkage_survive_save_and_load(tmp_path) -> None:
 def test_drop_top_and_shrinkage_are_validated(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Whitening(**kwargs).fit(_vectors(24, 50, 6))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=shapes,
+    beta=st.sampled_from([0.0, 0.5, 1.0]),
+    gamma=st.sampled_from([0.0, 0.5, 1.0]),
+)
+def test_the_first_k_columns_of_a_full_fit_are_the_k_fit(
+    seed: int, shape: tuple[int, int, int], beta: float, gamma: float
+) -> None:
+    # what lets one full-rank artifact serve every `dimensions` by slicing
+    d, n, k = shape
+    x = _vectors(seed, n, d)
+    full = Whitening(beta=beta, gamma=gamma).fit(x)
+    at_k = Whitening(n_components=k, beta=beta, gamma=gamma).fit(x)
+    np.testing.assert_array_equal(full.components_[:, :k], at_k.components_)
+    np.testing.assert_array_equal(full.mean_, at_k.mean_)
+    np.testing.assert_allclose(full.transform(x)[:, :k], at_k.transform(x), rtol=1e-6, atol=1e-6)
