@@ -11,6 +11,7 @@ exports.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -82,15 +83,21 @@ def quantize_static_int8(
     assert meta is not None, f"{onnx_fp32} is not a complete export"
     model = ov.Core().read_model(str(onnx_fp32 / MODEL_FILE))
     items = [{"input_ids": ids, "attention_mask": mask} for ids, mask in batches]
-    with contextlib.redirect_stdout(sys.stderr):  # its progress bars; stdout may carry data
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(items),
-            model_type=nncf.ModelType.TRANSFORMER,
-            preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(items),
-            ignored_scope=nncf.IgnoredScope(patterns=[FFN_OUTPUTS], validate=False),
-        )
+    nncf_logger = logging.getLogger("nncf")  # it logs to stdout, which may carry data
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # and its progress bars
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(items),
+                model_type=nncf.ModelType.TRANSFORMER,
+                preset=nncf.QuantizationPreset.MIXED,
+                subset_size=len(items),
+                ignored_scope=nncf.IgnoredScope(patterns=[FFN_OUTPUTS], validate=False),
+            )
+    finally:
+        nncf_logger.setLevel(level)
     ov.save_model(quantized, str(out / IR_FILE), compress_to_fp16=False)
     inherited = {k: meta[k] for k in ("outputs", "dim", "has_pooler", "key")}
     return {**inherited, "dtype": "int8", "model_file": IR_FILE, "versions": versions,
