@@ -10,6 +10,8 @@
 
 The collection's description records the ``EmbeddingSpec`` of its vectors as JSON (the embedded
 engine cannot alter collection properties; an empty collection is recreated for a new space).
+A second collection, ``<collection>__next_id``, holds one row: the id counter of ``reserve_ids``,
+above every id ever stored or reserved, so a deleted id is not handed out again after a restart.
 Reads use Strong consistency, so a search sees every write acknowledged before it. Filters
 become Milvus boolean expressions on ``payload`` (``milvus_filters.py``).
 """
@@ -106,7 +108,8 @@ class MilvusStore:
         self.index_params = dict(index_params or {})
         self.search_params = dict(search_params or {})
         self._write_lock = threading.Lock()  # makes add's duplicate check and insert one step
-        self._next_id: int | None = None  # reserve_ids' counter, from the stored ids on first use
+        self._next_id: int | None = None  # reserve_ids' counter, read on first use
+        self._counter = f"{collection}__next_id"
         if is_local(uri):
             if not uri.endswith(".db"):
                 raise ValueError(
@@ -165,22 +168,18 @@ class MilvusStore:
             self._count_ids(batch)
 
     def reserve_ids(self, n: int, *, after: int = -1) -> list[int]:
-        """``n`` new ids above ``after``, above every stored id and every id this process
-        reserved. Unlike FaissStore's, the counter is not persisted: after a restart, ids of
-        documents deleted above the largest stored id can be handed out again."""
+        """``n`` new ids above ``after`` and above every id ever stored or reserved (deleted
+        ones too, across restarts): the counter is written before the ids are returned."""
         if n < 0:
             raise ValueError(f"n must be >= 0; got {n}")
         with self._write_lock:
-            if self._next_id is None:
-                stored = self.ids()
-                self._next_id = int(stored[-1]) + 1 if len(stored) else 0
-            first = max(self._next_id, after + 1)
+            first = max(self._read_counter(), after + 1)
             if first + n - 1 > 2**63 - 1:
                 raise IdsExhaustedError(
                     f"no {n} new ids are left: ids end at 2**63 - 1 and {first - 1} is taken; "
                     "give the documents ids yourself"
                 )
-            self._next_id = first + n
+            self._write_counter(first + n)
         return list(range(first, first + n))
 
     def delete(self, ids: IdsLike) -> int:
@@ -452,8 +451,37 @@ class MilvusStore:
 
     def _count_ids(self, batch: Batch) -> None:
         """Keep reserve_ids' counter above ids written by the caller (write lock held)."""
-        if self._next_id is not None:
-            self._next_id = max(self._next_id, int(batch.ids.max()) + 1)
+        top = int(batch.ids.max()) + 1
+        if top > self._read_counter():
+            self._write_counter(top)
+
+    def _read_counter(self) -> int:
+        """The persisted counter, or for a store without one the largest stored id + 1."""
+        if self._next_id is None:
+            if not self._client.has_collection(self._counter):
+                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+                schema.add_field("id", DataType.INT64, is_primary=True)
+                schema.add_field("next_id", DataType.INT64)
+                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one
+                index = self._client.prepare_index_params()
+                index.add_index("vector", index_type="FLAT", metric_type="IP")
+                self._client.create_collection(
+                    self._counter, schema=schema, index_params=index,
+                    consistency_level=_CONSISTENCY,
+                )  # fmt: skip
+            self._client.load_collection(self._counter)
+            rows = self._client.query(
+                self._counter, ids=[0], output_fields=["next_id"], consistency_level=_CONSISTENCY
+            )
+            stored = self.ids()
+            self._next_id = max(
+                int(rows[0]["next_id"]) if rows else 0, int(stored[-1]) + 1 if len(stored) else 0
+            )
+        return self._next_id
+
+    def _write_counter(self, next_id: int) -> None:
+        self._client.upsert(self._counter, [{"id": 0, "next_id": next_id, "vector": [0.0, 0.0]}])
+        self._next_id = next_id
 
     def _existing(self, ids: Sequence[int]) -> set[int]:
         found: set[int] = set()

@@ -323,3 +323,17 @@ def test_set_payload_keeps_text_and_vector_and_survives_reopen(open_store: OpenS
     again = open_store()
     assert again.get(1) == Document(1, "b", {"v": 2, "tag": "new"})
     np.testing.assert_allclose(again.vectors([1]), vectors[1:2], rtol=1e-6)
+
+
+def test_reserved_ids_are_never_handed_out_again_after_a_reopen(open_store: OpenStore) -> None:
+    store = open_store()
+    first = store.reserve_ids(3)
+    store.add(first, unit_vectors(3, DIM), ["a", "b", "c"])
+    store.add([50], unit_vectors(1, DIM, seed=1), ["given"])
+    store.delete([first[-1], 50])  # the largest ids, stored and reserved, gone
+    reserved = store.reserve_ids(2)  # reserved only, never written
+    store.close()
+
+    store = open_store()
+    assert store.reserve_ids(1) == [reserved[-1] + 1]
+    assert reserved[0] > 50
