@@ -118,11 +118,13 @@ ConfigOpt = Annotated[Path | None, typer.Option(help="YAML settings file.")]
 BackendOpt = Annotated[
     str | None,
     typer.Option(
-        help="auto (default: fastest here within min cosine 0.99 of fp32), torch, onnx, onnx-int8."
+        help="auto (default: fastest here within min cosine 0.99 of fp32), torch, onnx, "
+        "onnx-int8, openvino, openvino-int8."
     ),
 ]
 DtypeOpt = Annotated[
-    str | None, typer.Option(help="With --backend torch: float32 (forces fp32) or bfloat16.")
+    str | None,
+    typer.Option(help="With --backend torch or openvino: float32 (forces fp32) or bfloat16."),
 ]
 TextTypeOpt = Annotated[
     str, typer.Option(help="query or passage: selects the model's prefix (e5: 'query: ').")
@@ -935,7 +937,8 @@ def models_prepare(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="Also export for this backend (onnx, onnx-int8) and check it against fp32; "
+            help="Also export for this backend (onnx, onnx-int8, openvino, openvino-int8) and "
+            "check it against fp32; "
             "auto measures every backend and stores the choice."
         ),
     ] = None,

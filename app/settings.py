@@ -18,7 +18,7 @@ from baihua.configs import config_dir
 from baihua.core.errors import BaihuaError
 
 DEFAULT_CONFIG = config_dir() / "default.yaml"
-BackendName = Literal["auto", "torch", "onnx", "onnx-int8"]
+BackendName = Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8"]
 DtypeName = Literal["float32", "bfloat16", "int8"]
 
 

@@ -10,7 +10,8 @@ machine hits them alike); medians are reported. sentence-transformers gets the s
 and max length and sorts by length too, so the comparison is engine against engine. The FLOP
 rate counts the useful work (real tokens, no padding) of the transformer's matmuls; the
 machine's rate is a 1024³ matmul in fp32 and bf16 (torch) and int8 (ONNX Runtime's
-MatMulInteger, the kernel the int8 backend runs).
+MatMulInteger, the kernel the int8 backend runs); OpenVINO's rows are set against the rate of
+the same number format.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ from transformers.utils import logging as hf_logging
 from baihua.encoder import Encoder
 from baihua.encoder.models import model_path, resolve_model
 
-ENGINES = [("torch", "float32"), ("torch", "bfloat16"), ("onnx", "float32"), ("onnx-int8", None)]
+ENGINES = [
+    ("torch", "float32"),
+    ("torch", "bfloat16"),
+    ("onnx", "float32"),
+    ("onnx-int8", None),
+    ("openvino", "float32"),
+    ("openvino", None),  # bf16 where the CPU has it
+    ("openvino-int8", None),
+]
 
 
 def sts_sentences(data_dir: Path, n: int) -> list[str]:
@@ -112,6 +121,10 @@ PEAK_OF = {
     ("torch", "bfloat16"): "torch bfloat16",
     ("onnx", "float32"): "onnxruntime float32",
     ("onnx-int8", "int8"): "onnxruntime int8",
+    # OpenVINO against the same kernels' rates (its own matmul is not timed separately)
+    ("openvino", "float32"): "onnxruntime float32",
+    ("openvino", "bfloat16"): "torch bfloat16",
+    ("openvino-int8", "int8"): "onnxruntime int8",
 }
 
 
@@ -150,6 +163,7 @@ def main() -> None:
     }
     for (backend, _), encoder in ours.items():
         runs[f"{backend} {encoder.dtype}"] = lambda e=encoder: e.encode(texts)
+    assert len(runs) == len(ENGINES) + 1, "two engines run the same backend and dtype"
     for run in runs.values():
         run()  # warm-up: first calls allocate
     times: dict[str, list[float]] = {name: [] for name in runs}

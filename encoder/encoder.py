@@ -51,12 +51,13 @@ class Encoder:
         reported as such in `Encoded.truncated`.
     batch_size, max_batch_tokens : a batch holds at most `batch_size` texts and at most
         `max_batch_tokens` padded tokens, so a few long texts never pad a whole batch.
-    backend : `torch`, `onnx` (ONNX Runtime fp32), `onnx-int8` (dynamic int8), or `auto`: the
+    backend : `torch`, `onnx` (ONNX Runtime fp32), `onnx-int8` (dynamic int8), `openvino`
+        (OpenVINO, bf16 where the CPU has it), `openvino-int8` (NNCF static int8), or `auto`: the
         fastest of them on this machine whose vectors keep min cosine ≥ 0.99 to fp32 torch on a
         fixed calibration set (measured once, stored beside the model's exports).
-    dtype : for `torch`, `float32` or `bfloat16` (autocast); None: the backend's own. Vectors
+    dtype : for `torch` and `openvino`, `float32` or `bfloat16`; None: the backend's own. Vectors
         are float32 either way.
-    num_threads : intra-op threads of torch and ONNX Runtime; None leaves torch's default.
+    num_threads : intra-op threads of torch, ONNX Runtime and OpenVINO; None leaves torch's default.
 
     Attributes
     ----------

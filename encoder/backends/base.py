@@ -9,13 +9,13 @@ import numpy as np
 
 from baihua.encoder.pooling import HiddenStates
 
-BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
 
 
 class Backend(Protocol):
     name: str  # one of BACKENDS, never "auto"
-    dtype: str  # "float32", "bfloat16" or "int8"
+    dtype: str  # "float32", "bfloat16" or "int8" (what the matmuls run in)
     variant: str  # what else decides the vectors (the int8 recipe); "" for none
     dim: int
     has_pooler: bool

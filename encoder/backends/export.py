@@ -73,12 +73,13 @@ def exports_root(cache_dir: Path, model_name: str, folder: Path) -> Path:
 
 
 def read_meta(folder: Path) -> dict[str, Any] | None:
-    """The export's metadata when `folder` holds a complete export, else None."""
+    """The export's metadata when `folder` holds a complete export (its metadata and the graph
+    file it names, `model.onnx` unless it says otherwise), else None."""
     try:
         meta: dict[str, Any] = json.loads((folder / META_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return meta if (folder / MODEL_FILE).is_file() else None
+    return meta if (folder / meta.get("model_file", MODEL_FILE)).is_file() else None
 
 
 def update_meta(folder: Path, **fields: Any) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -37,12 +38,26 @@ from baihua.encoder.backends.export import (
     update_meta,
 )
 from baihua.encoder.backends.onnx_backend import OnnxBackend
+from baihua.encoder.backends.openvino_backend import OpenVinoBackend, default_precision
+from baihua.encoder.backends.openvino_export import (
+    OV_QUANTIZATION,
+    convert_fp32,
+    is_current,
+    openvino_versions,
+    quantize_static_int8,
+)
 from baihua.encoder.backends.torch_backend import ModelLoadError, TorchBackend, load_transformer
 from baihua.encoder.fingerprint import model_folder
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"torch": ("float32", "bfloat16"), "onnx": ("float32",), "onnx-int8": ("int8",)}
+DTYPES = {
+    "torch": ("float32", "bfloat16"),
+    "onnx": ("float32",),
+    "onnx-int8": ("int8",),
+    "openvino": ("float32", "bfloat16"),
+    "openvino-int8": ("int8",),
+}
 
 
 def check_backend(backend: str, dtype: str | None, device: torch.device) -> None:
@@ -94,6 +109,9 @@ class Backends:
             return self.auto()
         if backend == "torch":
             return TorchBackend(self.model(), self.device, dtype or "float32")
+        if backend.startswith("openvino"):
+            precision = dtype if dtype in ("float32", "bfloat16") else None
+            return OpenVinoBackend(self.prepare(backend), backend, self.num_threads, precision)
         return OnnxBackend(self.prepare(backend), backend, self.num_threads)
 
     def model(self) -> PreTrainedModel:
@@ -119,7 +137,7 @@ class Backends:
 
     def prepare(self, backend: str) -> Path:
         """The export `backend` runs, built (and checked against fp32 torch) if missing."""
-        assert backend in ("onnx", "onnx-int8"), backend
+        assert backend in DTYPES and backend != "torch", backend
         key_dir = self.export_dir()
         fp32 = key_dir / "onnx"
         if read_meta(fp32) is None:
@@ -133,20 +151,38 @@ class Backends:
             if (read_meta(target) or {}).get("quantization") != QUANTIZATION:
                 logger.info("quantising %s to int8 in %s", self.model_name, target)
                 build_atomically(target, lambda tmp: quantize_int8(fp32, tmp))
+        elif backend.startswith("openvino"):
+            target = key_dir / backend
+            int8 = backend == "openvino-int8"
+            if not is_current(target, int8):
+                logger.info("building %s for %s in %s", backend, self.model_name, target)
+                batches = tokenized_batches(self.tokenizer, self.prefix)
+                build = (
+                    (lambda tmp: quantize_static_int8(fp32, tmp, batches))
+                    if int8
+                    else (lambda tmp: convert_fp32(fp32, tmp))
+                )
+                build_atomically(target, build)
         meta = read_meta(target)
         assert meta is not None
-        if meta.get("calibration", {}).get("check") != self.check_id():
-            checked = agreement(
-                OnnxBackend(target, backend, self.num_threads),
-                self.reference(),
-                tokenized_batches(self.tokenizer, self.prefix),
+        check = self.check_id(backend)
+        if meta.get("calibration", {}).get("check") != check:
+            runner: Backend = (
+                OpenVinoBackend(target, backend, self.num_threads)
+                if backend.startswith("openvino")
+                else OnnxBackend(target, backend, self.num_threads)
             )
-            update_meta(target, calibration=checked.as_dict() | {"check": self.check_id()})
+            checked = agreement(
+                runner, self.reference(), tokenized_batches(self.tokenizer, self.prefix)
+            )
+            update_meta(target, calibration=checked.as_dict() | {"check": check})
         return target
 
-    def check_id(self) -> str:
-        """Names the calibration a stored check used: the fixed set's version and the prefix."""
-        return f"set {CALIBRATION_SET}, prefix {self.prefix!r}"
+    def check_id(self, backend: str = "") -> str:
+        """Names the calibration a stored check used: the fixed set's version and the prefix
+        (and, for OpenVINO, the precision its float parts ran in)."""
+        check = f"set {CALIBRATION_SET}, prefix {self.prefix!r}"
+        return f"{check}, {default_precision()}" if backend.startswith("openvino") else check
 
     def reference(self) -> TorchBackend:
         return TorchBackend(self.model(), torch.device("cpu"), "float32")
@@ -155,7 +191,9 @@ class Backends:
         """The stored choice for this machine, else measure every backend and store the choice."""
         if self.device.type != "cpu":
             return TorchBackend(self.model(), self.device, "float32")  # ONNX backends are CPU-only
-        key = machine_key(self.num_threads, f"{self.check_id()}; {QUANTIZATION}")
+        versions = openvino_versions(int8=True) if nncf_installed() else openvino_versions(False)
+        recipes = f"{QUANTIZATION}; {OV_QUANTIZATION}; {versions}"
+        key = machine_key(self.num_threads, f"{self.check_id()}; {recipes}")
         choice_file = self.export_dir() / f"auto-{key}.json"
         try:
             stored = json.loads(choice_file.read_text())
@@ -182,11 +220,12 @@ class Backends:
             (reference, Agreement(1.0, 1.0)),
             (bf16, agreement(bf16, reference, batches)),
         ]
-        for name in ("onnx", "onnx-int8"):
-            onnx = OnnxBackend(self.prepare(name), name, self.num_threads)
-            assert onnx.calibration is not None
-            stored = onnx.calibration
-            candidates.append((onnx, Agreement(stored["min_cosine"], stored["mean_cosine"])))
+        names = ["onnx", "onnx-int8", "openvino"] + (["openvino-int8"] if nncf_installed() else [])
+        for name in names:
+            runner = self.open(name)
+            stored = getattr(runner, "calibration", None)
+            assert stored is not None
+            candidates.append((runner, Agreement(stored["min_cosine"], stored["mean_cosine"])))
         speeds = throughputs([backend for backend, _ in candidates], batches)
         rows: list[dict[str, Any]] = []
         best: Backend = reference
@@ -220,3 +259,8 @@ def machine_key(num_threads: int | None, check: str) -> str:
     """Names a stored auto choice: this machine, this thread count, this calibration."""
     text = f"{machine_description(num_threads)}; {check}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def nncf_installed() -> bool:
+    """openvino-int8 needs nncf; without it auto leaves that backend out."""
+    return importlib.util.find_spec("nncf") is not None

@@ -62,6 +62,22 @@ def test_models_prepare_builds_and_checks_a_backend(tiny_bert: Path, own_cache: 
     assert len(list(own_cache.glob("models/*.onnx/*/onnx-int8/model.onnx"))) == 1
 
 
+def test_models_prepare_and_the_environment_take_openvino_int8(
+    tiny_bert: Path, own_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = runner.invoke(cli, ["models", "prepare", str(tiny_bert), "--backend", "openvino-int8"])
+    assert result.exit_code == 0, result.output
+    assert "backend openvino-int8 (int8)" in result.stdout
+    assert "calibration min/mean cosine to fp32" in result.stdout
+    assert len(list(own_cache.glob("models/*.onnx/*/openvino-int8/model.xml"))) == 1
+    monkeypatch.setenv("BAIHUA_BACKEND", "openvino-int8")
+    expected = l2_normalize(Encoder(str(tiny_bert), backend="torch").encode(TEXTS))
+    assert (embed(tiny_bert) * expected).sum(1).min() >= MIN_COSINE
+    monkeypatch.setenv("BAIHUA_BACKEND", "openvino")
+    forced = embed(tiny_bert, "--dtype", "float32")
+    np.testing.assert_allclose(forced, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -18,6 +18,7 @@ from baihua.encoder import POOLINGS, Encoder
 from baihua.encoder.backends import BACKENDS
 from baihua.encoder.backends.calibration import MIN_COSINE
 from baihua.encoder.backends.export import MODEL_FILE, PARTIAL_SUFFIX
+from baihua.encoder.backends.openvino_backend import cpu_has_bf16
 from tests.conftest import build_tiny_bert
 
 TEXTS = ["hello world", "我在中国", "bert 的一是不了人 " * 6, "a b c", "hello", "world bert"] * 3
@@ -93,6 +94,7 @@ def test_auto_resolves_to_a_real_backend_and_stores_its_measurement(
     rows = record["candidates"]
     assert {(r["backend"], r["dtype"]) for r in rows} == {
         ("torch", "float32"), ("torch", "bfloat16"), ("onnx", "float32"), ("onnx-int8", "int8"),
+        ("openvino", "bfloat16" if cpu_has_bf16() else "float32"), ("openvino-int8", "int8"),
     }  # fmt: skip
     allowed = [r for r in rows if r["min_cosine"] >= MIN_COSINE]
     fastest = max(allowed, key=lambda r: r["sentences_per_s"])

@@ -1,0 +1,79 @@
+"""The OpenVINO backends: the fp32 graph (run in bf16 where the CPU has it) or its NNCF int8
+quantisation, on the CPU."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from baihua.core.errors import UsageError
+from baihua.encoder.backends.export import read_meta
+from baihua.encoder.pooling import HiddenStates
+
+PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
+
+
+def cpu_has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def default_precision() -> str:
+    """What the non-int8 parts run in unless told: bf16 where the CPU computes it natively."""
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+class OpenVinoBackend:
+    """One compiled model over `folder/model.xml`, threads set deliberately, one infer request
+    per calling thread (a request is not safe to share)."""
+
+    def __init__(
+        self, folder: Path, name: str, num_threads: int | None, precision: str | None = None
+    ) -> None:
+        import openvino as ov
+
+        meta = read_meta(folder)
+        assert meta is not None, f"{folder} is not a complete export"
+        precision = precision or default_precision()
+        if precision == "bfloat16" and not cpu_has_bf16():
+            raise UsageError(
+                "this CPU has no bf16 support; use backend openvino with dtype float32"
+            )
+        self.name = name
+        # int8 graphs report int8 (their float parts run in `precision`, named in the variant).
+        self.dtype: str = meta["dtype"] if meta["dtype"] == "int8" else precision
+        quantization = meta.get("quantization")
+        self.variant: str = f"{quantization}; float parts in {precision}" if quantization else ""
+        self.dim: int = meta["dim"]
+        self.has_pooler: bool = meta["has_pooler"]
+        self.folder = folder
+        self.calibration: dict[str, Any] | None = meta.get("calibration")
+        self.outputs: list[str] = meta["outputs"]
+        config = {
+            "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+            "INFERENCE_NUM_THREADS": num_threads or torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self.compiled = ov.Core().compile_model(str(folder / meta["model_file"]), "CPU", config)
+        self._local = threading.local()
+
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, *, need_first: bool
+    ) -> HiddenStates:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        results = request.infer({"input_ids": input_ids, "attention_mask": attention_mask})
+        values = {name: results[self.compiled.output(name)] for name in self.outputs}
+        first = values.get("first_hidden_state") if need_first else None
+        pooler = values.get("pooler_output")
+        return HiddenStates(
+            torch.from_numpy(np.asarray(values["last_hidden_state"], dtype=np.float32)),
+            None if first is None else torch.from_numpy(np.asarray(first, dtype=np.float32)),
+            None if pooler is None else torch.from_numpy(np.asarray(pooler, dtype=np.float32)),
+        )

@@ -1,0 +1,195 @@
+"""The OpenVINO backends against torch fp32 on the tiny random BERT: fp32 to a tight tolerance,
+bf16 and NNCF int8 within cosine bounds, on every pooling; their copies cached, atomic and
+rebuilt when the openvino or nncf version changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import PackageNotFoundError
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from baihua.encoder import POOLINGS, Encoder
+from baihua.encoder.backends.calibration import MIN_COSINE
+from baihua.encoder.backends.export import MODEL_FILE, PARTIAL_SUFFIX
+from baihua.encoder.backends.openvino_backend import cpu_has_bf16
+from baihua.encoder.backends.openvino_export import IR_FILE
+from tests.encoder.test_backends import ME5_TEXTS, TEXTS, cosines
+
+
+def copies(cache: Path) -> list[Path]:
+    return sorted(cache.glob("models/*.onnx/*/openvino*"))
+
+
+def mtimes(cache: Path) -> dict[Path, int]:
+    files = [
+        *cache.glob(f"models/*.onnx/*/*/{IR_FILE}"),
+        *cache.glob(f"models/*.onnx/*/*/{MODEL_FILE}"),
+    ]
+    return {path: path.stat().st_mtime_ns for path in files}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("openvino-cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_bert: Path) -> Encoder:
+    return Encoder(str(tiny_bert), device="cpu", backend="torch", dtype="float32")
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_openvino_fp32_matches_torch_fp32_on_every_pooling(
+    tiny_bert: Path, cache: Path, reference: Encoder, pooling: str
+) -> None:
+    ov = Encoder(str(tiny_bert), device="cpu", backend="openvino", dtype="float32", cache_dir=cache)
+    assert (ov.backend, ov.dtype) == ("openvino", "float32")
+    np.testing.assert_allclose(
+        ov.encode(TEXTS, pooling=pooling), reference.encode(TEXTS, pooling=pooling), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_openvino_default_precision_is_reported_and_stays_close(
+    tiny_bert: Path, cache: Path, reference: Encoder, pooling: str
+) -> None:
+    ov = Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache)
+    assert ov.dtype == ("bfloat16" if cpu_has_bf16() else "float32")
+    ours, theirs = ov.encode(TEXTS, pooling=pooling), reference.encode(TEXTS, pooling=pooling)
+    assert cosines(ours, theirs).min() >= 0.999
+    if ov.dtype == "bfloat16":
+        assert not np.allclose(ours, theirs, atol=1e-6)  # it really ran in bf16
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_openvino_int8_stays_within_the_cosine_bound_on_every_pooling(
+    tiny_bert: Path, cache: Path, reference: Encoder, pooling: str
+) -> None:
+    int8 = Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=cache)
+    assert (int8.backend, int8.dtype) == ("openvino-int8", "int8")
+    assert "nncf static int8" in int8.variant and "FFN outputs in float" in int8.variant
+    ours, theirs = int8.encode(TEXTS, pooling=pooling), reference.encode(TEXTS, pooling=pooling)
+    assert cosines(ours, theirs).min() >= MIN_COSINE
+    assert not np.allclose(ours, theirs, atol=1e-4)
+
+
+def test_int8_copy_is_quantised_and_checked_against_fp32(tiny_bert: Path, cache: Path) -> None:
+    import openvino as ov
+
+    encoder = Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=cache)
+    folder = encoder.runner.folder  # type: ignore[attr-defined]
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(folder / IR_FILE)).get_ops()}
+    assert "FakeQuantize" in ops
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["dtype"] == "int8" and set(meta["versions"]) == {"openvino", "nncf"}
+    assert MIN_COSINE <= meta["calibration"]["min_cosine"] <= meta["calibration"]["mean_cosine"]
+
+
+def test_copies_are_built_once_and_reused(tiny_bert: Path, tmp_path: Path) -> None:
+    for backend in ("openvino", "openvino-int8"):
+        Encoder(str(tiny_bert), device="cpu", backend=backend, cache_dir=tmp_path)
+    built = mtimes(tmp_path)
+    assert sorted(p.parent.name for p in built) == ["onnx", "openvino", "openvino-int8"]
+    for backend in ("openvino-int8", "openvino", "onnx"):
+        Encoder(str(tiny_bert), device="cpu", backend=backend, cache_dir=tmp_path)
+    assert mtimes(tmp_path) == built
+
+
+def test_a_new_nncf_version_rebuilds_only_the_int8_copy(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from baihua.encoder.backends import openvino_export
+
+    for backend in ("openvino", "openvino-int8"):
+        Encoder(str(tiny_bert), device="cpu", backend=backend, cache_dir=tmp_path)
+    before = mtimes(tmp_path)
+    real_version = openvino_export.version
+    monkeypatch.setattr(
+        openvino_export, "version", lambda name: "99.0" if name == "nncf" else real_version(name)
+    )
+    for backend in ("openvino", "openvino-int8"):
+        Encoder(str(tiny_bert), device="cpu", backend=backend, cache_dir=tmp_path)
+    after = mtimes(tmp_path)
+    changed = sorted(p.parent.name for p in after if after[p] != before.get(p))
+    assert changed == ["openvino-int8"]
+    (int8,) = tmp_path.glob("models/*.onnx/*/openvino-int8")
+    assert json.loads((int8 / "meta.json").read_text())["versions"]["nncf"] == "99.0"
+
+
+def test_without_nncf_int8_is_a_clear_error(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from baihua.encoder.backends import openvino_export
+
+    def version(name: str) -> str:
+        if name == "nncf":
+            raise PackageNotFoundError(name)
+        return "2026.4.1"
+
+    monkeypatch.setattr(openvino_export, "version", version)
+    with pytest.raises(ValueError, match="backend openvino-int8 needs nncf"):
+        Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=tmp_path)
+
+
+KILLED_QUANTISATION = """
+import os, signal, sys
+from baihua.encoder import Encoder
+import baihua.encoder.backends.prepare as prepare
+
+def killed_while_writing(fp32, out, batches):
+    (out / "model.xml").write_bytes(b"half an IR file")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+prepare.quantize_static_int8 = killed_while_writing
+Encoder(sys.argv[1], device="cpu", backend="openvino-int8", cache_dir=sys.argv[2])
+"""
+
+
+def test_a_killed_quantisation_leaves_nothing_that_is_used_later(
+    tiny_bert: Path, tmp_path: Path, reference: Encoder
+) -> None:
+    script = tmp_path / "kill.py"
+    script.write_text(textwrap.dedent(KILLED_QUANTISATION))
+    done = subprocess.run(
+        [sys.executable, str(script), str(tiny_bert), str(tmp_path / "c")],
+        env=dict(os.environ),
+        timeout=300,
+    )
+    assert done.returncode == -9
+    assert copies(tmp_path / "c") == []
+    (partial,) = (tmp_path / "c").glob(f"models/*.onnx/*/.openvino-int8.*{PARTIAL_SUFFIX}")
+    assert (partial / IR_FILE).read_bytes() == b"half an IR file"
+    int8 = Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=tmp_path / "c")
+    assert cosines(int8.encode(TEXTS), reference.encode(TEXTS)).min() >= MIN_COSINE
+
+
+@pytest.mark.parametrize(
+    ("backend", "dtype", "message"),
+    [
+        ("openvino-int8", "bfloat16", "backend openvino-int8 runs dtype int8"),
+        ("openvino", "int8", "backend openvino runs dtype float32 or bfloat16"),
+    ],
+)
+def test_impossible_openvino_dtypes_are_refused(
+    tiny_bert: Path, backend: str, dtype: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Encoder(str(tiny_bert), device="cpu", backend=backend, dtype=dtype)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_openvino_backends_on_the_real_default_model() -> None:
+    """me5-small: OpenVINO fp32 equals torch fp32; its bf16 and int8 keep the cosine bound."""
+    reference = Encoder("me5-small", device="cpu", backend="torch").encode(ME5_TEXTS)
+    fp32 = Encoder("me5-small", device="cpu", backend="openvino", dtype="float32")
+    assert cosines(fp32.encode(ME5_TEXTS), reference).min() >= 0.99999
+    for backend in ("openvino", "openvino-int8"):
+        encoder = Encoder("me5-small", device="cpu", backend=backend)  # type: ignore[arg-type]
+        assert cosines(encoder.encode(ME5_TEXTS), reference).min() >= MIN_COSINE
