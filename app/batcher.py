@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from baihua.encoder import Embedded, EmbeddingPipeline
-from baihua.encoder.encoder import TextType
+from baihua.encoder.encoder import TextType, TruncationSide
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class EmbedOptions:
     whiten: bool = True
     normalize: bool = True
     dimensions: int | None = None
+    truncation_side: TruncationSide = "right"
 
 
 class _State(enum.Enum):
@@ -400,6 +401,7 @@ class MicroBatcher:
             whiten=options.whiten,
             normalize=options.normalize,
             dimensions=options.dimensions,
+            truncation_side=options.truncation_side,
         )
 
 

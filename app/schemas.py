@@ -271,9 +271,10 @@ class EmbedRequest(TextsRequest):
         description="TEI's flag. false: a text over the token limit is a 422 instead of being "
         "truncated; true or omitted: truncate (and report it in `truncated`).",
     )
-    truncation_direction: Literal["right", "Right"] = Field(
+    truncation_direction: Literal["right", "Right", "left", "Left"] = Field(
         "right",
-        description="TEI's: long texts lose their end (cutting the start is not supported).",
+        description="TEI's: a long text loses its end (right) or its start (left; the model's "
+        "prefix is kept).",
     )
 
     def located_texts(self) -> list[tuple[Loc, str]]:

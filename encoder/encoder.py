@@ -20,6 +20,7 @@ from baihua.encoder.models import ModelSpec, default_cache_dir, model_path, reso
 from baihua.encoder.pooling import check_poolings, pool
 
 TextType = Literal["query", "passage"]
+TruncationSide = Literal["right", "left"]
 Dtype = Literal["float32", "bfloat16", "int8"]
 
 
@@ -152,12 +153,14 @@ class Encoder:
         *,
         text_type: TextType = "query",
         max_length: int | None = None,
+        truncation_side: TruncationSide = "right",
         progress: Callable[[int], None] | None = None,
     ) -> Encoded:
         """Every requested pooling from one forward pass per batch.
 
-        `max_length` overrides the encoder's token limit for this call; `progress` is called
-        with the number of texts finished after each batch.
+        `max_length` overrides the encoder's token limit for this call; a text over it loses
+        its end, or with `truncation_side="left"` its start (the prefix is kept); `progress` is
+        called with the number of texts finished after each batch.
         """
         max_length = max_length or self.max_length
         check_poolings(poolings)
@@ -165,8 +168,10 @@ class Encoder:
             raise UsageError(
                 f"model {self.name!r} has no pooler layer; use cls, last-avg or first-last-avg"
             )
-        prefixed = [self.prefix(text_type) + text for text in texts]
-        ids, n_tokens = self._tokenize(prefixed, max_length)
+        prefix = self.prefix(text_type)
+        ids, n_tokens = self._tokenize([prefix + text for text in texts], max_length)
+        if truncation_side == "left":
+            ids = self._cut_starts(texts, prefix, ids, n_tokens, max_length)
         out = {p: np.empty((len(texts), self.dim), dtype=np.float32) for p in poolings}
         need_first = "first-last-avg" in poolings
         max_tokens = max(self.max_batch_tokens, max_length)
@@ -190,6 +195,34 @@ class Encoder:
             full = self.tokenizer([texts[i] for i in at_limit])["input_ids"]
             n_tokens[at_limit] = [len(i) for i in full]
         return ids, n_tokens
+
+    def _cut_starts(
+        self,
+        texts: Sequence[str],
+        prefix: str,
+        ids: list[list[int]],
+        n_tokens: np.ndarray,
+        max_length: int,
+    ) -> list[list[int]]:
+        """Re-cut the texts over the limit at their start: keep the leading special tokens and
+        the prefix's tokens, then as many of the text's last tokens as fit (before the closing
+        special tokens). Token offsets tell prefix, text and special tokens apart."""
+        long = np.flatnonzero(n_tokens > max_length).tolist()
+        if not long:
+            return ids
+        full = self.tokenizer([prefix + texts[i] for i in long], return_offsets_mapping=True)
+        ids = list(ids)
+        for i, tokens, offsets in zip(long, full["input_ids"], full["offset_mapping"], strict=True):
+            special = [start == end == 0 for start, end in offsets]
+            head = 0
+            while head < len(tokens) and (special[head] or offsets[head][0] < len(prefix)):
+                head += 1
+            tail = len(tokens)
+            while tail > head and special[tail - 1]:
+                tail -= 1
+            room = max(max_length - head - (len(tokens) - tail), 0)
+            ids[i] = tokens[:head] + tokens[tail - room : tail] + tokens[tail:]
+        return ids
 
     @torch.inference_mode()
     def _forward(

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from baihua.core.spec import EmbeddingSpec
-from baihua.encoder.encoder import Encoder, TextType
+from baihua.encoder.encoder import Encoder, TextType, TruncationSide
 
 
 class VectorTransform(Protocol):
@@ -95,16 +95,22 @@ class EmbeddingPipeline:
         whiten: bool = True,
         normalize: bool = True,
         dimensions: int | None = None,
+        truncation_side: TruncationSide = "right",
         progress: Callable[[int], None] | None = None,
     ) -> Embedded:
-        """Vectors of `texts`; `dimensions` keeps the first components (before normalising).
+        """Vectors of `texts`; `dimensions` keeps the first components (before normalising);
+        a text over the token limit loses its end, or its start with ``truncation_side="left"``.
 
         Whitening orders its components by variance, so its first k columns are exactly the
         transform a fit with ``n_components=k`` gives: one full-rank artifact serves every k.
         """
         self.check_dimensions(dimensions, whiten=whiten)
         encoded = self.encoder.encode_poolings(
-            texts, [self.encoder.pooling], text_type=text_type, progress=progress
+            texts,
+            [self.encoder.pooling],
+            text_type=text_type,
+            truncation_side=truncation_side,
+            progress=progress,
         )
         vectors = encoded.vectors[self.encoder.pooling]
         if whiten and self.transform is not None:

@@ -46,7 +46,13 @@ async def embed(
     With TEI's `inputs` instead of `texts`, the answer is TEI's: the bare list of vectors."""
     body.check_limits(settings)
     check_dimensions(body.dimensions, service.pipeline.dim)
-    options = EmbedOptions(body.text_type, body.whiten, body.normalize, body.dimensions)
+    options = EmbedOptions(
+        body.text_type,
+        body.whiten,
+        body.normalize,
+        body.dimensions,
+        "left" if body.truncation_direction.lower() == "left" else "right",
+    )
     with body.naming_rejected_texts():
         embedded = await service.batcher.embed(body.texts_to_embed(), options, client=client)
     if body.truncate is False:

@@ -52,12 +52,21 @@ def test_truncate_false_refuses_a_text_over_the_token_limit(client: httpx.Client
     assert client.post("/embed", json={"texts": [long_text]}).json()["truncated"] == [True]
 
 
-def test_truncation_direction_right_is_accepted_and_left_is_refused(client: httpx.Client) -> None:
-    ok = client.post("/embed", json={"inputs": "hi", "truncation_direction": "Right"})
-    assert ok.status_code == 200
-    left = client.post("/embed", json={"inputs": "hi", "truncation_direction": "left"})
-    assert left.status_code == 422
-    assert left.json()["detail"][0]["msg"].startswith("truncation_direction: ")
+def test_truncation_direction_left_cuts_the_start(
+    client: httpx.Client, pipeline: EmbeddingPipeline
+) -> None:
+    long_text = " ".join(["hello"] * MAX_LENGTH + ["world", "bert"] * MAX_LENGTH)
+    for direction, side in [("Right", "right"), ("right", "right"), ("Left", "left")]:
+        body = {"inputs": long_text, "truncation_direction": direction}
+        response = client.post("/embed", json=body)
+        assert response.status_code == 200
+        expected = pipeline.embed([long_text], truncation_side=side).vectors  # type: ignore[arg-type]
+        np.testing.assert_allclose(response.json(), expected, atol=1e-6)
+    left = pipeline.embed([long_text], truncation_side="left").vectors
+    assert not np.allclose(left, pipeline.embed([long_text]).vectors, atol=1e-3)
+    refused = client.post("/embed", json={"inputs": "hi", "truncation_direction": "middle"})
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["msg"].startswith("truncation_direction: ")
 
 
 @pytest.mark.parametrize(

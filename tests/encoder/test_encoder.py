@@ -11,6 +11,8 @@ from transformers import AutoModel, AutoTokenizer
 
 from baihua.encoder import Encoder
 from baihua.encoder.batching import length_sorted_batches
+from baihua.encoder.encoder import Encoded
+from baihua.encoder.models import ModelSpec
 
 TEXTS = [
     "hello world",
@@ -84,6 +86,28 @@ def test_truncation_at_max_length_is_reported(tiny_bert: Path) -> None:
     encoded = encoder.encode_poolings(["hello", "a b c d e f g h i j k"], ["last-avg"])
     assert encoded.truncated.tolist() == [False, True]
     assert encoded.n_tokens.tolist() == [3, 13]
+
+
+@pytest.mark.parametrize("prefix", ["", "query: "])
+def test_left_truncation_keeps_the_prefix_and_the_end(tiny_bert: Path, prefix: str) -> None:
+    spec = ModelSpec("tiny-e5", str(tiny_bert), query_prefix=prefix)
+    fixed = len(Encoder(spec, device="cpu").tokenizer(prefix + "x")["input_ids"]) - 1  # less x
+    encoder = Encoder(spec, max_length=fixed + 3, device="cpu")  # room for 3 letters
+    long, kept_start, kept_end = "a b c d e f g h i j", "a b c", "h i j"
+
+    def embed(texts: list[str], side: str) -> Encoded:
+        return encoder.encode_poolings(texts, ["last-avg"], truncation_side=side)  # type: ignore[arg-type]
+
+    left, right = embed([long], "left"), embed([long], "right")
+    assert left.truncated.tolist() == right.truncated.tolist() == [True]
+    np.testing.assert_allclose(
+        left.vectors["last-avg"], embed([kept_end], "right").vectors["last-avg"], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        right.vectors["last-avg"], embed([kept_start], "right").vectors["last-avg"], atol=1e-6
+    )
+    short = embed(["hello", kept_end], "left").vectors["last-avg"]  # under the limit: unchanged
+    np.testing.assert_allclose(short, embed(["hello", kept_end], "right").vectors["last-avg"])
 
 
 def test_bfloat16_autocast_stays_close_to_float32(tiny_bert: Path) -> None:
