@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/python -m ruff format --check .
 	@# mypy cannot follow the editable install's package-dir mapping: give it a baihua/ of links.
 	mkdir -p build/mypy/baihua
-	for p in app configs core encoder eval index whitening; do ln -sfn ../../../$$p build/mypy/baihua/$$p; done
+	for p in app cli configs core encoder eval index jobs serving whitening; do ln -sfn ../../../$$p build/mypy/baihua/$$p; done
 	MYPYPATH=build/mypy $(VENV)/bin/python -m mypy -p baihua.core -p baihua.configs -p baihua.encoder -p baihua.whitening \
-		-p baihua.index -p baihua.eval -p baihua.app
+		-p baihua.index -p baihua.eval -p baihua.serving -p baihua.jobs \
+		-p baihua.app -p baihua.cli

@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
-from baihua.app.service import Service
-from baihua.app.settings import Settings
+from baihua.serving.service import Service
+from baihua.serving.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:

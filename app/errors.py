@@ -20,16 +20,16 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from baihua.app.batcher import (
+from baihua.app.schemas import NOT_BLANK
+from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
+from baihua.serving.batcher import (
     ClientOverLimit,
     EncoderError,
     EncoderUnavailable,
     QueueFullError,
     TextRejected,
 )
-from baihua.app.documents import NoIdLeftError
-from baihua.app.schemas import NOT_BLANK
-from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
+from baihua.serving.documents import NoIdLeftError
 
 # pydantic puts union members' tags into error locations ("str", "constrained-str",
 # "list[...]"); no field of the API has "-" or "[" in its name

@@ -14,13 +14,14 @@ from fastapi import FastAPI
 from baihua.app.docs import install_docs
 from baihua.app.edge import RequestGuard
 from baihua.app.errors import install_error_handlers
-from baihua.app.metrics import Metrics, MetricsMiddleware
+from baihua.app.metrics_middleware import MetricsMiddleware
 from baihua.app.openapi import install_openapi
 from baihua.app.routes import api_router
-from baihua.app.service import load_service
-from baihua.app.settings import Settings
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import Store
+from baihua.serving.metrics import Metrics
+from baihua.serving.service import load_service
+from baihua.serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 

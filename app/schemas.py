@@ -29,11 +29,11 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from baihua.app.batcher import TextRejected
-from baihua.app.documents import DocumentIndex
 from baihua.app.filter_schema import check_filter_scope
 from baihua.app.json_limits import json_error, json_size
-from baihua.app.settings import Settings
+from baihua.serving.batcher import TextRejected
+from baihua.serving.documents import DocumentIndex
+from baihua.serving.settings import Settings
 
 MAX_TOP_K = 1000
 # The store takes int64 ids; the API stops at 2**53 - 1, the largest integer every JSON client

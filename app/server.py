@@ -18,9 +18,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from baihua.app.main import begin_shutdown, create_app
-from baihua.app.settings import Settings
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import Store
+from baihua.serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 

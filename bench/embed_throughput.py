@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from serving import free_port, start_server, wait_ready
 
-from baihua.app.components import build_pipeline
-from baihua.app.settings import load_settings
 from baihua.encoder import EmbeddingPipeline
+from baihua.serving.components import build_pipeline
+from baihua.serving.settings import load_settings
+from serving import free_port, start_server, wait_ready
 
 SUBJECTS = ["我", "他们", "老师", "这家公司", "小明", "我的朋友", "银行", "网友"]
 VERBS = ["喜欢", "不想", "正在", "昨天开始", "怎么", "可以", "打算", "已经"]

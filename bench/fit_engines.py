@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from baihua.app.components import build_encoder
-from baihua.app.jobs import FitJob
-from baihua.app.ray_jobs import RayOptions, ray_fit
-from baihua.app.settings import load_settings
 from baihua.encoder.corpus import iter_corpus
+from baihua.jobs.fit import FitJob
+from baihua.jobs.ray import RayOptions, ray_fit
+from baihua.serving.components import build_encoder
+from baihua.serving.settings import load_settings
 
 
 def relative(ours: np.ndarray, theirs: np.ndarray) -> float:

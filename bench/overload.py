@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 from embed_throughput import batches
+
 from serving import free_port, wait_ready
 
 
@@ -172,7 +173,7 @@ async def open_loop(
 def start(
     python: str, port: int, data_dir: Path, model: str, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    command = [python, "-c", "from baihua.app.cli import main; main()", "serve"]
+    command = [python, "-c", "from baihua.cli.main import main; main()", "serve"]
     command += ["--port", str(port), "--data-dir", str(data_dir), "--model", model]
     return subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env}

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from serving import free_port, start_server, wait_ready
 
-from baihua.app.components import build_encoder
-from baihua.app.jobs import FitJob
-from baihua.app.settings import load_settings
 from baihua.encoder import l2_normalize
 from baihua.encoder.corpus import count_sentences
 from baihua.index import FaissStore
+from baihua.jobs.fit import FitJob
+from baihua.serving.components import build_encoder
+from baihua.serving.settings import load_settings
+from serving import free_port, start_server, wait_ready
 
 QUERIES = [
     a + b

@@ -19,7 +19,7 @@ def free_port() -> int:
 
 def start_server(port: int, data_dir: Path, *flags: str) -> subprocess.Popen[bytes]:
     """`baihua serve --port PORT --data-dir DATA_DIR FLAGS…`, access log silenced."""
-    command = [sys.executable, "-c", "from baihua.app.cli import main; main()", "serve"]
+    command = [sys.executable, "-c", "from baihua.cli.main import main; main()", "serve"]
     command += ["--port", str(port), "--data-dir", str(data_dir), *flags]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 

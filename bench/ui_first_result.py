@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import sync_playwright
 from search_latency import QUERIES, fill_index
-from serving import free_port, start_server, wait_ready
 
-from baihua.app.components import build_encoder
-from baihua.app.settings import load_settings
+from baihua.serving.components import build_encoder
+from baihua.serving.settings import load_settings
+from serving import free_port, start_server, wait_ready
 
 
 def main() -> None:

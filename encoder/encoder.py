@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -13,6 +13,7 @@ import torch
 from transformers import AutoTokenizer
 
 from baihua.core.errors import UsageError
+from baihua.core.progress import Progress
 from baihua.encoder.backends import Backends, ModelLoadError, check_backend
 from baihua.encoder.batching import length_sorted_batches, pad
 from baihua.encoder.fingerprint import model_fingerprint
@@ -138,7 +139,7 @@ class Encoder:
         *,
         pooling: str | None = None,
         text_type: TextType = "query",
-        progress: Callable[[int], None] | None = None,
+        progress: Progress | None = None,
     ) -> np.ndarray:
         """(n, dim) float32 vectors with one pooling."""
         pooling = pooling or self.pooling
@@ -154,7 +155,7 @@ class Encoder:
         text_type: TextType = "query",
         max_length: int | None = None,
         truncation_side: TruncationSide = "right",
-        progress: Callable[[int], None] | None = None,
+        progress: Progress | None = None,
     ) -> Encoded:
         """Every requested pooling from one forward pass per batch.
 

@@ -8,12 +8,13 @@ It lives in `encoder` so every consumer can import it; the transform is any obje
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from baihua.core.progress import Progress
 from baihua.core.spec import EmbeddingSpec
 from baihua.encoder.encoder import Encoder, TextType, TruncationSide
 
@@ -96,7 +97,7 @@ class EmbeddingPipeline:
         normalize: bool = True,
         dimensions: int | None = None,
         truncation_side: TruncationSide = "right",
-        progress: Callable[[int], None] | None = None,
+        progress: Progress | None = None,
     ) -> Embedded:
         """Vectors of `texts`; `dimensions` keeps the first components (before normalising);
         a text over the token limit loses its end, or its start with ``truncation_side="left"``.

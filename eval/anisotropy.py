@@ -7,7 +7,7 @@ paraphrase pairs stay apart from non-paraphrase pairs, which `separation` measur
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from baihua.core.errors import UsageError
+from baihua.core.progress import Progress
 from baihua.encoder import Encoder
 from baihua.eval.datasets import load_task
 from baihua.eval.report import markdown_table
@@ -96,7 +97,7 @@ def anisotropy(
     fit_on: str | list[str] = "task",
     max_length: int | None = None,
     n_random: int = 5000,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[PairCosines]:
     """Pair cosines of `split` of `task` raw and under each transform (fitted as `baihua eval`
     fits them, vectors through its cache)."""

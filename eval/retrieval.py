@@ -21,7 +21,7 @@ and index size, for a grid of poolings × transforms × re-rankings.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import faiss
 import numpy as np
 
 from baihua.core.errors import UsageError
+from baihua.core.progress import Progress
 from baihua.encoder import Encoder, encoder_spec, l2_normalize
 from baihua.encoder.encoder import TextType
 from baihua.eval.beir import BeirDataset
@@ -138,7 +139,7 @@ class RetrievalEval:
     geodesic_candidates: int = 50
     geodesic_reach: int = 64
     corpus_text_type: TextType = "passage"
-    progress: Callable[[int], None] | None = None
+    progress: Progress | None = None
 
     def __post_init__(self) -> None:
         check_reranks(self.reranks)

@@ -4,7 +4,7 @@ models × poolings × transforms, each distinct sentence encoded once."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +12,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from baihua.core.errors import UsageError
+from baihua.core.progress import Progress
 from baihua.encoder import Encoder, encoder_spec, l2_normalize
 from baihua.eval.cache import VectorCache
 from baihua.eval.datasets import SPLITS, StsTask, load_task
@@ -72,7 +73,7 @@ class StsEval:
     fit_on: FitOn = "task"
     splits: Sequence[str] = ("test",)
     max_length: int | None = None  # None: an artifact row's limit, else the paper's
-    progress: Callable[[int], None] | None = None
+    progress: Progress | None = None
 
     def __post_init__(self) -> None:
         named = isinstance(self.fit_on, str) and self.fit_on not in ("task", "all-tasks")

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from baihua.encoder import EmbeddingPipeline, Encoder, ModelSpec
+from baihua.whitening import Whitening
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Settings-built encoders (CLI, service) run the fp32 reference backend in tests about other
@@ -67,3 +70,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared evaluation data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+MAX_LENGTH = 16
+WHITENED_DIM = 14  # all the dimensions the tiny BERT's vectors of FIT_TEXTS span
+FIT_TEXTS = [f"hello world {i} {'bert ' * (i % 5)} 的一是{i}" for i in range(64)]
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny_bert: Path) -> EmbeddingPipeline:
+    """The tiny BERT (32 dims) with e5-style prefixes, so queries and passages differ, and a
+    14-dim whitening fitted on its own vectors."""
+    spec = ModelSpec("tiny-e5", str(tiny_bert), query_prefix="query: ", passage_prefix="passage: ")
+    encoder = Encoder(spec, pooling="last-avg", max_length=MAX_LENGTH, device="cpu")
+    whitening = Whitening(n_components=WHITENED_DIM).fit(encoder.encode(FIT_TEXTS))
+    return EmbeddingPipeline(encoder, whitening)

@@ -3,12 +3,12 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 
-from baihua.app.batcher import EmbedOptions
 from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.responses import NumpyJSONResponse
 from baihua.app.schemas import EmbedRequest, EmbedResponse, check_dimensions
 from baihua.encoder import Embedded
+from baihua.serving.batcher import EmbedOptions
 
 router = APIRouter(tags=["embeddings"])
 

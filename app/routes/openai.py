@@ -2,7 +2,6 @@
 
 from fastapi import APIRouter, HTTPException, status
 
-from baihua.app.batcher import EmbedOptions
 from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import PROTECTED_ERRORS, error_responses
 from baihua.app.responses import NumpyJSONResponse, openai_embeddings_body
@@ -13,7 +12,8 @@ from baihua.app.schemas import (
     OpenAIModelList,
     check_dimensions,
 )
-from baihua.app.service import Service
+from baihua.serving.batcher import EmbedOptions
+from baihua.serving.service import Service
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

@@ -17,23 +17,9 @@ import pytest
 import uvicorn
 
 from baihua.app.main import create_app
-from baihua.app.settings import Settings
-from baihua.encoder import EmbeddingPipeline, Encoder, ModelSpec
-from baihua.whitening import Whitening
-
-MAX_LENGTH = 16
-WHITENED_DIM = 14  # all the dimensions the tiny BERT's vectors of FIT_TEXTS span
-FIT_TEXTS = [f"hello world {i} {'bert ' * (i % 5)} 的一是{i}" for i in range(64)]
-
-
-@pytest.fixture(scope="session")
-def pipeline(tiny_bert: Path) -> EmbeddingPipeline:
-    """The tiny BERT (32 dims) with e5-style prefixes, so queries and passages differ, and a
-    14-dim whitening fitted on its own vectors."""
-    spec = ModelSpec("tiny-e5", str(tiny_bert), query_prefix="query: ", passage_prefix="passage: ")
-    encoder = Encoder(spec, pooling="last-avg", max_length=MAX_LENGTH, device="cpu")
-    whitening = Whitening(n_components=WHITENED_DIM).fit(encoder.encode(FIT_TEXTS))
-    return EmbeddingPipeline(encoder, whitening)
+from baihua.encoder import EmbeddingPipeline
+from baihua.serving.settings import Settings
+from tests.conftest import MAX_LENGTH
 
 
 def base_settings(tiny_bert: Path, **overrides: Any) -> Settings:

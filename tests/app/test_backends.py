@@ -9,7 +9,8 @@ import numpy as np
 
 from baihua.encoder import Encoder, l2_normalize
 from baihua.encoder.backends.calibration import MIN_COSINE
-from tests.app.conftest import MAX_LENGTH, StartServer
+from tests.app.conftest import StartServer
+from tests.conftest import MAX_LENGTH
 
 TEXTS = ["hello world", "我在中国", "bert 的 一", "a b c"]
 

@@ -14,18 +14,13 @@ import numpy as np
 
 from baihua.app.main import create_app
 from baihua.index import FaissStore
-from tests.app.conftest import (
-    WHITENED_DIM,
-    StartServer,
-    base_settings,
-    running_server,
-    wait_until,
-)
+from tests.app.conftest import StartServer, base_settings, running_server, wait_until
+from tests.conftest import WHITENED_DIM
 
 SERVE = """
 import sys, uvicorn
 from baihua.app.main import create_app
-from baihua.app.settings import Settings
+from baihua.serving.settings import Settings
 settings = Settings(
     model=sys.argv[1], pooling="last-avg", max_length=16, device="cpu", data_dir=sys.argv[2]
 )  # the space of base_settings, which reopens the index below

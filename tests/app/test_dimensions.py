@@ -9,7 +9,8 @@ import pytest
 
 from baihua.encoder import EmbeddingPipeline
 from baihua.whitening import Whitening
-from tests.app.conftest import FIT_TEXTS, WHITENED_DIM, StartServer
+from tests.app.conftest import StartServer
+from tests.conftest import FIT_TEXTS, WHITENED_DIM
 
 TEXTS = ["hello world", "我在中国", "bert 的 一", "a b c"]
 

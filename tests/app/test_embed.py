@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from baihua.encoder import Embedded, EmbeddingPipeline
-from tests.app.conftest import MAX_LENGTH, WHITENED_DIM, StartServer
+from tests.app.conftest import StartServer
+from tests.conftest import MAX_LENGTH, WHITENED_DIM
 
 TEXTS = ["hello world", "我在中国", "bert 的 一", "a b c"]
 

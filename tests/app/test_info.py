@@ -10,16 +10,10 @@ import httpx
 import pytest
 
 from baihua.app.main import create_app
-from baihua.app.settings import Settings
 from baihua.encoder import EmbeddingPipeline
-from tests.app.conftest import (
-    MAX_LENGTH,
-    WHITENED_DIM,
-    StartServer,
-    base_settings,
-    running_server,
-    wait_until,
-)
+from baihua.serving.settings import Settings
+from tests.app.conftest import StartServer, base_settings, running_server, wait_until
+from tests.conftest import MAX_LENGTH, WHITENED_DIM
 
 
 def test_info_describes_the_served_pipeline(client: httpx.Client) -> None:
@@ -67,7 +61,7 @@ def test_health_is_503_until_the_model_is_loaded(
         loaded.wait(timeout=30)
         return pipeline
 
-    monkeypatch.setattr("baihua.app.service.build_pipeline", slow_build)
+    monkeypatch.setattr("baihua.serving.service.build_pipeline", slow_build)
     with running_server(
         create_app(base_settings(tiny_bert, data_dir=tmp_path)), ready=False
     ) as url:

@@ -10,8 +10,9 @@ import openai
 import pytest
 
 from baihua.encoder import EmbeddingPipeline
-from tests.app.conftest import WHITENED_DIM, StartServer
+from tests.app.conftest import StartServer
 from tests.app.test_embed import SlowPipeline
+from tests.conftest import WHITENED_DIM
 
 TEXTS = ["hello world", "我在中国", "bert 的 一"]
 

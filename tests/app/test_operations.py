@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from baihua.app.main import create_app
-from baihua.app.settings import Settings
 from baihua.encoder import EmbeddingPipeline
+from baihua.serving.settings import Settings
 from tests.app.conftest import StartServer, base_settings, running_server, wait_until
 
 
@@ -28,7 +28,7 @@ def test_readyz_is_503_until_the_model_is_loaded(
         loaded.wait(timeout=30)
         return pipeline
 
-    monkeypatch.setattr("baihua.app.service.build_pipeline", slow_build)
+    monkeypatch.setattr("baihua.serving.service.build_pipeline", slow_build)
     app = create_app(base_settings(tiny_bert, data_dir=tmp_path))
     with running_server(app, ready=False) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200

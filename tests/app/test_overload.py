@@ -10,7 +10,7 @@ import httpx
 
 from baihua.encoder import EmbeddingPipeline
 from tests.app.conftest import StartServer, wait_until
-from tests.app.test_batcher import SlowPipeline
+from tests.serving.test_batcher import SlowPipeline
 
 
 def metric(text: str, name: str) -> float:

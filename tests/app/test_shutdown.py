@@ -20,9 +20,9 @@ from tests.app.test_crash import free_port, is_ready
 GRACE_S = 2.0
 SERVE = """
 import sys, time
-from baihua.app.components import build_pipeline
+from baihua.serving.components import build_pipeline
 from baihua.app.server import serve
-from baihua.app.settings import Settings
+from baihua.serving.settings import Settings
 from baihua.encoder import EmbeddingPipeline
 
 class SlowPipeline(EmbeddingPipeline):  # the real one, slowed so that requests pile up

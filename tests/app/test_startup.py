@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
-from baihua.app.components import build_pipeline, resolve_max_length
-from baihua.app.settings import load_settings
+from baihua.cli.main import cli
 from baihua.core.spec import EmbeddingSpec, SpecMismatchError
 from baihua.encoder import Encoder, encoder_spec, resolve_model
 from baihua.encoder.models import model_token_limit
 from baihua.index import FaissStore
+from baihua.serving.components import build_pipeline, resolve_max_length
+from baihua.serving.settings import load_settings
 from baihua.whitening import Whitening
 from tests.app.conftest import wait_until
 from tests.app.test_crash import free_port, is_ready

@@ -21,7 +21,8 @@ import pytest
 
 from baihua.encoder import EmbeddingPipeline, Encoder
 from baihua.whitening import Whitening
-from tests.app.conftest import WHITENED_DIM, StartServer, embed_in_process
+from tests.app.conftest import StartServer, embed_in_process
+from tests.conftest import WHITENED_DIM
 
 CHROMIUM = os.environ.get("BAIHUA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = os.environ.get("BAIHUA_UI_SCREENSHOTS")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
+from baihua.cli.main import cli
 from baihua.encoder import Encoder, l2_normalize
 from baihua.encoder.backends.calibration import MIN_COSINE
 from baihua.whitening import load_transform

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
-from baihua.app.jobs import FitJob
+from baihua.cli.main import cli
 from baihua.encoder import Encoder, l2_normalize
+from baihua.jobs.fit import FitJob
 from baihua.whitening import Flow, Whitening, load_transform
 
 runner = CliRunner()

@@ -11,14 +11,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli, user_errors
-from baihua.app.settings import SettingsError
+from baihua.cli.main import cli, user_errors
 from baihua.core.errors import BaihuaError, UsageError
 from baihua.encoder import ModelLoadError
 from baihua.encoder.corpus import CorpusError
 from baihua.encoder.me5 import E5FormatError
 from baihua.eval.datasets import DatasetError
 from baihua.index import DuplicateIdError, StoreLockedError, StoreMismatchError
+from baihua.serving.settings import SettingsError
 from baihua.whitening import ArtifactError, ArtifactMismatchError
 
 runner = CliRunner()
@@ -73,7 +73,7 @@ def test_an_installed_command_shows_a_bugs_traceback() -> None:
     script = textwrap.dedent(
         """
         import typer
-        from baihua.app.cli import user_errors
+        from baihua.cli.main import user_errors
 
         app = typer.Typer(pretty_exceptions_enable=False)
 
@@ -109,7 +109,7 @@ def test_version_prints_the_installed_version() -> None:
 
 
 def test_help_does_not_import_torch() -> None:
-    script = "import sys; from baihua.app.cli import main; sys.argv = ['baihua', '--help']\n"
+    script = "import sys; from baihua.cli.main import main; sys.argv = ['baihua', '--help']\n"
     script += "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60

@@ -11,7 +11,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
+from baihua.cli.main import cli
 from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec
 from baihua.whitening import Flow, Whitening
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
-from baihua.app.components import build_pipeline, open_store
-from baihua.app.jobs import IndexBuildJob
-from baihua.app.settings import Settings
+from baihua.cli.main import cli
 from baihua.encoder import encoder_spec
+from baihua.jobs.index_build import IndexBuildJob
+from baihua.serving.components import build_pipeline, open_store
+from baihua.serving.settings import Settings
 from baihua.whitening import Whitening
 
 runner = CliRunner()

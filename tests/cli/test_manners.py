@@ -13,7 +13,7 @@ import huggingface_hub
 import pytest
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
+from baihua.cli.main import cli
 
 runner = CliRunner()
 

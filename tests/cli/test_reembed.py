@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
-from baihua.app.components import build_pipeline, open_store
-from baihua.app.jobs import IndexBuildJob
-from baihua.app.reembed import ReembedJob, ReembedPendingError
-from baihua.app.settings import Settings
+from baihua.cli.main import cli
 from baihua.core.errors import UsageError
 from baihua.core.spec import SpecMismatchError
 from baihua.encoder import EmbeddingPipeline, encoder_spec
 from baihua.index import FaissStore
+from baihua.jobs.index_build import IndexBuildJob
+from baihua.jobs.reembed import ReembedJob, ReembedPendingError
+from baihua.serving.components import build_pipeline, open_store
+from baihua.serving.settings import Settings
 from baihua.whitening import Whitening
 from tests.conftest import build_tiny_bert
 

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
+from baihua.cli.main import cli
 from baihua.core.spec import EmbeddingSpec
 from baihua.encoder import Encoder
 from baihua.eval.anisotropy import anisotropy, label_bands, roc_auc, split_cosines

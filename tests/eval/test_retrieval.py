@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import ndcg_score
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
+from baihua.cli.main import cli
 from baihua.encoder import Encoder, ModelSpec, encoder_spec, l2_normalize
 from baihua.eval.beir import load_beir, sts_to_beir, sts_to_chains, write_beir
 from baihua.eval.cache import VectorCache

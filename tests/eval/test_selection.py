@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
+from baihua.cli.main import cli
 from baihua.encoder import Encoder
 from baihua.eval.datasets import load_task
 from baihua.eval.selection import select, selection_path

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.stats import spearmanr
 from typer.testing import CliRunner
 
-from baihua.app.cli import cli
+from baihua.cli.main import cli
 from baihua.core.spec import EmbeddingSpec, SpecMismatchError
 from baihua.encoder import Encoder
 from baihua.eval.cache import VectorCache

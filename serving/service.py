@@ -6,14 +6,14 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from baihua.app.batcher import MicroBatcher
-from baihua.app.components import build_pipeline, open_store, resolve_max_length
-from baihua.app.documents import DocumentIndex
-from baihua.app.metrics import Metrics
-from baihua.app.settings import Settings
 from baihua.core.spec import check_space
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import GeodesicReranker, Store
+from baihua.serving.batcher import MicroBatcher
+from baihua.serving.components import build_pipeline, open_store, resolve_max_length
+from baihua.serving.documents import DocumentIndex
+from baihua.serving.metrics import Metrics
+from baihua.serving.settings import Settings
 
 
 @dataclass

@@ -16,8 +16,8 @@ from tqdm import tqdm
 from baihua.core.errors import BaihuaError, UsageError
 
 if TYPE_CHECKING:
-    from baihua.app.ray_jobs import RayOptions
-    from baihua.app.settings import Settings
+    from baihua.jobs.ray import RayOptions
+    from baihua.serving.settings import Settings
     from baihua.whitening import Flow, Whitening
 
 cli = typer.Typer(
@@ -54,9 +54,9 @@ USER_OS_ERRORS = (
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """`baihua.app.settings.load_settings`, imported on first use: pydantic-settings costs a
+    """`baihua.serving.settings.load_settings`, imported on first use: pydantic-settings costs a
     third of a second that `--help` and `--version` need not pay."""
-    from baihua.app.settings import load_settings
+    from baihua.serving.settings import load_settings
 
     return load_settings(config, **overrides)
 
@@ -149,7 +149,7 @@ def ray_options(
     block_size: int | None,
 ) -> RayOptions | None:
     """The Ray options for `--engine ray`, None for local; Ray flags without it are refused."""
-    from baihua.app.ray_jobs import RayOptions
+    from baihua.jobs.ray import RayOptions
 
     if engine not in ("local", "ray"):
         raise UsageError(f"--engine must be local or ray, got {engine!r}")
@@ -200,9 +200,9 @@ def serve(
     The artifact, model and index are loaded and checked against each other before the port
     opens; a wrong combination exits with one line saying what differs. SIGTERM drains for
     shutdown_grace_s, snapshots the index and exits 0; a second signal exits at once."""
-    from baihua.app.components import resolve_max_length
     from baihua.app.server import serve as run_server
-    from baihua.app.service import describe, load_components
+    from baihua.serving.components import resolve_max_length
+    from baihua.serving.service import describe, load_components
 
     settings = load_settings(
         config,
@@ -274,7 +274,7 @@ def embed(
     import numpy as np
     import orjson
 
-    from baihua.app.components import build_pipeline, resolve_max_length
+    from baihua.serving.components import build_pipeline, resolve_max_length
 
     if fmt not in ("jsonl", "npy"):
         raise UsageError(f"--format must be jsonl or npy, got {fmt!r}")
@@ -345,9 +345,9 @@ def fit(
     """Fit whitening (or BERT-flow) offline over a corpus (blank lines are skipped); resumable
     after a crash or Ctrl-C (with --engine local). `--method jl` draws the Johnson–Lindenstrauss
     baseline instead, from no corpus."""
-    from baihua.app.components import build_encoder
-    from baihua.app.jobs import FitJob, check_fit
     from baihua.encoder.corpus import count_sentences
+    from baihua.jobs.fit import FitJob, check_fit
+    from baihua.serving.components import build_encoder
 
     settings = load_settings(
         config,
@@ -377,7 +377,7 @@ def fit(
     job = FitJob(input, out, build_encoder(settings), text_type=kind, **options)
     done = job.plan(total)
     if ray is not None:
-        from baihua.app.ray_jobs import ray_fit
+        from baihua.jobs.ray import ray_fit
 
         with progress_bar(total, 0, "fit (ray)") as bar:
             transform: Whitening | Flow = ray_fit(job, settings, total, ray, bar.update)
@@ -398,9 +398,9 @@ def fit_projection(
 ) -> None:
     """`baihua fit --method jl`: a random projection for the model's vectors, saved as an
     artifact; it needs the model's dimension and space only."""
-    from baihua.app.components import build_encoder
-    from baihua.app.jobs import check_out
     from baihua.encoder import encoder_spec
+    from baihua.jobs.fit import check_out
+    from baihua.serving.components import build_encoder
     from baihua.whitening.projection import RandomProjection
 
     if input is not None:
@@ -434,10 +434,10 @@ def export(
     layer, Normalize, query/passage prompts) that gives baihua's vectors.
 
     The model and pooling default to those the artifact was fitted for."""
-    from baihua.app.components import build_encoder
-    from baihua.app.export import export_sentence_transformers
     from baihua.encoder import encoder_spec
     from baihua.encoder.models import model_path
+    from baihua.jobs.export import export_sentence_transformers
+    from baihua.serving.components import build_encoder
     from baihua.whitening import Whitening, load_transform, read_metadata
 
     fitted = read_metadata(whitening).spec if whitening is not None else {}
@@ -485,9 +485,9 @@ def index_build(
     """Embed a corpus as passages into the index; rerun to resume. JSONL may give `id` and
     `payload`; other corpora get their sentence position as id. With --engine ray and the
     Milvus backend the Ray workers write to Milvus."""
-    from baihua.app.components import build_pipeline, open_store, resolve_max_length
-    from baihua.app.jobs import IndexBuildJob
     from baihua.encoder.corpus import count_sentences
+    from baihua.jobs.index_build import IndexBuildJob
+    from baihua.serving.components import build_pipeline, open_store, resolve_max_length
 
     options = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
     total = count_sentences(input)
@@ -505,7 +505,7 @@ def index_build(
     index_dir = settings.data_dir / "index"
     with open_store(settings, pipeline) as store:
         if options is not None:
-            from baihua.app.ray_jobs import ray_index_build, ray_session
+            from baihua.jobs.ray import ray_index_build, ray_session
 
             worker_uri = getattr(store, "worker_uri", None)
             with ray_session(options), progress_bar(total, 0, "index (ray)") as bar:
@@ -540,8 +540,8 @@ def index_reembed(
     """Re-encode the index's stored documents in another space (model, whitening, pooling) and
     switch to it atomically; rerun to resume. The old index keeps serving until the switch and
     is kept in <data-dir>/index.previous."""
-    from baihua.app.components import build_pipeline, resolve_max_length
-    from baihua.app.reembed import ReembedJob
+    from baihua.jobs.reembed import ReembedJob
+    from baihua.serving.components import build_pipeline, resolve_max_length
 
     settings = load_settings(
         config,
@@ -616,7 +616,6 @@ def eval_sts(
     config: ConfigOpt = None,
 ) -> None:
     """STS Spearman × 100 for models × poolings × transforms (the BERT-whitening table)."""
-    from baihua.app.components import build_encoder
     from baihua.encoder import default_cache_dir
     from baihua.encoder.corpus import iter_corpus
     from baihua.eval import selection
@@ -624,6 +623,7 @@ def eval_sts(
     from baihua.eval.report import FORMATS, markdown, write_report
     from baihua.eval.sts import StsEval, fit_splits
     from baihua.eval.transforms import artifact_spec, parse_transform
+    from baihua.serving.components import build_encoder
 
     if output is not None and output.suffix.lower() not in FORMATS:
         raise UsageError(f"--output {output}: use a .json, .csv or .md file name")
@@ -708,7 +708,6 @@ def eval_retrieval_run(
     config: ConfigOpt = None,
 ) -> None:
     """MRR@10, Recall@1/10/top-k, nDCG@10, QPS and index bytes per transform × rerank."""
-    from baihua.app.components import build_encoder
     from baihua.encoder import default_cache_dir
     from baihua.eval.beir import beir_folders, load_beir
     from baihua.eval.report import FORMATS
@@ -721,6 +720,7 @@ def eval_retrieval_run(
         write_report,
     )
     from baihua.eval.transforms import parse_transform
+    from baihua.serving.components import build_encoder
 
     if output is not None and output.suffix.lower() not in FORMATS:
         raise UsageError(f"--output {output}: use a .json, .csv or .md file name")
@@ -820,11 +820,11 @@ def plot_anisotropy(
 ) -> None:
     """Cosine histograms of random, paraphrase and non-paraphrase pairs, raw and transformed;
     prints their means and the paraphrase/non-paraphrase separation (ROC AUC)."""
-    from baihua.app.components import build_encoder
     from baihua.encoder import default_cache_dir
     from baihua.eval.anisotropy import anisotropy, summary_table
     from baihua.eval.plots import anisotropy_figure, save
     from baihua.eval.transforms import parse_transform
+    from baihua.serving.components import build_encoder
 
     if fit_on not in ("task", "test"):
         raise UsageError(f"--fit-on must be task or test, got {fit_on!r}")
@@ -946,8 +946,8 @@ def models_prepare(
 ) -> None:
     """Expand a bundled model into the cache now instead of on first use; with --backend, build
     and check the backend's export too."""
-    from baihua.app.components import build_encoder
     from baihua.encoder.models import model_path, resolve_model
+    from baihua.serving.components import build_encoder
 
     settings = load_settings(config, model=name, backend=backend)
     if backend is None:

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from baihua.app.batcher import (
+from baihua.encoder import Embedded, EmbeddingPipeline
+from baihua.serving.batcher import (
     ClientOverLimit,
     EmbedOptions,
     EncoderError,
@@ -18,7 +19,6 @@ from baihua.app.batcher import (
     MicroBatcher,
     TextRejected,
 )
-from baihua.encoder import Embedded, EmbeddingPipeline
 
 OPTIONS = EmbedOptions()
 

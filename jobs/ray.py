@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from baihua.app.jobs import FitJob, Progress, corpus_documents
-from baihua.app.settings import Settings
 from baihua.core.errors import UsageError
+from baihua.core.progress import Progress
 from baihua.encoder.corpus import iter_corpus
 from baihua.encoder.encoder import TextType
 from baihua.index import Store
+from baihua.jobs.fit import FitJob
+from baihua.jobs.index_build import corpus_documents
+from baihua.serving.settings import Settings
 from baihua.whitening import Moments, Whitening
 
 
@@ -104,7 +106,7 @@ class _MomentsActor:
     """Encodes blocks of the corpus and returns their moments; one model per actor."""
 
     def __init__(self, settings: dict[str, Any], corpus: str, text_type: TextType) -> None:
-        from baihua.app.components import build_encoder
+        from baihua.serving.components import build_encoder
 
         self.encoder = build_encoder(Settings.model_construct(**settings))
         self.corpus = Path(corpus)
@@ -172,7 +174,7 @@ class _IndexActor:
     def __init__(
         self, settings: dict[str, Any], corpus: str, milvus_uri: str | None, dim: int
     ) -> None:
-        from baihua.app.components import build_pipeline
+        from baihua.serving.components import build_pipeline
 
         resolved = Settings.model_construct(**settings)
         self.pipeline = build_pipeline(resolved)

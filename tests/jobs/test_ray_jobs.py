@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from baihua.app.components import build_encoder, build_pipeline, open_store
-from baihua.app.jobs import corpus_documents
-from baihua.app.ray_jobs import RayOptions, ray_index_build, ray_moments, ray_session
-from baihua.app.settings import Settings
 from baihua.encoder.corpus import count_sentences, iter_corpus
+from baihua.jobs.index_build import corpus_documents
+from baihua.jobs.ray import RayOptions, ray_index_build, ray_moments, ray_session
+from baihua.serving.components import build_encoder, build_pipeline, open_store
+from baihua.serving.settings import Settings
 from baihua.whitening import Moments
 
 OPTIONS = RayOptions(num_cpus=2, actors=2, threads_per_actor=1, block_size=64)

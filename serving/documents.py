@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from baihua.app.batcher import EmbedOptions, MicroBatcher
 from baihua.core.errors import BaihuaError
 from baihua.index import Document, GeodesicReranker, Hit, Store
+from baihua.serving.batcher import EmbedOptions, MicroBatcher
 
 PASSAGE = EmbedOptions(text_type="passage")
 QUERY = EmbedOptions(text_type="query")

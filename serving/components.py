@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from baihua.app.settings import Settings
 from baihua.core.errors import UsageError
 from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec, resolve_model
 from baihua.encoder.models import model_token_limit
 from baihua.index import FaissStore, Store
+from baihua.serving.settings import Settings
 
 
 def recorded_max_length(settings: Settings, *, index: bool = True) -> tuple[int, str] | None:

@@ -19,21 +19,20 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from baihua.core.errors import UsageError
 from baihua.core.files import fsync_dir, write_atomic
+from baihua.core.progress import Progress
 from baihua.core.spec import check_space
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import FaissStore, StoreLockedError
 from baihua.index.database import read_documents, read_meta
 from baihua.index.faiss_store import lock_directory
 from baihua.index.store import Document
-
-Progress = Callable[[int], None]
 
 _DOCUMENTS = "documents.sqlite"
 

@@ -1,21 +1,15 @@
-"""Prometheus metrics in a registry per app, so several apps (tests) never share counters."""
+"""The service's Prometheus metrics, in a registry per service so that several services (tests)
+never share counters; the HTTP layer counts requests into it, the batcher its batches."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from baihua.app.edge import DISCONNECTED
 from baihua.encoder import Embedded
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-# label values come from fixed sets, so no client can create series at will
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED = "unmatched"
-CLIENT_CLOSED = "499"  # nginx's code: the client went away before the response
 
 
 class Metrics:
@@ -77,36 +71,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class MetricsMiddleware:
-    """Count and time every HTTP request by method, route template and status; a request
-    whose client left before the answer counts as 499, not as served."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            route = scope.get("route")
-            template = getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED)
-            code = CLIENT_CLOSED if scope.get(DISCONNECTED) else str(status)
-            labels = (method, template, code)
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)
