@@ -1,0 +1,219 @@
+"""The sparse index: BM25 scores equal a brute-force BM25, updates are seen at once, and a saved
+index is reloaded only when it matches the documents (rebuilt from their texts otherwise)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from baihua.index import sparse
+from baihua.index.segment import Segmenter
+from baihua.index.sparse import MANIFEST, Bm25Params, SparseIndex
+
+TEXTS = {
+    1: "型号XK-7731的说明书：如何更换滤芯",
+    2: "XK-7730 型号的滤芯更换步骤",
+    3: "花呗怎么还款",
+    4: "借呗还款日期可以推迟吗",
+    5: "花呗和借呗有什么区别",
+    6: "如何更换空气净化器的滤芯",
+    7: "iPhone15 电池更换多少钱",
+    8: "手机电池更换要多久",
+}
+
+
+@pytest.fixture(scope="module")
+def segment() -> Segmenter:
+    return Segmenter()
+
+
+def filled(segment: Segmenter, path: Path | None = None) -> SparseIndex:
+    index = SparseIndex(segment, path=path)
+    index.upsert(list(TEXTS), list(TEXTS.values()))
+    index.merge()
+    return index
+
+
+def brute_force_bm25(
+    segment: Segmenter, texts: dict[int, str], query: str, params: Bm25Params
+) -> dict[int, float]:
+    """Lucene's BM25, written out: idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
+    tf part = tf / (tf + k1 (1 - b + b |d| / avgdl)), summed over the distinct query terms."""
+    docs = {i: Counter(segment(t)) for i, t in texts.items()}
+    lengths = {i: sum(c.values()) for i, c in docs.items()}
+    avgdl = sum(lengths.values()) / len(docs)
+    scores = {}
+    for i, counts in docs.items():
+        score = 0.0
+        for term in set(segment(query)):
+            df = sum(term in c for c in docs.values())
+            tf = counts[term]
+            if tf:
+                idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+                norm = params.k1 * (1 - params.b + params.b * lengths[i] / avgdl)
+                score += idf * tf / (tf + norm)
+        if score > 0:
+            scores[i] = score
+    return scores
+
+
+@pytest.mark.parametrize("query", ["XK-7731", "7731", "滤芯更换", "花呗还款", "电池 iphone15"])
+def test_scores_equal_a_brute_force_bm25(segment: Segmenter, query: str) -> None:
+    index = filled(segment)
+    expected = brute_force_bm25(segment, TEXTS, query, index.params)
+    hits = index.search(query, top_k=len(TEXTS))
+    assert {h.id for h in hits} == set(expected)
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[hit.id], rel=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_the_exact_code_ranks_its_document_first_and_its_number_finds_it(
+    segment: Segmenter,
+) -> None:
+    index = filled(segment)
+    assert index.search("XK-7731", top_k=3)[0].id == 1
+    assert [h.id for h in index.search("7731", top_k=3)] == [1]
+
+
+def test_allowed_ids_filter_before_ranking(segment: Segmenter) -> None:
+    index = filled(segment)
+    hits = index.search("更换", top_k=2, allowed=[6, 7, 3])
+    assert {h.id for h in hits} == {6, 7}
+
+
+def test_an_added_document_is_found_before_any_merge(segment: Segmenter) -> None:
+    index = filled(segment)
+    index.upsert([9], ["ZT-5000 说明书"])
+    assert [h.id for h in index.search("zt-5000", top_k=5)] == [9]
+
+
+def test_a_deleted_document_is_never_returned(segment: Segmenter) -> None:
+    index = filled(segment)
+    assert index.delete([1, 42]) == 1
+    assert 1 not in {h.id for h in index.search("XK-7731 说明书", top_k=10)}
+    index.merge()
+    assert 1 not in {h.id for h in index.search("XK-7731 说明书", top_k=10)}
+
+
+def test_an_upsert_replaces_the_old_words(segment: Segmenter) -> None:
+    index = filled(segment)
+    index.upsert([3], ["全新的 QQ 音乐会员"])
+    assert 3 not in {h.id for h in index.search("花呗", top_k=10)}
+    assert [h.id for h in index.search("qq", top_k=10)] == [3]
+    assert len(index) == len(TEXTS)
+
+
+def test_after_updates_and_a_merge_scores_are_exact_again(segment: Segmenter) -> None:
+    index = filled(segment)
+    index.upsert([9, 2], ["滤芯 滤芯 更换", "电池"])
+    index.delete([6])
+    index.merge()
+    texts = {**TEXTS, 9: "滤芯 滤芯 更换", 2: "电池"}
+    del texts[6]
+    expected = brute_force_bm25(segment, texts, "滤芯更换", index.params)
+    hits = index.search("滤芯更换", top_k=20)
+    assert {h.id for h in hits} == set(expected)
+    for hit in hits:
+        assert hit.score == pytest.approx(expected[hit.id], rel=1e-5)
+
+
+def test_enough_writes_merge_by_themselves(
+    segment: Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sparse, "MERGE_MIN", 3)
+    index = filled(segment)
+    index.upsert([20, 21, 22, 23], ["甲", "乙", "丙", "丁"])
+    assert index._pending() == 0
+
+
+def test_an_empty_index_finds_nothing(segment: Segmenter) -> None:
+    index = SparseIndex(segment)
+    assert index.search("任何", top_k=5) == []
+    index.upsert([1], ["，。！"])  # no tokens at all
+    index.merge()
+    assert index.search("任何", top_k=5) == []
+
+
+# ---------------------------------------------------------------------------- persistence
+
+
+def documents() -> list[tuple[int, str]]:
+    return list(TEXTS.items())
+
+
+def test_a_saved_index_is_loaded_without_the_documents(segment: Segmenter, tmp_path: Path) -> None:
+    filled(segment, tmp_path).save(generation=7, store_id="s")
+
+    def unused() -> list[tuple[int, str]]:
+        raise AssertionError("a matching save must not be rebuilt")
+
+    index = SparseIndex.open(tmp_path, segment, documents=unused, generation=7, store_id="s")
+    assert index.search("XK-7731", 1)[0].id == 1 and len(index) == len(TEXTS)
+
+
+def test_deleted_files_are_rebuilt_from_the_documents(segment: Segmenter, tmp_path: Path) -> None:
+    filled(segment, tmp_path).save(generation=7)
+    for file in tmp_path.iterdir():
+        file.unlink()
+    index = SparseIndex.open(tmp_path, segment, documents=documents, generation=7)
+    assert index.search("XK-7731", 1)[0].id == 1
+    assert (tmp_path / MANIFEST).exists()  # and saved again
+
+
+def test_a_save_of_another_generation_is_rebuilt(segment: Segmenter, tmp_path: Path) -> None:
+    """Writes after the last save (a kill -9 before the next): the save is out of step."""
+    stale = filled(segment, tmp_path)
+    stale.delete([1])
+    stale.save(generation=7)
+    index = SparseIndex.open(tmp_path, segment, documents=documents, generation=8)
+    assert index.search("XK-7731", 1)[0].id == 1
+
+
+def test_a_damaged_data_file_is_rebuilt(segment: Segmenter, tmp_path: Path) -> None:
+    filled(segment, tmp_path).save(generation=1)
+    data = next(tmp_path.glob("sparse-*.npz"))
+    data.write_bytes(data.read_bytes()[:-10] + b"0123456789")
+    index = SparseIndex.open(tmp_path, segment, documents=documents, generation=1)
+    assert len(index) == len(TEXTS)
+
+
+def test_another_dictionary_is_detected_and_rebuilt(
+    segment: Segmenter, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    filled(segment, tmp_path).save(generation=1)
+    dictionary = tmp_path.parent / "dict.txt"
+    dictionary.write_text("滤芯更换 10 n\n", encoding="utf-8")
+    other = Segmenter(dictionary)
+    index = SparseIndex.open(tmp_path, other, documents=documents, generation=1)
+    assert "segmented differently (dictionary" in caplog.text
+    assert "滤芯更换" in (index.tokens(2) or [])
+    saved = json.loads((tmp_path / MANIFEST).read_text())
+    assert saved["segmenter"]["dictionary"] == other.spec.dictionary
+
+
+def test_another_store_is_rebuilt(segment: Segmenter, tmp_path: Path) -> None:
+    filled(segment, tmp_path).save(generation=1, store_id="a")
+    index = SparseIndex.open(
+        tmp_path, segment, documents=lambda: [(5, "只有一篇")], generation=1, store_id="b"
+    )
+    assert len(index) == 1
+
+
+def test_a_save_leaves_one_data_file(segment: Segmenter, tmp_path: Path) -> None:
+    index = filled(segment, tmp_path)
+    index.save(generation=1)
+    index.upsert([9], ["新的"])
+    index.save(generation=2)
+    assert len(list(tmp_path.glob("sparse-*.npz"))) == 1
+    assert np.isclose(
+        SparseIndex.open(tmp_path, segment, documents=documents, generation=2)
+        .search("新的", 1)[0]
+        .score,
+        index.search("新的", 1)[0].score,
+    )
