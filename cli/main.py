@@ -691,6 +691,12 @@ def eval_retrieval_run(
         ),
     ] = "none",
     rerank: Annotated[str, typer.Option(help="none, geodesic; comma-separated.")] = "none",
+    mode: Annotated[
+        str, typer.Option(help="dense, sparse (BM25 over jieba words), hybrid; comma-separated.")
+    ] = "dense",
+    fusion: Annotated[
+        str, typer.Option(help="For hybrid: rrf[-K] (k = 60), weighted[-W] (dense weight 0.5).")
+    ] = "rrf,weighted",
     top_k: Annotated[int, typer.Option(help="Hits per query; Recall@top-k is reported.")] = 100,
     index: Annotated[str, typer.Option(help="FAISS index_factory string.")] = "Flat",
     search_params: Annotated[str, typer.Option(help="FAISS search settings, e.g. nprobe=16.")] = "",
@@ -714,9 +720,11 @@ def eval_retrieval_run(
     from baihua.eval.retrieval import (
         DEFAULT_MAX_LENGTH,
         RetrievalEval,
+        check_modes,
         check_reranks,
         check_top_k,
         markdown,
+        parse_fusion,
         write_report,
     )
     from baihua.eval.transforms import parse_transform
@@ -726,10 +734,14 @@ def eval_retrieval_run(
         raise UsageError(f"--output {output}: use a .json, .csv or .md file name")
     transforms = [parse_transform(name) for name in split_list(whitening)]
     reranks = check_reranks(split_list(rerank))
+    modes = check_modes(split_list(mode))
+    fusions = [parse_fusion(name) for name in split_list(fusion)]
     check_top_k(top_k)
     datasets = [load_beir(folder, split) for folder in beir_folders(data_dir)]
     results = []
-    for name in split_list(model):
+    if modes == ["sparse"]:  # BM25 needs no model
+        results = RetrievalEval(datasets, [], [], Path(), top_k=top_k, modes=modes).run_sparse()
+    for name in split_list(model) if modes != ["sparse"] else []:
         settings = load_settings(
             config,
             model=name,
@@ -755,6 +767,8 @@ def eval_retrieval_run(
                 geodesic_candidates=settings.geodesic_candidates,
                 geodesic_reach=settings.geodesic_reach,
                 corpus_text_type=check_text_type(corpus_text_type, "--corpus-text-type"),
+                modes=modes,
+                fusions=fusions,
                 progress=bar.update,
             )
             results += grid.run(encoder)
@@ -778,13 +792,25 @@ def eval_retrieval_build(
             "the corpus as bridges) and <task>-chains-nobridge."
         ),
     ] = False,
+    exact_terms: Annotated[
+        bool,
+        typer.Option(
+            help="Exact-term queries instead: <task>-exact, each query a code or word found in "
+            "one corpus text only."
+        ),
+    ] = False,
 ) -> None:
     """STS pair tasks as BEIR folders: matching text1s query their text2s among all text2s."""
     from baihua.eval.beir import build_from_sts
     from baihua.eval.datasets import task_names
 
     names = split_list(tasks) if tasks else task_names(data_dir)
-    for dataset in build_from_sts(data_dir, names, split, out, min_label, chains=chains):
+    if chains and exact_terms:
+        raise UsageError("--chains and --exact-terms build different sets: choose one")
+    built = build_from_sts(
+        data_dir, names, split, out, min_label, chains=chains, exact_terms=exact_terms
+    )
+    for dataset in built:
         typer.echo(
             f"wrote {out / dataset.name}: {len(dataset.queries)} queries, "
             f"{len(dataset.corpus)} documents",

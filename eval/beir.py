@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from baihua.eval.datasets import DatasetError, StsSplit, load_task
+from baihua.index.segment import Segmenter
 
 QRELS_HEADER = ["query-id", "corpus-id", "score"]
+_CODE = re.compile(r"[a-z0-9]+(?:[-_./][a-z0-9]+)*")
 
 
 @dataclass
@@ -142,6 +148,64 @@ def sts_to_beir(name: str, split: StsSplit, min_label: float = 1.0) -> BeirDatas
     )
 
 
+def sts_to_exact_terms(
+    name: str,
+    split: StsSplit,
+    min_label: float = 1.0,
+    *,
+    max_queries: int = 1000,
+    seed: int = 0,
+    segmenter: Segmenter | None = None,
+) -> BeirDataset:
+    """Exact-term queries over the corpus of ``sts_to_beir``: each query is one term that
+    occurs (as a substring, after NFKC and lower case) in exactly one corpus text, its only
+    relevant document — what a user types who knows a code or a name from the document.
+
+    A document's term is its first code (a run of Latin letters and digits, optionally joined by
+    ``- _ . /``, at least 2 characters) found in no other document; else its longest Chinese
+    dictionary word (jieba's precise mode, at least 2 characters) found in no other document.
+    Up to ``max_queries`` documents with such a term are drawn (``seed``), in corpus order.
+    """
+    corpus = sts_to_beir(name, split, min_label).corpus
+    segment = segmenter or Segmenter()
+    texts = [unicodedata.normalize("NFKC", t).lower() for t in corpus]
+    holding: dict[str, set[int]] = {}
+    for position, text in enumerate(texts):
+        for char in set(text):
+            holding.setdefault(char, set()).add(position)
+
+    def unique(term: str) -> bool:
+        candidates = min((holding.get(c, set()) for c in set(term)), key=len)
+        return sum(term in texts[d] for d in candidates) == 1
+
+    chosen: dict[int, str] = {}
+    for position, text in enumerate(texts):
+        codes = [c for c in _CODE.findall(text) if len(c) >= 2 and unique(c)]
+        if codes:
+            chosen[position] = codes[0]
+            continue
+        words = sorted(
+            (w for w in segment.words(corpus[position]) if len(w) >= 2),
+            key=len,
+            reverse=True,
+        )
+        word = next((w for w in words if unique(w)), None)
+        if word is not None:
+            chosen[position] = word
+    rng = np.random.default_rng(seed)
+    targets = sorted(chosen)
+    if len(targets) > max_queries:
+        targets = sorted(rng.choice(targets, size=max_queries, replace=False).tolist())
+    return BeirDataset(
+        name,
+        [f"d{i}" for i in range(len(corpus))],
+        corpus,
+        [f"q{i}" for i in range(len(targets))],
+        [chosen[t] for t in targets],
+        [{t: 1} for t in targets],
+    )
+
+
 def sts_to_chains(
     name: str, split: StsSplit, min_label: float = 1.0, *, bridges: bool = True
 ) -> BeirDataset:
@@ -212,10 +276,12 @@ def build_from_sts(
     min_label: float = 1.0,
     *,
     chains: bool = False,
+    exact_terms: bool = False,
 ) -> list[BeirDataset]:
     """``sts_to_beir`` on ``split`` of each STS task folder, written to ``out/<task>``; with
     ``chains``, ``sts_to_chains`` instead, with and without bridges, to ``out/<task>-chains``
-    and ``out/<task>-chains-nobridge``."""
+    and ``out/<task>-chains-nobridge``; with ``exact_terms``, ``sts_to_exact_terms`` to
+    ``out/<task>-exact``."""
     loaded = [load_task(data_dir, name) for name in tasks]
     for task in loaded:
         if split not in task.splits:
@@ -228,6 +294,8 @@ def build_from_sts(
                 sts_to_chains(f"{task.name}-chains", pairs, min_label),
                 sts_to_chains(f"{task.name}-chains-nobridge", pairs, min_label, bridges=False),
             ]
+        elif exact_terms:
+            built = [sts_to_exact_terms(f"{task.name}-exact", pairs, min_label)]
         else:
             built = [sts_to_beir(task.name, pairs, min_label)]
         for dataset in built:

@@ -14,6 +14,11 @@ and index size, for a grid of poolings × transforms × re-rankings.
   search, plus for "geodesic" the re-ranking of ``fetch_size(top_k)`` candidates per query
   (one batched table lookup per 1024 queries).
   Encoding, index and graph builds are not timed; the graph's size is reported apart.
+- Modes: "dense" (the above), "sparse" (BM25 over jieba words, ``index.sparse``: one row per
+  dataset, independent of model and transform; QPS includes segmenting the query) and "hybrid"
+  (the dense and sparse top-k of each query fused by ``index.fusion``, one row per fusion; QPS
+  counts the dense search, the sparse search and the fusion). Index bytes of a sparse row are
+  its saved data file; of a hybrid row, both.
 - Metrics use graded relevance as gains (nDCG as in BEIR and ``sklearn.metrics.ndcg_score``);
   a document is relevant when its qrels score is > 0.
 """
@@ -37,9 +42,13 @@ from baihua.eval.beir import BeirDataset
 from baihua.eval.cache import Encode, VectorCache
 from baihua.eval.report import markdown_table, write_table
 from baihua.eval.transforms import TransformSpec, fit_transform
+from baihua.index.fusion import Fusion, fuse
 from baihua.index.geodesic import KnnGraph, fetch_size
+from baihua.index.segment import Segmenter
+from baihua.index.sparse import SparseIndex
 
 RERANKS = ("none", "geodesic")
+MODES = ("dense", "sparse", "hybrid")
 _QUERY_BATCH = 1024
 DEFAULT_MAX_LENGTH = 64  # the paper's evaluation setting; the service reads up to the model's limit
 
@@ -49,6 +58,26 @@ def check_reranks(names: Sequence[str]) -> list[str]:
     if unknown:
         raise UsageError(f"unknown rerank {unknown[0]!r}; use {' or '.join(RERANKS)}")
     return list(names)
+
+
+def check_modes(names: Sequence[str]) -> list[str]:
+    unknown = [name for name in names if name not in MODES]
+    if unknown:
+        raise UsageError(f"unknown mode {unknown[0]!r}; use {', '.join(MODES)}")
+    return list(names)
+
+
+def parse_fusion(name: str) -> Fusion:
+    """``rrf`` or ``rrf-<k>``; ``weighted`` or ``weighted-<dense weight>``."""
+    method, _, value = name.partition("-")
+    try:
+        if method == "rrf":
+            return Fusion("rrf", k=float(value) if value else 60)
+        if method == "weighted":
+            return Fusion("weighted", weight=float(value) if value else 0.5)
+    except ValueError as error:
+        raise UsageError(f"fusion {name!r}: {error}") from None
+    raise UsageError(f"unknown fusion {name!r}; use rrf[-K] or weighted[-W]")
 
 
 def check_top_k(top_k: int) -> int:
@@ -120,6 +149,7 @@ class RetrievalResult:
     graph_bytes: int  # the kNN graph geodesic re-ranking keeps besides the index; 0 for "none"
     backend: str = "torch"
     dtype: str = "float32"
+    mode: str = "dense"  # "sparse", or "hybrid <fusion>"
 
 
 @dataclass
@@ -139,15 +169,26 @@ class RetrievalEval:
     geodesic_candidates: int = 50
     geodesic_reach: int = 64
     corpus_text_type: TextType = "passage"
+    modes: Sequence[str] = ("dense",)
+    fusions: Sequence[Fusion] = (Fusion("rrf", k=60),)
     progress: Progress | None = None
 
     def __post_init__(self) -> None:
         check_reranks(self.reranks)
         check_top_k(self.top_k)
+        check_modes(self.modes)
+        self._segmenter: Segmenter | None = None
 
     def run(self, encoder: Encoder) -> list[RetrievalResult]:
         results = []
         for dataset in self.datasets:
+            sparse = None
+            if "sparse" in self.modes or "hybrid" in self.modes:
+                sparse = self._sparse(dataset)
+                if "sparse" in self.modes:
+                    results.append(sparse.result)
+            if list(self.modes) == ["sparse"]:
+                continue
             vectors = self._vectors(encoder, dataset)
             for pooling in self.poolings:
                 raw_corpus, raw_queries = vectors["corpus"][pooling], vectors["queries"][pooling]
@@ -161,7 +202,86 @@ class RetrievalEval:
                         "pooling": pooling,
                         "transform": spec.name,
                     }
-                    results += self._evaluate(dataset, corpus, queries, labels)
+                    if "dense" in self.modes:
+                        results += self._evaluate(dataset, corpus, queries, labels)
+                    if sparse is not None and "hybrid" in self.modes:
+                        results += self._hybrid(dataset, corpus, queries, labels, sparse)
+        return results
+
+    def run_sparse(self) -> list[RetrievalResult]:
+        """The sparse rows alone: needs no encoder."""
+        return [self._sparse(dataset).result for dataset in self.datasets]
+
+    def _sparse(self, dataset: BeirDataset) -> SparseRun:
+        """BM25 over the corpus: each query's top_k (position, score), and its result row."""
+        if self._segmenter is None:
+            self._segmenter = Segmenter()
+        index = SparseIndex(self._segmenter)
+        index.upsert(list(range(len(dataset.corpus))), dataset.corpus)
+        index.merge()
+        start = time.perf_counter()
+        found = [[(h.id, h.score) for h in index.search(q, self.top_k)] for q in dataset.queries]
+        seconds = time.perf_counter() - start
+        ranked = np.full((len(found), self.top_k), -1, dtype=np.int64)
+        for row, hits in enumerate(found):
+            ranked[row, : len(hits)] = [i for i, _ in hits]
+        nbytes = index.nbytes
+        result = RetrievalResult(
+            dataset=dataset.name,
+            model="bm25",
+            pooling="-",
+            transform="-",
+            rerank="none",
+            dim=0,
+            metrics=score_rankings(ranked, dataset.relevant, self.top_k),
+            qps=len(found) / seconds,
+            index_bytes=nbytes,
+            graph_bytes=0,
+            backend="-",
+            dtype="-",
+            mode="sparse",
+        )
+        return SparseRun(found, seconds, nbytes, result)
+
+    def _hybrid(
+        self,
+        dataset: BeirDataset,
+        corpus: np.ndarray,
+        queries: np.ndarray,
+        labels: dict[str, str],
+        sparse: SparseRun,
+    ) -> list[RetrievalResult]:
+        """Dense top_k and sparse top_k of each query, fused: one row per fusion."""
+        index = build_index(corpus, self.factory, self.search_params)
+        index_bytes = len(faiss.serialize_index(index))
+        fetch = min(self.top_k, index.ntotal)
+        start = time.perf_counter()
+        dense_scores, dense_found = index.search(queries, fetch)
+        dense_seconds = time.perf_counter() - start
+        dense = [
+            [(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i >= 0]
+            for ids, scores in zip(dense_found, dense_scores, strict=True)
+        ]
+        results = []
+        for fusion in self.fusions:
+            start = time.perf_counter()
+            ranked = np.full((len(dense), self.top_k), -1, dtype=np.int64)
+            for row, (d, s) in enumerate(zip(dense, sparse.found, strict=True)):
+                fused = fuse(d, s, fusion, self.top_k)
+                ranked[row, : len(fused)] = [f.id for f in fused]
+            seconds = dense_seconds + sparse.seconds + time.perf_counter() - start
+            results.append(
+                RetrievalResult(
+                    **labels,
+                    rerank="none",
+                    dim=corpus.shape[1],
+                    metrics=score_rankings(ranked, dataset.relevant, self.top_k),
+                    qps=len(dense) / seconds,
+                    index_bytes=index_bytes + sparse.nbytes,
+                    graph_bytes=0,
+                    mode=f"hybrid {fusion.name}",
+                )
+            )
         return results
 
     def _vectors(self, encoder: Encoder, dataset: BeirDataset) -> dict[str, dict[str, np.ndarray]]:
@@ -243,6 +363,16 @@ class RetrievalEval:
         return ranked
 
 
+@dataclass
+class SparseRun:
+    """BM25's answers on one dataset: per query its best (corpus position, score) pairs."""
+
+    found: list[list[tuple[int, float]]]
+    seconds: float
+    nbytes: int
+    result: RetrievalResult
+
+
 def transformed(
     spec: TransformSpec, corpus: np.ndarray, queries: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -276,10 +406,11 @@ def build_index(vectors: np.ndarray, factory: str, search_params: str = "") -> A
 
 def table_rows(results: list[RetrievalResult]) -> tuple[list[str], list[list[str]]]:
     metrics = list(results[0].metrics)
-    header = ["dataset", "model", "backend", "dtype", "pooling", "transform", "rerank", "dim"]
-    header += [*metrics, "QPS", "index bytes", "graph bytes"]
+    header = ["dataset", "mode", "model", "backend", "dtype", "pooling", "transform", "rerank"]
+    header += ["dim", *metrics, "QPS", "index bytes", "graph bytes"]
     rows = [
-        [r.dataset, r.model, r.backend, r.dtype, r.pooling, r.transform, r.rerank, str(r.dim)]
+        [r.dataset, r.mode, r.model, r.backend, r.dtype, r.pooling, r.transform, r.rerank]
+        + [str(r.dim)]
         + [f"{r.metrics[m]:.4f}" for m in metrics]
         + [f"{r.qps:.0f}", str(r.index_bytes), str(r.graph_bytes)]
         for r in results

@@ -104,6 +104,18 @@ class Segmenter:
                 tokens += code_tokens(match.group("code"))
         return tokens
 
+    def words(self, text: str) -> list[str]:
+        """The dictionary words jieba's precise mode cuts from the Han runs of ``text`` (no
+        search-mode sub-words, no HMM guesses): what a user would type as one term."""
+        self._load()
+        normalised = unicodedata.normalize("NFKC", text).lower()
+        return [
+            word
+            for match in _RUN.finditer(normalised)
+            if match.group("han") is not None
+            for word in self._jieba.lcut(match.group("han"), HMM=False)
+        ]
+
     def query_terms(self, text: str) -> list[str]:
         """The distinct tokens of a query, in first-seen order: a query is a set of terms."""
         return list(dict.fromkeys(self(text)))

@@ -284,11 +284,11 @@ def test_cli_prints_a_row_per_transform_and_rerank(
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert lines[0] == (
-        "| dataset | model | backend | dtype | pooling | transform | rerank | dim | MRR@10 | R@1 "
-        "| R@10 | R@20 | nDCG@10 | QPS | index bytes | graph bytes |"
+        "| dataset | mode | model | backend | dtype | pooling | transform | rerank | dim | MRR@10 "
+        "| R@1 | R@10 | R@20 | nDCG@10 | QPS | index bytes | graph bytes |"
     )
-    assert {tuple(line.split(" | ")[2:4]) for line in lines[2:]} == {("torch", "float32")}
-    rows = [line.split(" | ")[5:7] for line in lines[2:]]
+    assert {tuple(line.split(" | ")[3:5]) for line in lines[2:]} == {("torch", "float32")}
+    rows = [line.split(" | ")[6:8] for line in lines[2:]]
     assert rows == [["none", "none"], ["none", "geodesic"], ["rot-16", "none"],
                     ["rot-16", "geodesic"]]  # fmt: skip
     records = json.loads(out.read_text())
