@@ -346,7 +346,7 @@ def fit(
     after a crash or Ctrl-C (with --engine local). `--method jl` draws the Johnson–Lindenstrauss
     baseline instead, from no corpus."""
     from baihua.encoder.corpus import count_sentences
-    from baihua.jobs.fit import FitJob, check_fit
+    from baihua.jobs.fit import FitJob, check_fit, fit_projection
     from baihua.serving.components import build_encoder
 
     settings = load_settings(
@@ -359,7 +359,14 @@ def fit(
         dtype=dtype,
     )
     if method == "jl":
-        fit_projection(out, settings, n_components, seed, input)
+        if input is not None:
+            raise UsageError("--method jl reads no corpus (the projection is random); drop --input")
+        projection = fit_projection(out, settings, n_components, seed)
+        typer.echo(
+            f"wrote {out}: jl, {projection.n_features_in_} → {projection.n_components_} dims, "
+            f"seed {seed}",
+            err=True,
+        )
         return
     if input is None:
         raise UsageError(f"--method {method} fits on a corpus: pass --input")
@@ -391,29 +398,6 @@ def fit(
         f"from {transform.n_samples_seen_} sentences",
         err=True,
     )
-
-
-def fit_projection(
-    out: Path, settings: Settings, n_components: int | None, seed: int, input: Path | None
-) -> None:
-    """`baihua fit --method jl`: a random projection for the model's vectors, saved as an
-    artifact; it needs the model's dimension and space only."""
-    from baihua.encoder import encoder_spec
-    from baihua.jobs.fit import check_out
-    from baihua.serving.components import build_encoder
-    from baihua.whitening.projection import RandomProjection
-
-    if input is not None:
-        raise UsageError("--method jl reads no corpus (the projection is random); drop --input")
-    if n_components is None:
-        raise UsageError("--method jl needs --n-components (the dimensions to project to)")
-    check_out(out)
-    projection = RandomProjection(n_components, seed=seed)
-    projection.check_params()  # before the model loads, like the other methods
-    encoder = build_encoder(settings)
-    projection.fit_features(encoder.dim)
-    projection.save_pretrained(out, spec=encoder_spec(encoder))
-    typer.echo(f"wrote {out}: jl, {encoder.dim} → {n_components} dims, seed {seed}", err=True)
 
 
 @cli.command()
@@ -505,9 +489,9 @@ def index_build(
     index_dir = settings.data_dir / "index"
     with open_store(settings, pipeline) as store:
         if options is not None:
-            from baihua.jobs.ray import ray_index_build, ray_session
+            from baihua.jobs.ray import ray_index_build, ray_session, worker_store_uri
 
-            worker_uri = getattr(store, "worker_uri", None)
+            worker_uri = worker_store_uri(settings, store)
             with ray_session(options), progress_bar(total, 0, "index (ray)") as bar:
                 ray_index_build(
                     store, settings, input, total, options, worker_uri=worker_uri,
