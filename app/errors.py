@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from baihua.app.schemas import NOT_BLANK
+from baihua.app.schemas.common import NOT_BLANK
 from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
 from baihua.serving.batcher import (
     ClientOverLimit,

@@ -15,7 +15,8 @@ from fastapi.openapi.utils import get_openapi
 
 from baihua.app.filter_schema import FILTER_SCHEMA
 from baihua.app.json_limits import PAYLOAD_SCHEMAS
-from baihua.app.schemas import ErrorBody, OpenAIErrorBody
+from baihua.app.schemas.common import ErrorBody
+from baihua.app.schemas.openai import OpenAIErrorBody
 
 DESCRIPTIONS = {
     400: "The body is not valid JSON (under /v1: any invalid request, as OpenAI answers).",

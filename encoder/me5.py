@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import shutil
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from tokenizers.processors import TemplateProcessing
 from transformers import BertConfig, PreTrainedTokenizerFast
 
 from baihua.core.errors import BaihuaError
+from baihua.core.files import write_folder_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -403,22 +402,15 @@ def prepare_me5_small(target: Path, source: Path | None = None) -> Path:
     source = Path(source) if source is not None else bundled_source()
     target.parent.mkdir(parents=True, exist_ok=True)
     logger.info("expanding %s into %s", source, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model = read_e5_file(source)
         _write_model(model, tmp)
         _write_tokenizer(model, tmp)
         missing = [name for name in MODEL_FILES if not (tmp / name).is_file()]
         assert not missing, f"transformers did not write {missing}"
-        # mkdtemp and safetensors create owner-only entries; a cache is readable like a download
-        tmp.chmod(0o755)
-        for name in MODEL_FILES:
+        for name in MODEL_FILES:  # safetensors writes owner-only files; a cache is readable
             (tmp / name).chmod(0o644)
-        try:
-            os.replace(tmp, target)  # atomic; also replaces an empty `target`
-        except OSError:
-            if not is_complete(target):  # a concurrent run that finished first is fine
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder_atomic(target, write)  # a concurrent run that finished first: same content
     return target

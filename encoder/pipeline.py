@@ -1,8 +1,8 @@
 """Encode → transform → normalise: the one composition that the service, eval and bench share.
 
-It lives in `encoder` so every consumer can import it; the transform is any object with the
-`VectorTransform` shape (a fitted `whitening.Whitening` or `Flow`), so `encoder` never imports
-`whitening`.
+It lives in `encoder` so every consumer can import it; the transform is any object of the shape
+`core.transform.VectorTransform` (a fitted `whitening.Whitening` or `Flow`), so `encoder` never
+imports `whitening`.
 """
 
 from __future__ import annotations
@@ -10,23 +10,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from baihua.core.progress import Progress
 from baihua.core.spec import EmbeddingSpec
+from baihua.core.transform import VectorTransform
 from baihua.encoder.encoder import Encoder, TextType, TruncationSide
-
-
-class VectorTransform(Protocol):
-    n_components_: int
-
-    def transform(self, X: np.ndarray) -> np.ndarray: ...
-
-    def digest(self) -> str: ...
-
-    def check_compatible(self, spec: EmbeddingSpec) -> None: ...
 
 
 def encoder_spec(

@@ -8,13 +8,12 @@ prompts, so the whitened model runs unchanged wherever sentence-transformers fol
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from baihua.core.errors import UsageError
+from baihua.core.files import write_folder_atomic
 from baihua.encoder import Encoder
 from baihua.whitening import Whitening
 
@@ -97,10 +96,4 @@ def export_sentence_transformers(
         similarity_fn_name="cosine",
         device="cpu",
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
-        model.save(tmp)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-        os.mkdir(tmp)  # for TemporaryDirectory's cleanup
+    write_folder_atomic(out, lambda folder: model.save(str(folder)))

@@ -1,4 +1,5 @@
-"""The offline fit: corpus → encoder → checkpointed moments (or vectors) → transform artifact.
+"""The offline fit: corpus → encoder → checkpointed moments (or vectors) → transform artifact;
+and the random projection baseline, which needs no corpus.
 
 Resumable and silent; the CLI draws the progress bar."""
 
@@ -22,8 +23,11 @@ from baihua.core.spec import SpecMismatchError, check_space
 from baihua.encoder import Encoder, encoder_spec
 from baihua.encoder.corpus import CorpusError, iter_corpus
 from baihua.encoder.encoder import TextType
+from baihua.serving.components import build_encoder
+from baihua.serving.settings import Settings
 from baihua.whitening import Flow, Moments, Whitening
 from baihua.whitening.artifact import check_replaceable
+from baihua.whitening.projection import RandomProjection
 
 
 def check_out(out: Path) -> None:
@@ -62,6 +66,23 @@ def check_fit(
             f"--n-components {n_components}; components beyond the rank would be noise scaled "
             "up. Use a larger corpus, a smaller --n-components, or --cap-n-components"
         )
+
+
+def fit_projection(
+    out: Path, settings: Settings, n_components: int | None, seed: int = 0
+) -> RandomProjection:
+    """Draw the seeded Gaussian projection (`--method jl`) for the vectors of the settings' model
+    and save it to ``out`` as an artifact of the model's space. It reads no corpus: only the
+    model's dimension. The options and ``out`` are checked before the model loads."""
+    if n_components is None:
+        raise UsageError("--method jl needs --n-components (the dimensions to project to)")
+    check_out(out)
+    projection = RandomProjection(n_components, seed=seed)
+    projection.check_params()
+    encoder = build_encoder(settings)
+    projection.fit_features(encoder.dim)
+    projection.save_pretrained(out, spec=encoder_spec(encoder))
+    return projection
 
 
 @dataclass

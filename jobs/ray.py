@@ -212,6 +212,19 @@ class _IndexActor:
         }
 
 
+def worker_store_uri(settings: Settings, store: Store) -> str | None:
+    """The store the workers of a Ray index build write to, as ``ray_index_build``'s
+    ``worker_uri``: with ``index_backend=milvus`` the address of the settings' collection that
+    other processes reach (the server's, or the socket of the embedded engine that the open
+    ``store`` runs); with FAISS None, since the index belongs to the driver's process."""
+    if settings.index_backend != "milvus":
+        return None
+    from baihua.index.milvus_store import MilvusStore
+
+    assert isinstance(store, MilvusStore), "open_store opens Milvus for index_backend=milvus"
+    return store.worker_uri
+
+
 def ray_index_build(
     store: Store,
     settings: Settings,

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +23,9 @@ import safetensors
 import safetensors.numpy
 
 from baihua.core.errors import BaihuaError
-from baihua.core.files import fsync_dir, write_synced
+from baihua.core.files import write_folder_atomic, write_synced
 from baihua.core.spec import EmbeddingSpec, SpecMismatchError, check_space, library_version
+from baihua.core.transform import VectorTransform
 
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "transform.json"
@@ -119,17 +118,11 @@ class TransformMetadata(pydantic.BaseModel):
         return self
 
 
-class Transform(Protocol):
-    """A fitted transform as loaded from an artifact."""
+class Transform(VectorTransform, Protocol):
+    """A fitted transform as loaded from an artifact: the shape every transform has, and the
+    artifact's metadata."""
 
     metadata: TransformMetadata
-    n_components_: int
-
-    def transform(self, X: Any) -> np.ndarray: ...
-
-    def digest(self) -> str: ...
-
-    def check_compatible(self, spec: EmbeddingSpec) -> None: ...
 
 
 class LoadableTransform:
@@ -231,21 +224,6 @@ def check_replaceable(path: Path) -> None:
         )
 
 
-def _move_into_place(staging: Path, path: Path) -> None:
-    if not path.exists():
-        os.rename(staging, path)
-        return
-    # A folder cannot be renamed over a non-empty one: set the old one aside, restore on failure.
-    displaced = staging.with_name(staging.name + ".old")
-    os.rename(path, displaced)
-    try:
-        os.rename(staging, path)
-    except BaseException:
-        os.rename(displaced, path)
-        raise
-    shutil.rmtree(displaced)
-
-
 def save_artifact(
     path: str | os.PathLike[str], tensors: dict[str, np.ndarray], metadata: TransformMetadata
 ) -> None:
@@ -263,20 +241,14 @@ def save_artifact(
     """
     path = Path(path)
     check_replaceable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     weights = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
-    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
+    metadata_json = metadata.model_dump_json(indent=2, exclude_none=True).encode()
+
+    def write(staging: Path) -> None:
         write_synced(staging / WEIGHTS_FILE, weights)
-        write_synced(
-            staging / METADATA_FILE, metadata.model_dump_json(indent=2, exclude_none=True).encode()
-        )
-        fsync_dir(staging)
-        _move_into_place(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    fsync_dir(path.parent)
+        write_synced(staging / METADATA_FILE, metadata_json)
+
+    write_folder_atomic(path, write)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> TransformMetadata:

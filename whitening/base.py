@@ -11,6 +11,8 @@ not needed at run time.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -25,6 +27,27 @@ from baihua.whitening.artifact import (
     load_artifact,
 )
 from baihua.whitening.moments import check_array
+
+
+def is_integer(value: Any) -> bool:
+    """An integer hyperparameter: any integral number but a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def require_integer(
+    name: str, value: Any, low: int, high: int | None = None, note: str = ""
+) -> None:
+    """UsageError unless ``value`` is an integer from ``low`` to ``high`` (no upper bound when
+    None); ``note`` says more of the range."""
+    if not is_integer(value) or value < low or (high is not None and value > high):
+        span = f">= {low}" if high is None else f"between {low} and {high}"
+        raise UsageError(f"{name} must be an integer {span}{note}, got {value!r}")
+
+
+def require_finite(name: str, value: Any, what: str = "a finite number") -> None:
+    """UsageError unless ``value`` is a finite real number."""
+    if not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise UsageError(f"{name} must be {what}, got {value!r}")
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -87,9 +110,10 @@ class TransformBase(LoadableTransform):
 
     # ------------------------------------------------------------------ fitting
 
-    def check_params(self) -> None:
+    def check_params(self, n_features: int | None = None) -> None:
         """Raise UsageError for hyperparameters that cannot work, before any data is seen
-        (``fit`` checks them too); a subclass with constraints overrides it."""
+        (``fit`` checks them too, against the input width ``n_features``); a subclass with
+        constraints overrides it."""
 
     def fit(self, X: Any, y: Any = None) -> Self:
         """Fit on ``X`` of shape (n_samples, n_features), forgetting earlier fits; ``y`` is

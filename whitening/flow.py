@@ -476,7 +476,9 @@ class Flow(TransformBase):
         self.n_components_ = n_features
         self.n_samples_seen_ = n_samples
 
-    def check_params(self) -> None:
+    def check_params(self, n_features: int | None = None) -> None:
+        """Raise UsageError for hyperparameters that cannot work: they are checked by the
+        artifact's own `FlowParams` schema, which records them, and the device must exist."""
         self._params()
         _resolve_device(self.device)
 

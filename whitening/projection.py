@@ -7,14 +7,12 @@ map to beat. It looks at no data: ``fit`` only reads the number of features.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
-from baihua.core.errors import UsageError
 from baihua.whitening.artifact import TransformMetadata, register_transform
-from baihua.whitening.base import TransformBase
+from baihua.whitening.base import TransformBase, require_integer
 from baihua.whitening.moments import BLOCK_ROWS
 
 
@@ -70,15 +68,12 @@ class RandomProjection(TransformBase):
         self._set_fitted(gaussian_matrix(n_features, self.n_components, self.seed), n_samples)
         return self
 
-    def check_params(self, n_features: int = 1) -> None:
+    def check_params(self, n_features: int | None = None) -> None:
         """Raise UsageError for a k or seed that cannot work (also before any data is seen)."""
-        for name, value, low in (
-            ("n_components", self.n_components, 1),
-            ("seed", self.seed, 0),
-            ("n_features", n_features, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+        require_integer("n_components", self.n_components, 1)
+        require_integer("seed", self.seed, 0)
+        if n_features is not None:
+            require_integer("n_features", n_features, 1)
 
     def transform(self, X: Any) -> np.ndarray:
         """``X @ R`` as float32 (n_samples, n_components_), computed in float64."""

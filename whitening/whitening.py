@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from baihua.core.errors import UsageError
 from baihua.whitening.artifact import TransformMetadata, register_transform
-from baihua.whitening.base import TransformBase
+from baihua.whitening.base import TransformBase, require_finite, require_integer
 from baihua.whitening.moments import BLOCK_ROWS, Moments, check_array
 
 
@@ -272,30 +270,24 @@ class Whitening(TransformBase):
     def check_params(self, n_features: int | None = None) -> None:
         """Raise UsageError for hyperparameters that cannot work (against the input width
         ``n_features`` once it is known)."""
-        D, top = self.drop_top, n_features or float("inf")
-        if isinstance(D, bool) or not isinstance(D, numbers.Integral) or not 0 <= D < top:
-            below = f"below n_features={n_features}" if n_features else "of at least 0"
-            raise UsageError(f"drop_top={D!r} must be an integer {below}")
-        k, room = self.n_components, top - D
-        if k is not None and (
-            isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= room
-        ):
-            between = (
-                f"between 1 and n_features - drop_top = {room}" if n_features else "of at least 1"
-            )
-            raise UsageError(
-                f"n_components={self.n_components!r} must be an integer {between}, or None to "
-                "keep every direction with variance"
-            )
-        if not (math.isfinite(self.shrinkage) and self.shrinkage >= 0):
+        D, k = self.drop_top, self.n_components
+        require_integer("drop_top", D, 0, None if n_features is None else n_features - 1)
+        if k is not None:
+            room = None if n_features is None else n_features - D
+            note = " (or None: every direction with variance)"
+            if room is not None:
+                note = f" = n_features - drop_top{note}"
+            require_integer("n_components", k, 1, room, note)
+        require_finite("shrinkage", self.shrinkage, "a finite number >= 0")
+        if self.shrinkage < 0:
             raise UsageError(f"shrinkage must be a finite number >= 0, got {self.shrinkage!r}")
-        for name in ("beta", "gamma"):
-            if not math.isfinite(getattr(self, name)):
-                raise UsageError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.eigenvalue_floor) and 0 < self.eigenvalue_floor < 1):
+        require_finite("beta", self.beta)
+        require_finite("gamma", self.gamma)
+        floor = self.eigenvalue_floor
+        require_finite("eigenvalue_floor", floor, "a number between 0 and 1 (exclusive)")
+        if not 0 < floor < 1:
             raise UsageError(
-                f"eigenvalue_floor must be a number between 0 and 1 (exclusive), got "
-                f"{self.eigenvalue_floor!r}"
+                f"eigenvalue_floor must be a number between 0 and 1 (exclusive), got {floor!r}"
             )
 
 

@@ -10,14 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
 from baihua.app.filter_schema import FILTER_REF, check_filter_scope
 from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
-from baihua.app.schemas import (
+from baihua.app.schemas.common import DocumentId
+from baihua.app.schemas.documents import (
     MAX_PAGE,
     Deleted,
     DeletedCount,
     DeleteDocumentsRequest,
     Document,
     DocumentCount,
-    DocumentId,
     DocumentPage,
     DocumentsFound,
     DocumentsRequest,

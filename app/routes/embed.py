@@ -6,7 +6,8 @@ from fastapi.exceptions import RequestValidationError
 from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.responses import NumpyJSONResponse
-from baihua.app.schemas import EmbedRequest, EmbedResponse, check_dimensions
+from baihua.app.schemas.common import check_dimensions
+from baihua.app.schemas.native import EmbedRequest, EmbedResponse
 from baihua.encoder import Embedded
 from baihua.serving.batcher import EmbedOptions
 

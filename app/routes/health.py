@@ -2,7 +2,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from baihua.app.schemas import Health
+from baihua.app.schemas.common import Health
 from baihua.app.security import has_api_key
 
 router = APIRouter(tags=["health"])

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from baihua.app.deps import ServiceDep, SettingsDep
 from baihua.app.openapi import PROTECTED_ERRORS, error_responses
-from baihua.app.schemas import Info, TransformInfo
+from baihua.app.schemas.common import Info, TransformInfo
 from baihua.encoder import EmbeddingPipeline, VectorTransform
 from baihua.whitening import Flow
 

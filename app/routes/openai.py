@@ -5,12 +5,12 @@ from fastapi import APIRouter, HTTPException, status
 from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import PROTECTED_ERRORS, error_responses
 from baihua.app.responses import NumpyJSONResponse, openai_embeddings_body
-from baihua.app.schemas import (
+from baihua.app.schemas.common import check_dimensions
+from baihua.app.schemas.openai import (
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
     OpenAIModel,
     OpenAIModelList,
-    check_dimensions,
 )
 from baihua.serving.batcher import EmbedOptions
 from baihua.serving.service import Service

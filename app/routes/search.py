@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.responses import ResponseTooLarge, search_body
-from baihua.app.schemas import SearchRequest, SearchResponse
+from baihua.app.schemas.native import SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
 

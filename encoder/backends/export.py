@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -28,13 +27,13 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from baihua.core.files import PARTIAL_SUFFIX, write_folder_atomic
 from baihua.encoder.fingerprint import model_fingerprint
 
 EXPORT_FORMAT = 1  # bump when the graph's inputs, outputs or quantisation change
 OPSET = 17
 MODEL_FILE = "model.onnx"
 META_FILE = "meta.json"
-PARTIAL_SUFFIX = ".partial"
 PARTIAL_MAX_AGE_S = 3600.0  # older partial folders are left-overs of killed exports
 OUTPUTS = ("last_hidden_state", "first_hidden_state", "pooler_output")
 # Names the int8 recipe; a stored int8 export with another is rebuilt. Measured on me5-small
@@ -91,30 +90,17 @@ def update_meta(folder: Path, **fields: Any) -> None:
 
 
 def build_atomically(target: Path, build: Callable[[Path], dict[str, Any]]) -> Path:
-    """Run `build(tmp)` in a temporary sibling folder, write its metadata, rename it to
-    `target` (an outdated `target` is moved aside first). A concurrent build that finished
-    first wins; ours is discarded."""
+    """Run `build(tmp)` in a temporary sibling folder, write its metadata, then put it in
+    place of `target` (an outdated one, or one a concurrent build finished first: the same
+    content) with `write_folder_atomic`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_partials(target.parent)
-    if target.exists():
-        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", suffix=PARTIAL_SUFFIX,
-                                      dir=target.parent))  # fmt: skip
-        os.replace(target, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
-    )
-    try:
+
+    def write(tmp: Path) -> None:
         meta = build(tmp)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        tmp.chmod(0o755)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if read_meta(target) is None:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder_atomic(target, write)
     return target
 
 

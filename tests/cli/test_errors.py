@@ -11,7 +11,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from baihua.cli.main import cli, user_errors
+from baihua.cli.common import user_errors
+from baihua.cli.main import cli
 from baihua.core.errors import BaihuaError, UsageError
 from baihua.encoder import ModelLoadError
 from baihua.encoder.corpus import CorpusError
@@ -73,7 +74,7 @@ def test_an_installed_command_shows_a_bugs_traceback() -> None:
     script = textwrap.dedent(
         """
         import typer
-        from baihua.cli.main import user_errors
+        from baihua.cli.common import user_errors
 
         app = typer.Typer(pretty_exceptions_enable=False)
 

@@ -42,8 +42,8 @@ def test_n_components_above_the_sentences_rank_is_refused_before_the_model_loads
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--n-components", "0"], "n_components=0 must be an integer of at least 1"),
-        (["--n-components", "-3"], "n_components=-3 must be an integer of at least 1"),
+        (["--n-components", "0"], "n_components must be an integer >= 1"),
+        (["--n-components", "-3"], "n_components must be an integer >= 1"),
         (["--method", "pca"], "--method must be whitening, flow or jl"),
         (["--method", "flow", "--n-components", "8"], "drop --n-components"),
         (["--gamma", "nan"], "gamma must be a finite number"),

@@ -15,7 +15,13 @@ import pytest
 
 from baihua.encoder.corpus import count_sentences, iter_corpus
 from baihua.jobs.index_build import corpus_documents
-from baihua.jobs.ray import RayOptions, ray_index_build, ray_moments, ray_session
+from baihua.jobs.ray import (
+    RayOptions,
+    ray_index_build,
+    ray_moments,
+    ray_session,
+    worker_store_uri,
+)
 from baihua.serving.components import build_encoder, build_pipeline, open_store
 from baihua.serving.settings import Settings
 from baihua.whitening import Moments
@@ -108,3 +114,19 @@ def test_ray_index_build_writes_faiss_through_the_driver_and_milvus_from_the_wor
             h.id for h in theirs if h.score > cutoff
         }
     assert milvus_hits[0][0].id == documents[5][0]
+
+
+def test_workers_write_to_milvus_through_its_socket_and_to_faiss_through_the_driver(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    faiss_settings = settings_for(tiny_bert, tmp_path)
+    milvus_settings = settings_for(
+        tiny_bert, tmp_path, index_backend="milvus", milvus_uri=str(tmp_path / "m" / "m.db")
+    )
+    pipeline = build_pipeline(faiss_settings)
+
+    with open_store(faiss_settings, pipeline) as faiss_store:
+        assert worker_store_uri(faiss_settings, faiss_store) is None
+    with open_store(milvus_settings, pipeline) as milvus_store:
+        uri = worker_store_uri(milvus_settings, milvus_store)
+    assert uri is not None and uri.startswith("unix:")  # the embedded engine's server

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from baihua.core.files import PARTIAL_SUFFIX
 from baihua.core.spec import EmbeddingSpec
 from baihua.whitening import (
     ArtifactError,
@@ -262,7 +263,7 @@ def test_failed_save_leaves_the_existing_artifact_intact_and_no_temporaries(
     real_rename = os.rename
 
     def failing_rename_of_the_new_artifact(src: str | Path, dst: str | Path) -> None:
-        if Path(src).name.endswith(".tmp") and Path(dst) == path:
+        if Path(src).name.endswith(PARTIAL_SUFFIX) and Path(dst) == path:
             raise OSError("disk full")
         real_rename(src, dst)
 

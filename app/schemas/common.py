@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API.
+"""What every dialect's request and response bodies share (native, TEI, OpenAI).
 
 Requests are strict (no type coercion) and reject unknown fields, so a typo such as `"top-k"`
 is a 422 naming the field instead of a silently ignored option (OpenAI's `/v1` requests ignore
@@ -11,7 +11,6 @@ app/openapi.py replaces with the running server's values, so the OpenAPI documen
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -24,10 +23,8 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    field_validator,
     model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
 
 from baihua.app.filter_schema import check_filter_scope
 from baihua.app.json_limits import json_error, json_size
@@ -206,7 +203,7 @@ class TextsRequest(RequestModel):
             ) from None
 
 
-def _json_errors(value: Any, loc: Loc, settings: Settings) -> list[dict[str, Any]]:
+def payload_errors(value: Any, loc: Loc, settings: Settings) -> list[dict[str, Any]]:
     """Payload or filter checks (valid Unicode, finite numbers, depth, size) as 422 errors."""
     found = json_error(value, loc, max_depth=settings.max_payload_depth)
     if found is not None:
@@ -239,275 +236,10 @@ def exactly_one_of(*names: str) -> ConfigDict:
     return ConfigDict(json_schema_extra={"oneOf": [{"required": [name]} for name in names]})
 
 
-def _located(field: str, texts: str | list[str]) -> list[tuple[Loc, str]]:
+def located(field: str, texts: str | list[str]) -> list[tuple[Loc, str]]:
     if isinstance(texts, str):
         return [((field,), texts)]
     return [((field, i), text) for i, text in enumerate(texts)]
-
-
-class EmbedRequest(TextsRequest):
-    """Ours (`texts`, answered with an object) or TEI's (`inputs`, answered with the bare list
-    of vectors, as TEI does); the options apply to both."""
-
-    model_config = exactly_one_of("texts", "inputs")
-    list_field = "texts"
-    one_of = ("texts", "inputs")
-
-    texts: (
-        SkipJsonSchema[None]
-        | Annotated[list[Text], Field(min_length=1, json_schema_extra=TEXTS_LIMIT)]
-    ) = Field(None, description="Texts to embed, in order.")
-    inputs: SkipJsonSchema[None] | OneOrMoreTexts = Field(
-        None, description="TEI's field: one text or a list; the response is TEI's bare list."
-    )
-    whiten: bool = Field(True, description="Apply the configured whitening transform, if any.")
-    normalize: bool = Field(True, description="L2-normalise the vectors (cosine = dot product).")
-    text_type: Literal["query", "passage"] = Field(
-        "query", description="Selects the model's prefix (e5: 'query: ' or 'passage: ')."
-    )
-    dimensions: Dimensions | None = None
-    truncate: bool | None = Field(
-        None,
-        description="TEI's flag. false: a text over the token limit is a 422 instead of being "
-        "truncated; true or omitted: truncate (and report it in `truncated`).",
-    )
-    truncation_direction: Literal["right", "Right", "left", "Left"] = Field(
-        "right",
-        description="TEI's: a long text loses its end (right) or its start (left; the model's "
-        "prefix is kept).",
-    )
-
-    def located_texts(self) -> list[tuple[Loc, str]]:
-        if self.inputs is not None:
-            return _located("inputs", self.inputs)
-        return _located("texts", self.texts or [])
-
-
-class EmbedResponse(BaseModel):
-    embeddings: list[list[float]]
-    dim: int
-    truncated: list[bool] = Field(
-        description="Per text: it exceeded the model's token limit and was cut to it."
-    )
-    model: str
-
-
-class SearchRequest(TextsRequest):
-    model_config = exactly_one_of("query", "queries")
-    list_field = "queries"
-    one_of = ("query", "queries")
-
-    query: SkipJsonSchema[None] | Text = Field(
-        None, description="One query; results is a list of hits."
-    )
-    queries: (
-        SkipJsonSchema[None]
-        | Annotated[list[Text], Field(min_length=1, json_schema_extra=TEXTS_LIMIT)]
-    ) = Field(None, description="Several queries; results is a list of hit lists.")
-    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K), AcceptIntegralFloat] = 10
-    filter: PayloadFilter | None = Field(
-        None,
-        description="Only documents whose payload matches, e.g. {'lang': 'zh'} or "
-        "{'price': {'$gte': 10}}; operators $eq $ne $in $nin $gt $gte $lt $lte, $and, $or.",
-    )
-    rerank: Literal["none", "geodesic"] = Field(
-        "none",
-        description="'geodesic': re-rank the nearest candidates by shortest paths through the "
-        "documents' kNN graph (each hit then has `geodesic`, its distance).",
-    )
-
-    def located_texts(self) -> list[tuple[Loc, str]]:
-        if self.query is not None:
-            return [(("query",), self.query)]
-        return _located("queries", self.queries or [])
-
-    def extra_limit_errors(self, settings: Settings) -> list[dict[str, Any]]:
-        errors = []
-        n_hits = len(self.located_texts()) * self.top_k
-        if n_hits > settings.max_search_hits:
-            message = (
-                f"{n_hits} hits asked for (queries x top_k); the limit is "
-                f"{settings.max_search_hits} (max_search_hits)"
-            )
-            errors.append({"type": "too_long", "loc": ("body", "top_k"), "msg": message})
-        if self.filter is not None:
-            errors.extend(_json_errors(self.filter, ("filter",), settings))
-        return errors
-
-
-class Hit(BaseModel):
-    id: int
-    score: float = Field(description="Cosine similarity to the query.")
-    text: str
-    payload: dict[str, Any]
-    geodesic: float | None = Field(
-        None, description="Geodesic distance (smaller is nearer) when `rerank` is 'geodesic'."
-    )
-
-
-class SearchResponse(BaseModel):
-    results: list[Hit] | list[list[Hit]] = Field(
-        description="Hits, best first: a list for `query`, a list per query for `queries`."
-    )
-    truncated: bool | list[bool] = Field(description="The query (or each query) was truncated.")
-
-
-class DocumentIn(RequestModel):
-    id: DocumentId | None = Field(None, description="Chosen by the caller, or assigned if omitted.")
-    text: Text
-    payload: Payload = Field(default_factory=dict)
-
-
-class DocumentsRequest(TextsRequest):
-    list_field = "documents"
-
-    documents: list[DocumentIn] = Field(min_length=1, json_schema_extra=TEXTS_LIMIT)
-    upsert: bool = Field(False, description="Replace documents whose id exists instead of 409.")
-
-    def repeated_ids(self) -> list[int]:
-        """Ids given more than once (a 409, like a stored id: JSON Schema cannot say it)."""
-        counts = Counter(doc.id for doc in self.documents if doc.id is not None)
-        return sorted(i for i, n in counts.items() if n > 1)
-
-    def located_texts(self) -> list[tuple[Loc, str]]:
-        return [(("documents", i, "text"), doc.text) for i, doc in enumerate(self.documents)]
-
-    def extra_limit_errors(self, settings: Settings) -> list[dict[str, Any]]:
-        errors = []
-        for i, doc in enumerate(self.documents):
-            errors.extend(_json_errors(doc.payload, ("documents", i, "payload"), settings))
-        return errors
-
-
-class DocumentsResponse(BaseModel):
-    ids: list[int] = Field(description="The documents' ids, in request order.")
-    truncated: list[bool]
-
-
-class Document(BaseModel):
-    id: int
-    text: str
-    payload: dict[str, Any]
-
-
-class Deleted(BaseModel):
-    id: int
-    deleted: bool = True
-
-
-Filter = dict[str, Any]
-MAX_PAGE = 1000
-DocumentIds = Annotated[list[DocumentId], Field(min_length=1, max_length=MAX_PAGE)]
-
-
-class DocumentPage(BaseModel):
-    documents: list[Document] = Field(description="In id order.")
-    next_after: int | None = Field(
-        description="Send as `after` for the next page; null on the last page."
-    )
-
-
-class DocumentCount(BaseModel):
-    count: int
-
-
-class GetDocumentsRequest(RequestModel):
-    ids: DocumentIds
-
-
-class DocumentsFound(BaseModel):
-    documents: list[Document] = Field(description="The stored ones, in request order.")
-    missing: list[int] = Field(description="Requested ids that are not stored.")
-
-
-class DeleteDocumentsRequest(RequestModel):
-    """Delete by ids or by a payload filter (a filter of `{}` would match every document and is
-    refused; delete the data folder instead)."""
-
-    model_config = exactly_one_of("ids", "filter")
-    one_of = ("ids", "filter")
-
-    ids: SkipJsonSchema[None] | DocumentIds = None
-    filter: SkipJsonSchema[None] | NonEmptyFilter = None
-
-
-class DeletedCount(BaseModel):
-    deleted: int = Field(description="How many documents existed and were deleted.")
-
-
-class PayloadUpdate(RequestModel):
-    payload: Payload = Field(description="Replaces the payload; text and vector stay.")
-
-    def check_limits(self, settings: Settings) -> None:
-        """422 for a payload the store could not give back (as `DocumentsRequest` checks)."""
-        errors = _json_errors(self.payload, ("payload",), settings)
-        if errors:
-            raise RequestValidationError(errors)
-
-
-class OpenAIEmbeddingRequest(TextsRequest):
-    """OpenAI's `POST /v1/embeddings` body; any `model` is accepted and answered by ours.
-
-    Unknown fields are ignored, as OpenAI, TEI and infinity do. `input_type` is our extension
-    (NVIDIA's and Voyage's name): `passage` (or `document`) embeds with the passage prefix.
-    """
-
-    model_config = ConfigDict(extra="ignore")
-    list_field = "input"
-
-    input: OneOrMoreTexts
-    model: str
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Dimensions | None = None
-    user: str | None = None
-    input_type: Literal["query", "passage", "document"] = Field(
-        "query", description="Not in OpenAI's API: `passage`/`document` for texts to index."
-    )
-
-    @field_validator("input", mode="before")
-    @classmethod
-    def _strings_only(cls, value: Any) -> Any:
-        if isinstance(value, list) and value and not isinstance(value[0], str):
-            raise ValueError("only strings are supported; token-id arrays are not")
-        return value
-
-    @property
-    def text_type(self) -> Literal["query", "passage"]:
-        return "query" if self.input_type == "query" else "passage"
-
-    def located_texts(self) -> list[tuple[Loc, str]]:
-        return _located("input", self.input)
-
-
-class OpenAIEmbedding(BaseModel):
-    object: Literal["embedding"] = "embedding"
-    index: int
-    embedding: list[float] | str
-
-
-class OpenAIUsage(BaseModel):
-    prompt_tokens: int
-    total_tokens: int
-
-
-class OpenAIEmbeddingResponse(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[OpenAIEmbedding]
-    model: str
-    usage: OpenAIUsage
-    truncated: list[bool] = Field(description="Not in OpenAI's API: inputs cut at the limit.")
-
-
-class OpenAIModel(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "baihua"
-
-
-class OpenAIModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[OpenAIModel]
 
 
 class Health(BaseModel):
@@ -516,17 +248,6 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str = Field(description="What went wrong, in words.")
-
-
-class OpenAIError(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class OpenAIErrorBody(BaseModel):
-    error: OpenAIError
 
 
 class TransformInfo(BaseModel):
