@@ -21,16 +21,20 @@ protocol, for no gain at this write rate.
 Persistence (``save``/``open``), in its own folder: ``sparse.json`` names the data file
 (``sparse-<token>.npz``: ids, the vocabulary and each document's tokens; the ``bm25s`` matrix
 is derived from them on load, without segmenting anything again), its SHA-256, the
-segmenter's spec, the BM25 parameters, and the write *generation* and store id of the
-documents it was saved from. The data file is written first and the manifest replaced
-last, both atomically (``core.files.write_atomic``). ``open`` loads the saved index only when
-all of these match the caller's documents; otherwise — missing, damaged, another segmenter or
-dictionary, another store, or out of step (writes after the last save, a kill -9) — it rebuilds
-from the documents' stored texts and saves, so the index is never served out of step.
+segmenter's spec, the BM25 parameters, and the *content digest* of the documents it holds: an
+order-free sum of a hash of each (id, text), kept up to date by every write. The data file is
+written first and the manifest replaced last, both atomically (``core.files.write_atomic``).
+``open`` reads the documents' stored (id, text) once, and loads the saved index only when all
+of these match; otherwise — missing, damaged, another segmenter or dictionary, or out of step
+(writes after the last save, a kill -9 between a store's commit and the next save) — it
+segments those texts again and saves, so the index is never served out of step. The digest
+names the documents themselves, so no store has to expose a write counter, and payload
+changes (which change no words) leave it alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -118,6 +122,7 @@ class SparseIndex:
         self._main = self._build_segment({})
         self._dead = np.zeros(0, dtype=bool)
         self._delta: set[int] = set()
+        self._hashes: dict[int, int] = {}
 
     @classmethod
     def open(
@@ -126,22 +131,18 @@ class SparseIndex:
         segmenter: Segmenter,
         *,
         documents: Documents,
-        generation: int,
-        store_id: str | None = None,
         params: Bm25Params | None = None,
     ) -> SparseIndex:
-        """The index saved in ``path`` if it matches; else rebuilt from ``documents`` and saved.
-
-        ``generation`` and ``store_id`` name the state of the documents now (the store's write
-        generation and id): a save of another state is out of step and not used.
-        """
+        """The index saved in ``path`` if it holds exactly ``documents`` (every stored id and
+        text); else rebuilt from them and saved."""
         index = cls(segmenter, params, path)
         path.mkdir(parents=True, exist_ok=True)
-        reason = index._load(generation, store_id)
+        stored = list(documents())
+        reason = index._load(stored)
         if reason is not None:
             logger.warning("sparse index in %s: %s; rebuilding it from the documents", path, reason)
-            index.rebuild(documents())
-            index.save(generation, store_id)
+            index.rebuild(stored)
+            index.save()
         return index
 
     # ----------------------------------------------------------------------------------- writes
@@ -152,9 +153,10 @@ class SparseIndex:
             raise ValueError(f"{len(ids)} ids but {len(texts)} texts")
         tokens = [self.segmenter(text) for text in texts]  # outside the lock: the slow part
         with self._lock.write():
-            for i, words in zip(ids, tokens, strict=True):
+            for i, words, text in zip(ids, tokens, texts, strict=True):
                 self._tombstone(int(i))
                 self._tokens[int(i)] = words
+                self._hashes[int(i)] = _document_hash(int(i), text)
                 self._delta.add(int(i))
             self._maybe_merge()
 
@@ -166,6 +168,7 @@ class SparseIndex:
         with self._lock.write():
             for i in ids:
                 if self._tokens.pop(int(i), None) is not None:
+                    del self._hashes[int(i)]
                     removed += 1
                     self._tombstone(int(i))
                     self._delta.discard(int(i))
@@ -174,9 +177,11 @@ class SparseIndex:
 
     def rebuild(self, documents: Iterable[tuple[int, str]]) -> None:
         """Replace everything with ``documents`` (id, text), merged."""
-        tokens = {int(i): self.segmenter(text) for i, text in documents}
+        stored = list(documents)
+        tokens = {int(i): self.segmenter(text) for i, text in stored}
         with self._lock.write():
             self._tokens = tokens
+            self._hashes = {int(i): _document_hash(int(i), text) for i, text in stored}
             self._merge()
 
     def merge(self) -> None:
@@ -227,20 +232,27 @@ class SparseIndex:
             return None if found is None else list(found)
 
     @property
+    def digest(self) -> str:
+        """The content digest of the indexed documents (see ``content_digest``)."""
+        with self._lock.read():
+            return _digest_of(self._hashes.values())
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the saved data file (the matrix, the vocabulary and the tokens)."""
         return len(self._serialise(self._main))
 
     # ------------------------------------------------------------------------------ persistence
 
-    def save(self, generation: int, store_id: str | None = None) -> None:
-        """Merge, then write the data file and the manifest naming ``generation``/``store_id``
-        (the state of the documents this index now matches)."""
+    def save(self) -> None:
+        """Merge, then write the data file and the manifest naming the content digest."""
         if self.path is None:
             raise ValueError("this sparse index is in memory (path=None); give it a path")
-        self.merge()
-        with self._lock.read():
+        with self._lock.write():
+            if self._pending():
+                self._merge()
             main = self._main  # immutable: safe to write without the lock
+            digest = _digest_of(self._hashes.values())
         name = f"sparse-{uuid.uuid4().hex}.npz"
         write_atomic(self.path / name, self._serialise(main))
         manifest = {
@@ -250,8 +262,7 @@ class SparseIndex:
             "documents": main.n,
             "segmenter": self.segmenter.spec.to_dict(),
             "params": asdict(self.params),
-            "generation": generation,
-            "store_id": store_id,
+            "digest": digest,
         }
         write_atomic(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
         for file in self.path.iterdir():
@@ -259,8 +270,9 @@ class SparseIndex:
             if stale or ".tmp-" in file.name:
                 file.unlink(missing_ok=True)
 
-    def _load(self, generation: int, store_id: str | None) -> str | None:
-        """Load the saved index; the reason it cannot be used, or None when loaded."""
+    def _load(self, stored: list[tuple[int, str]]) -> str | None:
+        """Load the saved index if it holds ``stored``; else the reason it cannot be used."""
+        hashes = {int(i): _document_hash(int(i), text) for i, text in stored}
         assert self.path is not None
         try:
             manifest = json.loads((self.path / MANIFEST).read_text())
@@ -276,13 +288,9 @@ class SparseIndex:
             return f"it was segmented differently ({listed})"
         if manifest.get("params") != asdict(self.params):
             return f"its BM25 parameters {manifest.get('params')} are not {asdict(self.params)}"
-        if manifest.get("store_id") != store_id:
-            return f"it was saved from store {manifest.get('store_id')}, not {store_id}"
-        if manifest.get("generation") != generation:
-            return (
-                f"it matches write generation {manifest.get('generation')} of the documents, "
-                f"which are at {generation}"
-            )
+        if manifest.get("digest") != _digest_of(hashes.values()):
+            return "the documents changed since it was saved (content digest differs)"
+
         name = str(manifest.get("file"))
         if Path(name).name != name or not name.startswith("sparse-"):
             return f"{MANIFEST} names an unexpected file {name!r}"
@@ -294,6 +302,7 @@ class SparseIndex:
             return f"{name} cannot be read ({error})"
         with self._lock.write():
             self._tokens = tokens
+            self._hashes = hashes
             self._merge()
         return None
 
@@ -381,6 +390,21 @@ class SparseIndex:
             offsets=offsets,
         )
         return buffer.getvalue()
+
+
+def content_digest(documents: Iterable[tuple[int, str]]) -> str:
+    """A digest of a set of (id, text), independent of their order: the sum modulo 2**128 of
+    a 128-bit BLAKE2b of each; kept up to date write by write by adding and subtracting."""
+    return _digest_of(_document_hash(int(i), text) for i, text in documents)
+
+
+def _document_hash(id: int, text: str) -> int:
+    data = id.to_bytes(8, "little", signed=True) + text.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "little")
+
+
+def _digest_of(hashes: Iterable[int]) -> str:
+    return f"{sum(hashes) % (1 << 128):032x}"
 
 
 def _deserialise(file: Path) -> dict[int, list[str]]:

@@ -13,7 +13,7 @@ import pytest
 
 from baihua.index import sparse
 from baihua.index.segment import Segmenter
-from baihua.index.sparse import MANIFEST, Bm25Params, SparseIndex
+from baihua.index.sparse import MANIFEST, Bm25Params, SparseIndex, content_digest
 
 TEXTS = {
     1: "型号XK-7731的说明书：如何更换滤芯",
@@ -147,73 +147,86 @@ def documents() -> list[tuple[int, str]]:
     return list(TEXTS.items())
 
 
-def test_a_saved_index_is_loaded_without_the_documents(segment: Segmenter, tmp_path: Path) -> None:
-    filled(segment, tmp_path).save(generation=7, store_id="s")
+def test_a_saved_index_is_loaded_without_segmenting_again(
+    segment: Segmenter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    filled(segment, tmp_path).save()
 
-    def unused() -> list[tuple[int, str]]:
-        raise AssertionError("a matching save must not be rebuilt")
+    def unused(text: str) -> list[str]:
+        raise AssertionError("a matching save must not be segmented again")
 
-    index = SparseIndex.open(tmp_path, segment, documents=unused, generation=7, store_id="s")
+    monkeypatch.setattr(Segmenter, "__call__", unused)
+    index = SparseIndex.open(tmp_path, segment, documents=documents)
     assert index.search("XK-7731", 1)[0].id == 1 and len(index) == len(TEXTS)
 
 
 def test_deleted_files_are_rebuilt_from_the_documents(segment: Segmenter, tmp_path: Path) -> None:
-    filled(segment, tmp_path).save(generation=7)
+    filled(segment, tmp_path).save()
     for file in tmp_path.iterdir():
         file.unlink()
-    index = SparseIndex.open(tmp_path, segment, documents=documents, generation=7)
+    index = SparseIndex.open(tmp_path, segment, documents=documents)
     assert index.search("XK-7731", 1)[0].id == 1
     assert (tmp_path / MANIFEST).exists()  # and saved again
 
 
-def test_a_save_of_another_generation_is_rebuilt(segment: Segmenter, tmp_path: Path) -> None:
+def test_a_save_out_of_step_with_the_documents_is_rebuilt(
+    segment: Segmenter, tmp_path: Path
+) -> None:
     """Writes after the last save (a kill -9 before the next): the save is out of step."""
     stale = filled(segment, tmp_path)
     stale.delete([1])
-    stale.save(generation=7)
-    index = SparseIndex.open(tmp_path, segment, documents=documents, generation=8)
+    stale.save()
+    index = SparseIndex.open(tmp_path, segment, documents=documents)
     assert index.search("XK-7731", 1)[0].id == 1
+    changed = [(i, "另一段文字" if i == 3 else t) for i, t in TEXTS.items()]
+    index = SparseIndex.open(tmp_path, segment, documents=lambda: changed)
+    assert index.search("另一段文字", 1)[0].id == 3
+
+
+def test_the_digest_follows_every_write(segment: Segmenter) -> None:
+    index = filled(segment)
+    assert index.digest == content_digest(TEXTS.items())
+    index.upsert([3, 9], ["新的", "九"])
+    index.delete([1])
+    expected = {**TEXTS, 3: "新的", 9: "九"}
+    del expected[1]
+    assert index.digest == content_digest(reversed(list(expected.items())))
 
 
 def test_a_damaged_data_file_is_rebuilt(segment: Segmenter, tmp_path: Path) -> None:
-    filled(segment, tmp_path).save(generation=1)
+    filled(segment, tmp_path).save()
     data = next(tmp_path.glob("sparse-*.npz"))
     data.write_bytes(data.read_bytes()[:-10] + b"0123456789")
-    index = SparseIndex.open(tmp_path, segment, documents=documents, generation=1)
+    index = SparseIndex.open(tmp_path, segment, documents=documents)
     assert len(index) == len(TEXTS)
 
 
 def test_another_dictionary_is_detected_and_rebuilt(
     segment: Segmenter, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    filled(segment, tmp_path).save(generation=1)
+    filled(segment, tmp_path).save()
     dictionary = tmp_path.parent / "dict.txt"
     dictionary.write_text("滤芯更换 10 n\n", encoding="utf-8")
     other = Segmenter(dictionary)
-    index = SparseIndex.open(tmp_path, other, documents=documents, generation=1)
+    index = SparseIndex.open(tmp_path, other, documents=documents)
     assert "segmented differently (dictionary" in caplog.text
     assert "滤芯更换" in (index.tokens(2) or [])
     saved = json.loads((tmp_path / MANIFEST).read_text())
     assert saved["segmenter"]["dictionary"] == other.spec.dictionary
 
 
-def test_another_store_is_rebuilt(segment: Segmenter, tmp_path: Path) -> None:
-    filled(segment, tmp_path).save(generation=1, store_id="a")
-    index = SparseIndex.open(
-        tmp_path, segment, documents=lambda: [(5, "只有一篇")], generation=1, store_id="b"
-    )
+def test_another_stores_documents_are_rebuilt(segment: Segmenter, tmp_path: Path) -> None:
+    filled(segment, tmp_path).save()
+    index = SparseIndex.open(tmp_path, segment, documents=lambda: [(5, "只有一篇")])
     assert len(index) == 1
 
 
 def test_a_save_leaves_one_data_file(segment: Segmenter, tmp_path: Path) -> None:
     index = filled(segment, tmp_path)
-    index.save(generation=1)
+    index.save()
     index.upsert([9], ["新的"])
-    index.save(generation=2)
+    index.save()
     assert len(list(tmp_path.glob("sparse-*.npz"))) == 1
-    assert np.isclose(
-        SparseIndex.open(tmp_path, segment, documents=documents, generation=2)
-        .search("新的", 1)[0]
-        .score,
-        index.search("新的", 1)[0].score,
-    )
+    now = lambda: [*TEXTS.items(), (9, "新的")]  # noqa: E731
+    reopened = SparseIndex.open(tmp_path, segment, documents=now)
+    assert np.isclose(reopened.search("新的", 1)[0].score, index.search("新的", 1)[0].score)
