@@ -12,8 +12,9 @@ deleted or replaced since). Searches are exact about membership at once: tombsto
 masked, delta documents scored by the same formula with the statistics of the last merge, as
 Lucene scores with statistics that still count deleted documents until its segments merge. A
 merge rebuilds the matrix from the stored tokens (nothing is segmented again); it runs inside
-the write that brings the delta above ``max(MERGE_MIN, MERGE_SHARE × documents)``, so its cost
-is amortised over many writes, and before each save. After a merge, scores are exactly BM25 of
+every write while the index holds at most ``MERGE_MIN`` documents (a few milliseconds), then
+inside the write that brings the delta above ``MERGE_SHARE`` of the documents, so its cost is
+amortised over many writes; and before each save. After a merge, scores are exactly BM25 of
 the live documents. Why not a rebuild per write: a merge at 100k short documents takes about a
 second; why not a background merge: it would need the same delta bookkeeping plus a swap
 protocol, for no gain at this write rate.
@@ -123,6 +124,7 @@ class SparseIndex:
         self._dead = np.zeros(0, dtype=bool)
         self._delta: set[int] = set()
         self._hashes: dict[int, int] = {}
+        self._saved: str | None = None  # the digest on disk, when known to match
 
     @classmethod
     def open(
@@ -245,7 +247,8 @@ class SparseIndex:
     # ------------------------------------------------------------------------------ persistence
 
     def save(self) -> None:
-        """Merge, then write the data file and the manifest naming the content digest."""
+        """Merge, then write the data file and the manifest naming the content digest;
+        nothing when the saved index already holds these documents."""
         if self.path is None:
             raise ValueError("this sparse index is in memory (path=None); give it a path")
         with self._lock.write():
@@ -253,6 +256,8 @@ class SparseIndex:
                 self._merge()
             main = self._main  # immutable: safe to write without the lock
             digest = _digest_of(self._hashes.values())
+        if digest == self._saved and (self.path / MANIFEST).is_file():
+            return
         name = f"sparse-{uuid.uuid4().hex}.npz"
         write_atomic(self.path / name, self._serialise(main))
         manifest = {
@@ -265,6 +270,7 @@ class SparseIndex:
             "digest": digest,
         }
         write_atomic(self.path / MANIFEST, json.dumps(manifest, indent=1).encode())
+        self._saved = digest
         for file in self.path.iterdir():
             stale = file.name.startswith("sparse-") and file.name != name
             if stale or ".tmp-" in file.name:
@@ -304,6 +310,7 @@ class SparseIndex:
             self._tokens = tokens
             self._hashes = hashes
             self._merge()
+        self._saved = manifest.get("digest")
         return None
 
     # -------------------------------------------------------------------------------- internals
@@ -312,7 +319,12 @@ class SparseIndex:
         return len(self._delta) + int(self._dead.sum())
 
     def _maybe_merge(self) -> None:
-        if self._pending() > max(MERGE_MIN, MERGE_SHARE * len(self._tokens)):
+        # a small index merges on every write (milliseconds), so its statistics are never
+        # those of a much smaller corpus; a large one once the delta is a share of it
+        pending = self._pending()
+        if pending and (
+            len(self._tokens) <= MERGE_MIN or pending > MERGE_SHARE * len(self._tokens)
+        ):
             self._merge()
 
     def _merge(self) -> None:

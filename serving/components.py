@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 from baihua.core.errors import UsageError
 from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec, resolve_model
 from baihua.encoder.models import model_token_limit
 from baihua.index import FaissStore, Store
+from baihua.index.segment import Segmenter
+from baihua.index.sparse import SparseIndex
 from baihua.serving.settings import Settings
 
 
@@ -74,6 +77,30 @@ def build_pipeline(settings: Settings) -> EmbeddingPipeline:
     if transform is not None:
         check_compatible(transform.metadata, encoder_spec(encoder), path=settings.whitening)
     return EmbeddingPipeline(encoder, transform)
+
+
+def open_sparse(settings: Settings, store: Store) -> SparseIndex | None:
+    """The BM25 index beside a FAISS store, in `<data_dir>/sparse`: loaded when it holds
+    exactly the store's documents, rebuilt from their texts otherwise (see index/sparse.py); in
+    memory beside a store in memory.
+    None on Milvus (its lite engine's BM25 is unreliable) or when `sparse_index` is off."""
+    if settings.index_backend != "faiss" or not settings.sparse_index:
+        return None
+    if not store.persistent:
+        index = SparseIndex(Segmenter())
+        index.rebuild(stored_texts(store))
+        return index
+    return SparseIndex.open(
+        settings.data_dir / "sparse", Segmenter(), documents=lambda: stored_texts(store)
+    )
+
+
+def stored_texts(store: Store, page: int = 1000) -> Iterator[tuple[int, str]]:
+    """Every stored (id, text), in id order."""
+    after = -1
+    while documents := store.scan(after, page):
+        yield from ((d.id, d.text) for d in documents)
+        after = documents[-1].id
 
 
 def open_store(settings: Settings, pipeline: EmbeddingPipeline) -> Store:

@@ -4,11 +4,18 @@ The store is thread-safe (searches in parallel, writes alone) and commits every 
 database before returning, so an acknowledged write survives a crash; its `save()` only writes an
 index snapshot that spares a rebuild on the next start, which the server does on shutdown.
 Every write marks the geodesic graph stale; it is rebuilt in the background (index/geodesic.py).
+
+Beside a FAISS store, a BM25 index (index/sparse.py) is written by every write, after the store
+and under one lock, so it sees the writes in the store's order; a crash between the two is
+caught on the next start (its content digest no longer matches the stored texts) and it is
+rebuilt. `search` runs in one of three modes: "dense" (the vector store), "sparse" (BM25) and
+"hybrid" (both, each over the documents the filter keeps, fused by index/fusion.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +24,8 @@ import numpy as np
 
 from baihua.core.errors import BaihuaError
 from baihua.index import Document, GeodesicReranker, Hit, Store
+from baihua.index.fusion import Fusion, fuse
+from baihua.index.sparse import SparseIndex
 from baihua.serving.batcher import EmbedOptions, MicroBatcher
 
 PASSAGE = EmbedOptions(text_type="passage")
@@ -29,10 +38,33 @@ class Written:
     truncated: list[bool]
 
 
+@dataclass(frozen=True)
+class RankedHit:
+    """A hit of a sparse or hybrid search: ``score`` is BM25's (sparse) or the fused score
+    (hybrid); each side's 1-based rank and score are None when that side did not return it."""
+
+    id: int
+    score: float
+    text: str
+    payload: dict[str, Any]
+    dense_rank: int | None
+    dense_score: float | None
+    sparse_rank: int | None
+    sparse_score: float | None
+
+
 @dataclass
 class Found:
-    hits: list[list[Hit]]
+    hits: list[list[Hit]] | list[list[RankedHit]]
     truncated: list[bool]
+
+
+Mode = Literal["dense", "sparse", "hybrid"]
+HYBRID_DEPTH = 50  # candidates each side gives the fusion, at least (top_k when larger)
+
+
+class SparseUnavailableError(BaihuaError, ValueError):
+    """Sparse or hybrid search asked of a store without a BM25 index (Milvus)."""
 
 
 class NoIdLeftError(BaihuaError):
@@ -44,10 +76,18 @@ class DocumentIndex:
 
     max_id = 2**53 - 1  # JSON clients (JavaScript) keep integers exact up to here
 
-    def __init__(self, store: Store, batcher: MicroBatcher, reranker: GeodesicReranker) -> None:
+    def __init__(
+        self,
+        store: Store,
+        batcher: MicroBatcher,
+        reranker: GeodesicReranker,
+        sparse: SparseIndex | None = None,
+    ) -> None:
         self.store = store
         self.batcher = batcher
         self.reranker = reranker
+        self.sparse = sparse
+        self._writes = threading.Lock()  # store and sparse index change in one order
 
     async def add(
         self,
@@ -76,9 +116,27 @@ class DocumentIndex:
         filter: dict[str, Any] | None = None,
         *,
         rerank: Literal["none", "geodesic"] = "none",
+        mode: Mode = "dense",
+        fusion: Fusion | None = None,
         client: str | None = None,
     ) -> Found:
+        """The ``top_k`` best documents per query in ``mode``; ``fusion`` for "hybrid" (RRF,
+        k = 60, when None). Sparse and hybrid raise ``SparseUnavailableError`` without a BM25
+        index, and re-rank nothing."""
+        if mode != "dense" and self.sparse is None:
+            raise SparseUnavailableError(
+                f'"mode": "{mode}" needs the BM25 index, which this index backend does not have '
+                '(Milvus); use "mode": "dense"'
+            )
+        if mode == "sparse":
+            ranked = await asyncio.to_thread(self._search_sparse, queries, top_k, filter)
+            return Found(ranked, [False] * len(queries))
         embedded = await self.batcher.embed(queries, QUERY, client=client)
+        if mode == "hybrid":
+            fused = await asyncio.to_thread(
+                self._search_hybrid, queries, embedded.vectors, top_k, filter, fusion or Fusion()
+            )
+            return Found(fused, embedded.truncated.tolist())
         search = self._search_geodesic if rerank == "geodesic" else self.store.search
         hits = await asyncio.to_thread(search, embedded.vectors, top_k, filter)
         return Found(hits, embedded.truncated.tolist())
@@ -101,10 +159,23 @@ class DocumentIndex:
 
     async def delete_many(self, ids: Sequence[int]) -> int:
         """How many of the documents existed."""
-        return await asyncio.to_thread(self._deleted, self.store.delete, ids)
+        return await asyncio.to_thread(self._deleted, self.store.delete, ids, lambda: ids)
 
     async def delete_where(self, filter: dict[str, Any]) -> int:
-        return await asyncio.to_thread(self._deleted, self.store.delete_where, filter)
+        return await asyncio.to_thread(
+            self._deleted,
+            self.store.delete_where,
+            filter,
+            lambda: self._matching_ids(filter),
+        )
+
+    def save(self) -> None:
+        """Snapshot the vector index and the BM25 index, so the next start need not rebuild."""
+        with self._writes:
+            if self.store.persistent:
+                self.store.save()
+            if self.sparse is not None and self.sparse.path is not None:
+                self.sparse.save()
 
     async def set_payload(self, id: int, payload: dict[str, Any]) -> Document | None:
         """The updated document, or None if it does not exist. The geodesic graph stays: it
@@ -119,8 +190,76 @@ class DocumentIndex:
         candidates = self.store.search(vectors, self.reranker.fetch_size(top_k), filter)
         return self.reranker.rerank(candidates, top_k)
 
-    def _deleted(self, delete: Callable[[Any], int], what: Any) -> int:
-        deleted = delete(what)
+    def _search_sparse(
+        self, queries: Sequence[str], top_k: int, filter: dict[str, Any] | None
+    ) -> list[list[RankedHit]]:
+        assert self.sparse is not None
+        allowed = None if filter is None else self._matching_ids(filter)
+        found = [[(h.id, h.score) for h in self.sparse.search(q, top_k, allowed)] for q in queries]
+        docs = self._documents(i for hits in found for i, _ in hits)
+        return [
+            [
+                RankedHit(i, s, docs[i].text, docs[i].payload, None, None, rank, s)
+                for rank, (i, s) in enumerate(hits, start=1)
+                if i in docs
+            ]
+            for hits in found
+        ]
+
+    def _search_hybrid(
+        self,
+        queries: Sequence[str],
+        vectors: np.ndarray,
+        top_k: int,
+        filter: dict[str, Any] | None,
+        fusion: Fusion,
+    ) -> list[list[RankedHit]]:
+        assert self.sparse is not None
+        depth = max(top_k, HYBRID_DEPTH)
+        dense = self.store.search(vectors, depth, filter)
+        allowed = None if filter is None else self._matching_ids(filter)
+        sparse = [[(h.id, h.score) for h in self.sparse.search(q, depth, allowed)] for q in queries]
+        fused = [
+            fuse([(h.id, h.score) for h in d], s, fusion, top_k)
+            for d, s in zip(dense, sparse, strict=True)
+        ]
+        docs = self._documents(f.id for hits in fused for f in hits)
+        return [
+            [
+                RankedHit(
+                    f.id,
+                    f.score,
+                    docs[f.id].text,
+                    docs[f.id].payload,
+                    f.dense_rank,
+                    f.dense_score,
+                    f.sparse_rank,
+                    f.sparse_score,
+                )
+                for f in hits
+                if f.id in docs
+            ]
+            for hits in fused
+        ]
+
+    def _documents(self, ids: Any) -> dict[int, Document]:
+        return {d.id: d for d in self.store.get_many(sorted(set(ids)))}
+
+    def _matching_ids(self, filter: dict[str, Any]) -> list[int]:
+        """Every stored id whose payload matches ``filter``."""
+        ids: list[int] = []
+        while page := self.store.scan(ids[-1] if ids else -1, 1000, filter):
+            ids += [d.id for d in page]
+        return ids
+
+    def _deleted(
+        self, delete: Callable[[Any], int], what: Any, doomed: Callable[[], Sequence[int]]
+    ) -> int:
+        with self._writes:
+            ids = doomed() if self.sparse is not None else []
+            deleted = delete(what)
+            if self.sparse is not None and deleted:
+                self.sparse.delete(ids)
         if deleted:
             self.reranker.mark_stale()
         return deleted
@@ -135,7 +274,10 @@ class DocumentIndex:
     ) -> list[int]:
         assigned = self._assign_ids(ids)
         write = self.store.upsert if upsert else self.store.add
-        write(assigned, vectors, texts, payloads)
+        with self._writes:
+            write(assigned, vectors, texts, payloads)
+            if self.sparse is not None:
+                self.sparse.upsert(assigned, texts)
         self.reranker.mark_stale()
         return assigned
 

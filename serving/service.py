@@ -10,7 +10,7 @@ from baihua.core.spec import check_space
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import GeodesicReranker, Store
 from baihua.serving.batcher import MicroBatcher
-from baihua.serving.components import build_pipeline, open_store, resolve_max_length
+from baihua.serving.components import build_pipeline, open_sparse, open_store, resolve_max_length
 from baihua.serving.documents import DocumentIndex
 from baihua.serving.metrics import Metrics
 from baihua.serving.settings import Settings
@@ -43,8 +43,7 @@ class Service:
         await self.batcher.close()
         await asyncio.to_thread(self.documents.reranker.close)
         store = self.documents.store
-        if store.persistent:
-            await asyncio.to_thread(store.save)
+        await asyncio.to_thread(self.documents.save)
         if self.owns_store:
             await asyncio.to_thread(store.close)
 
@@ -106,6 +105,7 @@ async def load_service(
         candidates=settings.geodesic_candidates,
         reach=settings.geodesic_reach,
     )
-    documents = await asyncio.to_thread(DocumentIndex, store, batcher, reranker)
+    sparse = await asyncio.to_thread(open_sparse, settings, store)
+    documents = await asyncio.to_thread(DocumentIndex, store, batcher, reranker, sparse)
     metrics.track(queue_depth=batcher.queue_depth, index_size=store.__len__)
     return Service(pipeline, batcher, documents, owns_store)

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     index_factory: str = "Flat"
     # the index engine: FAISS over SQLite in <data_dir>/index, or a Milvus collection
     index_backend: Literal["faiss", "milvus"] = "faiss"
+    # a BM25 index over jieba words beside the FAISS one, in <data_dir>/sparse (not on Milvus)
+    sparse_index: bool = True
+    # /search without "mode": hybrid (dense + BM25, fused) where a sparse index exists, chosen
+    # by the retrieval table in docs/results.md; dense elsewhere
+    search_mode: Literal["dense", "sparse", "hybrid"] = "hybrid"
+    search_fusion: Literal["rrf", "weighted"] = "weighted"
     milvus_uri: str | None = (
         None  # a .db file (embedded); http://host:19530; <data_dir>/index/milvus.db
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from baihua.app.schemas.common import (
@@ -71,6 +71,18 @@ class EmbedResponse(BaseModel):
     model: str
 
 
+class FusionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["rrf", "weighted"] = Field(
+        "rrf",
+        description="'rrf': reciprocal-rank fusion, sum of 1 / (k + rank); 'weighted': weight x "
+        "dense + (1 - weight) x sparse, each side's scores min-max normalised.",
+    )
+    k: float = Field(60, ge=0, description="RRF's k.")
+    weight: float = Field(0.5, ge=0, le=1, description="The dense side's weight ('weighted').")
+
+
 class SearchRequest(TextsRequest):
     model_config = exactly_one_of("query", "queries")
     list_field = "queries"
@@ -94,6 +106,16 @@ class SearchRequest(TextsRequest):
         description="'geodesic': re-rank the nearest candidates by shortest paths through the "
         "documents' kNN graph (each hit then has `geodesic`, its distance).",
     )
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+        None,
+        description="'dense': nearest vectors; 'sparse': BM25 over the documents' words "
+        "(jieba for Chinese; codes such as XK-7731 whole and in parts); 'hybrid': both, fused "
+        "(see `fusion`). Default: the server's search_mode. Sparse and hybrid need the FAISS "
+        "backend.",
+    )
+    fusion: FusionRequest | None = Field(
+        None, description="How 'hybrid' fuses; default: the server's search_fusion."
+    )
 
     def located_texts(self) -> list[tuple[Loc, str]]:
         if self.query is not None:
@@ -116,12 +138,23 @@ class SearchRequest(TextsRequest):
 
 class Hit(BaseModel):
     id: int
-    score: float = Field(description="Cosine similarity to the query.")
+    score: float = Field(
+        description="Cosine similarity to the query (dense), BM25 (sparse), the fused score "
+        "(hybrid)."
+    )
     text: str
     payload: dict[str, Any]
     geodesic: float | None = Field(
         None, description="Geodesic distance (smaller is nearer) when `rerank` is 'geodesic'."
     )
+    dense_rank: int | None = Field(
+        None, description="Sparse and hybrid modes: rank (from 1) among the dense candidates."
+    )
+    dense_score: float | None = Field(None, description="Its cosine similarity there.")
+    sparse_rank: int | None = Field(
+        None, description="Sparse and hybrid modes: rank (from 1) among the BM25 candidates."
+    )
+    sparse_score: float | None = Field(None, description="Its BM25 score there.")
 
 
 class SearchResponse(BaseModel):

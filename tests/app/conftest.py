@@ -23,8 +23,13 @@ from tests.conftest import MAX_LENGTH
 
 
 def base_settings(tiny_bert: Path, **overrides: Any) -> Settings:
+    # the tests of dense search predate hybrid search (the default): they ask for dense
     defaults: dict[str, Any] = dict(
-        model=str(tiny_bert), pooling="last-avg", max_length=MAX_LENGTH, device="cpu"
+        model=str(tiny_bert),
+        pooling="last-avg",
+        max_length=MAX_LENGTH,
+        device="cpu",
+        search_mode="dense",
     )
     return Settings(**{**defaults, **overrides})
 

@@ -32,6 +32,13 @@ def segment() -> Segmenter:
     return Segmenter()
 
 
+@pytest.fixture
+def no_merges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes leave a delta and tombstones (a small index merges on every write otherwise)."""
+    monkeypatch.setattr(sparse, "MERGE_MIN", 0)
+    monkeypatch.setattr(sparse, "MERGE_SHARE", 100.0)
+
+
 def filled(segment: Segmenter, path: Path | None = None) -> SparseIndex:
     index = SparseIndex(segment, path=path)
     index.upsert(list(TEXTS), list(TEXTS.values()))
@@ -87,12 +94,15 @@ def test_allowed_ids_filter_before_ranking(segment: Segmenter) -> None:
     assert {h.id for h in hits} == {6, 7}
 
 
+@pytest.mark.usefixtures("no_merges")
 def test_an_added_document_is_found_before_any_merge(segment: Segmenter) -> None:
     index = filled(segment)
     index.upsert([9], ["ZT-5000 说明书"])
+    assert index._pending() == 1
     assert [h.id for h in index.search("zt-5000", top_k=5)] == [9]
 
 
+@pytest.mark.usefixtures("no_merges")
 def test_a_deleted_document_is_never_returned(segment: Segmenter) -> None:
     index = filled(segment)
     assert index.delete([1, 42]) == 1
@@ -101,6 +111,7 @@ def test_a_deleted_document_is_never_returned(segment: Segmenter) -> None:
     assert 1 not in {h.id for h in index.search("XK-7731 说明书", top_k=10)}
 
 
+@pytest.mark.usefixtures("no_merges")
 def test_an_upsert_replaces_the_old_words(segment: Segmenter) -> None:
     index = filled(segment)
     index.upsert([3], ["全新的 QQ 音乐会员"])
@@ -123,12 +134,21 @@ def test_after_updates_and_a_merge_scores_are_exact_again(segment: Segmenter) ->
         assert hit.score == pytest.approx(expected[hit.id], rel=1e-5)
 
 
-def test_enough_writes_merge_by_themselves(
+def test_a_small_index_merges_on_every_write(segment: Segmenter) -> None:
+    index = filled(segment)
+    index.upsert([20], ["甲"])
+    assert index._pending() == 0
+
+
+def test_a_large_index_merges_once_the_delta_is_a_share_of_it(
     segment: Segmenter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sparse, "MERGE_MIN", 3)
-    index = filled(segment)
-    index.upsert([20, 21, 22, 23], ["甲", "乙", "丙", "丁"])
+    monkeypatch.setattr(sparse, "MERGE_SHARE", 0.2)
+    index = filled(segment)  # 8 documents: merges past 1.6 pending
+    index.upsert([20], ["甲"])
+    assert index._pending() == 1
+    index.delete([1])
     assert index._pending() == 0
 
 
