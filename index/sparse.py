@@ -15,9 +15,10 @@ merge rebuilds the matrix from the stored tokens (nothing is segmented again); i
 every write while the index holds at most ``MERGE_MIN`` documents (a few milliseconds), then
 inside the write that brings the delta above ``MERGE_SHARE`` of the documents, so its cost is
 amortised over many writes; and before each save. After a merge, scores are exactly BM25 of
-the live documents. Why not a rebuild per write: a merge at 100k short documents takes about a
-second; why not a background merge: it would need the same delta bookkeeping plus a swap
-protocol, for no gain at this write rate.
+the live documents. Why not a rebuild per write: a merge is linear in the documents (20 s at
+100k short sentences on a loaded 2-core machine, ``bench/sparse_cost.py``), and it holds the
+write lock, so searches wait for it too; moving it to a background thread (build aside, swap
+under the lock, replay the writes made meanwhile) is the next step for large indexes.
 
 Persistence (``save``/``open``), in its own folder: ``sparse.json`` names the data file
 (``sparse-<token>.npz``: ids, the vocabulary and each document's tokens; the ``bm25s`` matrix

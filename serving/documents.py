@@ -122,7 +122,8 @@ class DocumentIndex:
     ) -> Found:
         """The ``top_k`` best documents per query in ``mode``; ``fusion`` for "hybrid" (RRF,
         k = 60, when None). Sparse and hybrid raise ``SparseUnavailableError`` without a BM25
-        index, and re-rank nothing."""
+        index. A geodesic ``rerank`` re-ranks the dense side (in hybrid, before the fusion);
+        sparse mode has no dense side to re-rank."""
         if mode != "dense" and self.sparse is None:
             raise SparseUnavailableError(
                 f'"mode": "{mode}" needs the BM25 index, which this index backend does not have '
@@ -134,7 +135,13 @@ class DocumentIndex:
         embedded = await self.batcher.embed(queries, QUERY, client=client)
         if mode == "hybrid":
             fused = await asyncio.to_thread(
-                self._search_hybrid, queries, embedded.vectors, top_k, filter, fusion or Fusion()
+                self._search_hybrid,
+                queries,
+                embedded.vectors,
+                top_k,
+                filter,
+                fusion or Fusion(),
+                rerank,
             )
             return Found(fused, embedded.truncated.tolist())
         search = self._search_geodesic if rerank == "geodesic" else self.store.search
@@ -213,10 +220,12 @@ class DocumentIndex:
         top_k: int,
         filter: dict[str, Any] | None,
         fusion: Fusion,
+        rerank: Literal["none", "geodesic"] = "none",
     ) -> list[list[RankedHit]]:
         assert self.sparse is not None
         depth = max(top_k, HYBRID_DEPTH)
-        dense = self.store.search(vectors, depth, filter)
+        dense_search = self._search_geodesic if rerank == "geodesic" else self.store.search
+        dense = dense_search(vectors, depth, filter)
         allowed = None if filter is None else self._matching_ids(filter)
         sparse = [[(h.id, h.score) for h in self.sparse.search(q, depth, allowed)] for q in queries]
         fused = [

@@ -28,8 +28,6 @@ async def search(
     # a re-rank asks for dense results; without a BM25 index only dense exists
     default = settings.search_mode if documents.sparse is not None else "dense"
     mode = body.mode or ("dense" if body.rerank != "none" else default)
-    if mode != "dense" and body.rerank != "none":
-        raise _invalid("rerank", f'"rerank": "{body.rerank}" re-ranks dense results only')
     if mode != "dense" and documents.sparse is None:
         raise _invalid(
             "mode",

@@ -104,7 +104,8 @@ class SearchRequest(TextsRequest):
     rerank: Literal["none", "geodesic"] = Field(
         "none",
         description="'geodesic': re-rank the nearest candidates by shortest paths through the "
-        "documents' kNN graph (each hit then has `geodesic`, its distance).",
+        "documents' kNN graph (each hit then has `geodesic`, its distance). In hybrid mode it "
+        "re-ranks the dense side before the fusion; sparse mode has no dense side.",
     )
     mode: Literal["dense", "sparse", "hybrid"] | None = Field(
         None,

@@ -127,8 +127,6 @@ def test_milvus_gets_no_sparse_index(tmp_path: Path) -> None:
     assert open_sparse(Settings(index_backend="milvus", data_dir=tmp_path), store) is None
 
 
-def test_a_rerank_is_for_dense_results(url: str) -> None:
-    response = httpx.post(
-        f"{url}/search", json={"query": "x", "mode": "hybrid", "rerank": "geodesic"}
-    )
-    assert response.status_code == 422 and "re-ranks dense results only" in response.text
+def test_a_geodesic_rerank_reorders_the_dense_side_of_hybrid(url: str) -> None:
+    hits = search(url, query="XK-7731", mode="hybrid", rerank="geodesic", top_k=4)
+    assert {h["id"] for h in hits} == {1, 2, 3, 4} and hits[0]["sparse_rank"] == 1
