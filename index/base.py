@@ -202,12 +202,11 @@ class StoreBase(ABC):
         last = -1
         while True:
             with self._reading():
-                ids = self._ids_after(last, batch_size, None)
-                found = self._vectors(ids)
-            if not ids:
+                rows = self._vectors_after(last, batch_size)
+            if not rows:
                 return
-            yield from ((i, found[i]) for i in ids if i in found)
-            last = ids[-1]
+            yield from rows
+            last = rows[-1][0]
 
     def ids(self) -> npt.NDArray[np.int64]:
         """All stored ids, ascending."""
@@ -295,6 +294,11 @@ class StoreBase(ABC):
     @abstractmethod
     def _vectors(self, ids: Collection[int]) -> dict[int, npt.NDArray[np.float32]]:
         """The stored vectors among ``ids`` (distinct) by id."""
+
+    @abstractmethod
+    def _vectors_after(self, after: int, limit: int) -> list[tuple[int, npt.NDArray[np.float32]]]:
+        """Up to ``limit`` stored (id, vector) with id > ``after``, ascending; empty only when
+        no id above ``after`` is stored."""
 
     @abstractmethod
     def _ids_after(self, after: int, limit: int | None, tree: Filter | None) -> list[int]:

@@ -170,6 +170,14 @@ class DocumentDatabase:
                 found.update((i, _from_blob(blob)) for i, blob in rows)
         return found
 
+    def vectors_after(self, last: int, limit: int) -> list[tuple[int, npt.NDArray[np.float32]]]:
+        """Up to ``limit`` (id, vector) with id > ``last``, in id order: one page of a scan."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, vector FROM documents WHERE id > ? ORDER BY id LIMIT ?", (last, limit)
+            ).fetchall()
+        return [(i, _from_blob(blob)) for i, blob in rows]
+
     def all_vectors(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Every id (ascending) and its vector, as two arrays."""
         with self._lock:

@@ -287,6 +287,9 @@ class FaissStore(StoreBase):
     def _vectors(self, ids: Collection[int]) -> dict[int, npt.NDArray[np.float32]]:
         return self._db.vectors(ids)
 
+    def _vectors_after(self, after: int, limit: int) -> list[tuple[int, npt.NDArray[np.float32]]]:
+        return self._db.vectors_after(after, limit)
+
     def _ids_after(self, after: int, limit: int | None, tree: Filter | None) -> list[int]:
         return self._db.ids_after(after, limit, tree)
 

@@ -255,6 +255,15 @@ class MilvusStore(StoreBase):
             found.update((int(r["id"]), np.asarray(r["vector"], dtype=np.float32)) for r in rows)
         return found
 
+    def _vectors_after(self, after: int, limit: int) -> list[tuple[int, npt.NDArray[np.float32]]]:
+        """The ids first, then their vectors; a page deleted in between is skipped."""
+        while ids := self._ids_after(after, limit, None):
+            found = self._vectors(ids)
+            if found:
+                return [(i, found[i]) for i in ids if i in found]
+            after = ids[-1]
+        return []
+
     def _ids_after(self, after: int, limit: int | None, tree: Filter | None) -> list[int]:
         """Read by a query iterator: one query returns at most 16384 rows, and its pages come
         in primary-key order (its cursor is the last id)."""
