@@ -20,7 +20,7 @@ from baihua.index import (
     StoreSettingError,
 )
 from baihua.index.filters import parse_filter
-from tests.index.engines import ENGINES, open_engine
+from tests.index.engines import open_engine
 from tests.index.support import unit_vectors
 
 DIM = 8
@@ -43,7 +43,6 @@ def test_every_index_error_is_a_baihua_error(error: type[Exception]) -> None:
     assert issubclass(error, BaihuaError)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_a_duplicate_add_carries_every_stored_id(engine: str, tmp_path: Path) -> None:
     with open_engine(engine, tmp_path, DIM) as store:
         store.add(range(20), unit_vectors(20, DIM), ["t"] * 20)
@@ -88,7 +87,6 @@ def test_a_milvus_file_not_ending_in_db_is_a_setting_error(tmp_path: Path) -> No
     assert caught.value.setting == "uri"
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 def test_a_store_opened_with_another_dim_says_recorded_and_requested(
     engine: str, tmp_path: Path
 ) -> None:
