@@ -5,7 +5,8 @@ empty filter in ``delete_where``, the reads built from a few lookups, and the ve
 An engine (``FaissStore``, ``MilvusStore``) subclasses ``StoreBase`` and implements the methods
 marked abstract: how it locks, writes, looks up and counts documents, and where it keeps its id
 counter and its space. The base calls them with checked arguments, inside ``_writing()`` or
-``_reading()``, so an engine's own methods neither check nor lock.
+``_reading()``: an engine's own methods check no arguments and take neither side of the
+read/write lock (only ``_id_lock``, where a write moves the id counter).
 """
 
 from __future__ import annotations
