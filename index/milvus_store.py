@@ -22,7 +22,7 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from pymilvus import DataType, MilvusClient
 
+from baihua.core.iteration import chunked
 from baihua.core.spec import EmbeddingSpec
 from baihua.index.base import StoreBase
 from baihua.index.errors import StoreMismatchError, StoreSettingError
@@ -158,7 +159,7 @@ class MilvusStore(StoreBase):
 
     def _stored(self, ids: Sequence[int]) -> list[int]:
         found: set[int] = set()
-        for chunk in _chunks(ids):
+        for chunk in chunked(ids, _ID_CHUNK):
             rows = self._client.get(self.collection, ids=chunk, output_fields=["id"])
             found.update(int(r["id"]) for r in rows)
         return sorted(found)
@@ -172,7 +173,7 @@ class MilvusStore(StoreBase):
                 self._write_counter(top)
 
     def _remove(self, ids: Sequence[int]) -> None:
-        for chunk in _chunks(ids):
+        for chunk in chunked(ids, _ID_CHUNK):
             self._client.delete(self.collection, ids=chunk)
 
     def _replace_payload(self, id: int, payload: str) -> bool:
@@ -241,7 +242,7 @@ class MilvusStore(StoreBase):
 
     def _documents(self, ids: Collection[int]) -> dict[int, Document]:
         found: dict[int, Document] = {}
-        for chunk in _chunks(list(ids)):
+        for chunk in chunked(ids, _ID_CHUNK):
             rows = self._client.get(self.collection, ids=chunk, output_fields=["text", "payload"])
             found.update(
                 (int(r["id"]), Document(int(r["id"]), r["text"], r["payload"])) for r in rows
@@ -250,7 +251,7 @@ class MilvusStore(StoreBase):
 
     def _vectors(self, ids: Collection[int]) -> dict[int, npt.NDArray[np.float32]]:
         found: dict[int, npt.NDArray[np.float32]] = {}
-        for chunk in _chunks(list(ids)):
+        for chunk in chunked(ids, _ID_CHUNK):
             rows = self._client.get(self.collection, ids=chunk, output_fields=["vector"])
             found.update((int(r["id"]), np.asarray(r["vector"], dtype=np.float32)) for r in rows)
         return found
@@ -362,8 +363,3 @@ def _rows(batch: Batch) -> list[dict[str, Any]]:
             batch.ids.tolist(), batch.vectors.tolist(), batch.texts, batch.payloads, strict=True
         )
     ]
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
-    for start in range(0, len(ids), _ID_CHUNK):
-        yield list(ids[start : start + _ID_CHUNK])
