@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baihua.app.schemas.common import NOT_BLANK
 from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
+from baihua.index.errors import preview
 from baihua.serving.batcher import (
     ClientOverLimit,
     EncoderError,
@@ -34,6 +35,9 @@ from baihua.serving.documents import NoIdLeftError
 # pydantic puts union members' tags into error locations ("str", "constrained-str",
 # "list[...]"); no field of the API has "-" or "[" in its name
 _TAGS = {"none", "str", "int", "float", "bool"}
+
+# the errors that mean a request conflicts with the stored documents: 409
+_CONFLICTS: tuple[type[Exception], ...] = (DuplicateIdError, IdsExhaustedError, NoIdLeftError)
 
 _OPENAI_TYPES = {
     401: "authentication_error",
@@ -197,18 +201,18 @@ async def _text_rejected(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _duplicate_id(request: Request, exc: Exception) -> Response:
-    """An id taken: a conflict with what is stored. The store names the library call; an HTTP
-    client sets the request field instead."""
-    message = str(exc)
-    if "already stored" in message:
-        message = message.split(";")[0] + '; send "upsert": true to replace them'
+def _conflict_message(exc: Exception) -> str:
+    """What a request that conflicts with the stored documents is told: for ids already stored,
+    the request field that replaces them (the store's own message names the library call)."""
+    if isinstance(exc, DuplicateIdError) and exc.stored:
+        return f'ids already stored: {preview(exc.ids)}; send "upsert": true to replace them'
+    return str(exc)
+
+
+async def _conflict(request: Request, exc: Exception) -> Response:
+    """An id taken, or none left to assign: 409."""
+    message = _conflict_message(exc)
     return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, message))
-
-
-async def _no_id_left(request: Request, exc: Exception) -> Response:
-    """None left to assign: a conflict with what is stored."""
-    return await _http_error(request, HTTPException(status.HTTP_409_CONFLICT, str(exc)))
 
 
 async def _filter_error(request: Request, exc: Exception) -> Response:
@@ -225,7 +229,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EncoderUnavailable, _encoder_unavailable)
     app.add_exception_handler(EncoderError, _encoder_error)
     app.add_exception_handler(TextRejected, _text_rejected)
-    app.add_exception_handler(DuplicateIdError, _duplicate_id)
     app.add_exception_handler(FilterError, _filter_error)
-    app.add_exception_handler(NoIdLeftError, _no_id_left)
-    app.add_exception_handler(IdsExhaustedError, _no_id_left)
+    for conflict in _CONFLICTS:
+        app.add_exception_handler(conflict, _conflict)

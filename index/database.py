@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from baihua.core.iteration import chunked
 from baihua.index import payload_index
 from baihua.index.filters import Filter, Scalar
 from baihua.index.store import Document
@@ -111,7 +112,7 @@ class DocumentDatabase:
     def delete(self, ids: Sequence[int]) -> None:
         with self._lock:
             self._delete_fields(ids)
-            for chunk in _chunks(ids):
+            for chunk in chunked(ids, _SQL_CHUNK):
                 self._db.execute(f"DELETE FROM documents WHERE id IN ({_marks(chunk)})", chunk)
 
     # ----------------------------------------------------------------------------------- reads
@@ -141,7 +142,7 @@ class DocumentDatabase:
     def documents(self, ids: Iterable[int]) -> dict[int, Document]:
         docs: dict[int, Document] = {}
         with self._lock:
-            for chunk in _chunks(sorted(ids)):
+            for chunk in chunked(sorted(ids), _SQL_CHUNK):
                 rows = self._db.execute(
                     f"SELECT id, text, payload FROM documents WHERE id IN ({_marks(chunk)})", chunk
                 )
@@ -163,7 +164,7 @@ class DocumentDatabase:
     def vectors(self, ids: Iterable[int]) -> dict[int, npt.NDArray[np.float32]]:
         found: dict[int, npt.NDArray[np.float32]] = {}
         with self._lock:
-            for chunk in _chunks(sorted(ids)):
+            for chunk in chunked(sorted(ids), _SQL_CHUNK):
                 rows = self._db.execute(
                     f"SELECT id, vector FROM documents WHERE id IN ({_marks(chunk)})", chunk
                 )
@@ -218,7 +219,7 @@ class DocumentDatabase:
                 )
 
     def _delete_fields(self, ids: Sequence[int]) -> None:
-        for chunk in _chunks(ids):
+        for chunk in chunked(ids, _SQL_CHUNK):
             self._db.execute(f"DELETE FROM fields WHERE doc_id IN ({_marks(chunk)})", chunk)
 
 
@@ -254,11 +255,6 @@ def _to_blob(vector: npt.NDArray[np.float32]) -> bytes:
 
 def _from_blob(blob: bytes) -> npt.NDArray[np.float32]:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
-    for start in range(0, len(ids), _SQL_CHUNK):
-        yield list(ids[start : start + _SQL_CHUNK])
 
 
 def _marks(chunk: Sequence[int]) -> str:

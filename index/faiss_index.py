@@ -17,6 +17,8 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from baihua.index.errors import StoreSettingError
+
 # faiss-cpu only uses BLAS for Flat search from 128000 queries per call (its default), which a
 # service never sends; at 20, batches of 256 queries ran 7x faster at 1M x 256.
 faiss.cvar.distance_compute_blas_threshold = 20
@@ -55,14 +57,18 @@ class FaissIndex:
 
     def new_factory_index(self) -> Any:
         if "IDMap" in self.factory:
-            raise ValueError(
-                f"factory {self.factory!r}: ids are managed by the store, drop the IDMap prefix"
+            raise StoreSettingError(
+                "factory",
+                self.factory,
+                f"factory {self.factory!r}: ids are managed by the store, drop the IDMap prefix",
             )
         try:
             return faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as error:
-            raise ValueError(
-                f"FAISS cannot build factory {self.factory!r} for dim={self.dim}: {error}"
+            raise StoreSettingError(
+                "factory",
+                self.factory,
+                f"FAISS cannot build factory {self.factory!r} for dim={self.dim}: {error}",
             ) from None
 
     # -------------------------------------------------------------------------------- building
@@ -200,8 +206,10 @@ class FaissIndex:
             # faiss's stub lacks the overload taking a "name=value,..." string.
             space.set_index_parameters(index, self.search_params)  # type: ignore[arg-type]
         except RuntimeError as error:
-            raise ValueError(
-                f"search_params {self.search_params!r} do not apply to {self.factory!r}: {error}"
+            raise StoreSettingError(
+                "search_params",
+                self.search_params,
+                f"search_params {self.search_params!r} do not apply to {self.factory!r}: {error}",
             ) from None
 
     def _to_device(self, index: Any) -> tuple[Any, bool]:
@@ -212,8 +220,10 @@ class FaissIndex:
             return faiss.index_cpu_to_gpu(self._gpu, 0, index), True
         except RuntimeError as error:
             if self._use_gpu:
-                raise ValueError(
-                    f"use_gpu=True but FAISS has no GPU version of {self.factory!r}: {error}"
+                raise StoreSettingError(
+                    "use_gpu",
+                    True,
+                    f"use_gpu=True but FAISS has no GPU version of {self.factory!r}: {error}",
                 ) from None
             return index, False
 
@@ -264,8 +274,10 @@ def _gpu_resources(use_gpu: bool | None) -> Any:
     """FAISS GPU resources when the store should run on GPU, else None."""
     available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     if use_gpu and not available:
-        raise ValueError(
+        raise StoreSettingError(
+            "use_gpu",
+            True,
             "use_gpu=True but FAISS has no GPU here (a faiss-cpu build or no visible device); "
-            "install faiss-gpu or pass use_gpu=None"
+            "install faiss-gpu or pass use_gpu=None",
         )
     return faiss.StandardGpuResources() if available and use_gpu is not False else None

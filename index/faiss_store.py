@@ -28,25 +28,26 @@ Ids: ``next_id`` is above every id ever stored or reserved and is committed with
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from baihua.core.spec import EmbeddingSpec, check_space
+from baihua.core.spec import EmbeddingSpec
 from baihua.index import planning
+from baihua.index.base import StoreBase
 from baihua.index.database import DocumentDatabase
+from baihua.index.errors import StoreCorruptError, StoreMismatchError, StoreSettingError
 from baihua.index.faiss_index import FaissIndex
-from baihua.index.filters import FilterError, parse_filter
-from baihua.index.locks import RWLock
+from baihua.index.filters import Filter
+from baihua.index.locks import RWLock, lock_directory
 from baihua.index.snapshot import (
     MANIFEST,
     Manifest,
@@ -56,28 +57,8 @@ from baihua.index.snapshot import (
     read_snapshot,
     write_snapshot,
 )
-from baihua.index.store import (
-    Document,
-    DuplicateIdError,
-    Hit,
-    IdsExhaustedError,
-    IdsLike,
-    StoreCorruptError,
-    StoreLockedError,
-    StoreMismatchError,
-)
-from baihua.index.validation import (
-    MAX_ID,
-    Batch,
-    check_batch,
-    check_batch_size,
-    check_id,
-    check_ids,
-    check_top_k,
-    check_vectors,
-    payload_json,
-    preview,
-)
+from baihua.index.store import Document, Hit
+from baihua.index.validation import MAX_ID, Batch
 
 FORMAT = "1"
 DATABASE = "documents.sqlite"
@@ -85,7 +66,7 @@ DATABASE = "documents.sqlite"
 logger = logging.getLogger(__name__)
 
 
-class FaissStore:
+class FaissStore(StoreBase):
     """Documents (id, text, JSON payload, vector) searchable by inner product through FAISS.
 
     Parameters
@@ -109,10 +90,17 @@ class FaissStore:
         records its space and refuses another (``SpecMismatchError``, listing the fields); an empty
         store takes the new one. None checks nothing and keeps what is recorded.
 
-    Thread safety: searches and reads run in parallel (serialised on a GPU index, which FAISS
-    does not allow concurrently); add, upsert, delete, train and close run alone. One process
-    per directory: a second open of the same directory raises ``StoreLockedError``.
+    A filtered search returns ``top_k`` hits when at least ``top_k`` stored documents match
+    (see ``planning``). Thread safety: searches and reads run in parallel (serialised on a GPU
+    index, which FAISS does not allow concurrently); add, upsert, delete, train and close run
+    alone. One process per directory: a second open of the same directory raises
+    ``StoreLockedError``.
     """
+
+    other_space_hint: ClassVar[str] = (
+        "open it in the space it was built in, or re-embed its documents into the new one "
+        "(`baihua index reembed`)"
+    )
 
     _store_id: str  # names the database; snapshots record it (set by _init_meta)
     _next_id: int  # above every id ever stored or reserved
@@ -127,16 +115,13 @@ class FaissStore:
         search_params: str = "",
         spec: EmbeddingSpec | None = None,
     ) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer; got {dim!r}")
-        self.dim = dim
+        super().__init__(dim)
         self.factory = factory
         self.search_params = search_params
         self.path = None if path is None else Path(path)
         self._index = FaissIndex(dim, factory, use_gpu=use_gpu, search_params=search_params)
         self._lock = RWLock()
         self._save_lock = threading.Lock()
-        self._id_lock = threading.Lock()  # orders next_id updates; taken before the database's
         self._lock_file: IO[bytes] | None = None
         self._db_inode: int | None = None
         if self.path is not None:
@@ -147,7 +132,7 @@ class FaissStore:
             if self.path is not None:
                 self._lock_file = lock_directory(self.path)
                 self._db_inode = (self.path / DATABASE).stat().st_ino
-            self.spec = self._check_spec(spec)
+            self.spec = self._check_spec(spec)  # before the dim check: a space says more
             self._generation = self._init_meta()
             self._record_spec()
             self._load_index()
@@ -175,92 +160,6 @@ class FaissStore:
         """
         return cls(dim, factory, path=path, use_gpu=use_gpu, search_params=search_params, spec=spec)
 
-    # ----------------------------------------------------------------------------------- writes
-
-    def add(
-        self,
-        ids: IdsLike,
-        vectors: npt.ArrayLike,
-        texts: Sequence[str],
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-    ) -> None:
-        """Store new documents; all or none: any id already stored raises ``DuplicateIdError``."""
-        batch = check_batch(ids, vectors, texts, payloads, self.dim)
-        if not len(batch.ids):
-            return
-        with self._lock.write():
-            stored = [i for i in batch.ids.tolist() if i in self._index.positions]
-            if stored:
-                raise DuplicateIdError(
-                    f"ids already stored: {preview(stored)}; use upsert() to replace them"
-                )
-            self._write(remove=[], batch=batch)
-
-    def upsert(
-        self,
-        ids: IdsLike,
-        vectors: npt.ArrayLike,
-        texts: Sequence[str],
-        payloads: Sequence[dict[str, Any] | None] | None = None,
-    ) -> None:
-        """Store documents, replacing vector, text and payload of the ids that already exist."""
-        batch = check_batch(ids, vectors, texts, payloads, self.dim)
-        if not len(batch.ids):
-            return
-        with self._lock.write():
-            replaced = [i for i in batch.ids.tolist() if i in self._index.positions]
-            self._write(remove=replaced, batch=batch)
-
-    def delete(self, ids: IdsLike) -> int:
-        """Delete documents; returns how many existed (missing ids are ignored)."""
-        wanted = check_ids(ids)
-        with self._lock.write():
-            present = sorted({i for i in wanted.tolist() if i in self._index.positions})
-            if present:
-                self._write(remove=present, batch=None)
-            return len(present)
-
-    def reserve_ids(self, n: int, *, after: int = -1) -> list[int]:
-        """``n`` new ids above ``after`` and above every id ever stored or reserved (deleted ones
-        included), committed before they are returned; ``IdsExhaustedError`` past 2**63 - 1."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0; got {n}")
-        with self._id_lock:
-            first = max(self._next_id, after + 1)
-            if first + n - 1 > MAX_ID:
-                raise IdsExhaustedError(
-                    f"no {n} new ids are left: ids end at 2**63 - 1 and {first - 1} is taken or "
-                    "was used before; give the documents ids yourself"
-                )
-            with self._db.transaction():
-                self._db.set_meta({"next_id": str(first + n)})
-            self._next_id = first + n
-        return list(range(first, first + n))
-
-    def delete_where(self, filter: dict[str, Any]) -> int:
-        """Delete the documents whose payload matches ``filter``; returns how many."""
-        tree = parse_filter(filter)
-        if tree is None:
-            raise FilterError(
-                f"filter {filter!r} matches every document; delete the store to remove them all"
-            )
-        with self._lock.write():
-            doomed = self._db.ids_after(-1, None, tree)
-            if doomed:
-                self._write(remove=doomed, batch=None)
-            return len(doomed)
-
-    def set_payload(self, id: int, payload: dict[str, Any]) -> bool:
-        """Replace a document's payload, keeping its text and vector (no re-embedding)."""
-        checked, encoded = check_id(id), payload_json(payload)
-        with self._lock.write():
-            if checked not in self._index.positions:
-                return False
-            # the index holds no payloads: its snapshot (and generation) stays valid
-            with self._db.transaction():
-                self._db.set_payload(checked, encoded)
-            return True
-
     def train(self) -> None:
         """(Re)train the factory index on all stored vectors now and refill it.
 
@@ -270,86 +169,21 @@ class FaissStore:
         with self._lock.write():
             ids, vectors = self._db.all_vectors()
             if not len(ids):
-                raise ValueError("the store is empty: add documents before train()")
+                raise StoreSettingError(
+                    "factory", self.factory, "the store is empty: add documents before train()"
+                )
             try:
                 self._index.build(ids, vectors, train=True)
             except RuntimeError as error:
-                raise ValueError(
+                raise StoreSettingError(
+                    "factory",
+                    self.factory,
                     f"FAISS could not train {self.factory!r} on {len(ids)} stored vectors "
-                    f"(about {self._index.min_train} are recommended): {error}"
+                    f"(about {self._index.min_train} are recommended): {error}",
                 ) from None
 
-    # ------------------------------------------------------------------------------------ reads
-
-    def search(
-        self, queries: npt.ArrayLike, top_k: int, filter: dict[str, Any] | None = None
-    ) -> list[list[Hit]]:
-        """The ``top_k`` best documents per query row, best first.
-
-        ``filter`` (the language of ``filters``) keeps the documents whose payload matches; a
-        malformed one raises ``FilterError``. When at least ``top_k`` stored documents match,
-        ``top_k`` hits are returned (see ``planning``).
-        """
-        q = check_vectors(queries, self.dim, "queries")
-        top_k = check_top_k(top_k)
-        tree = parse_filter(filter)
-        with self._lock.read():
-            found = planning.search(self._index, self._db, q, top_k, tree)
-            docs = self._db.documents({i for hits in found for i, _ in hits})
-        return [
-            [Hit(i, score, docs[i].text, docs[i].payload) for i, score in hits] for hits in found
-        ]
-
-    def get(self, id: int) -> Document | None:
-        """The stored document with this id, or None."""
-        checked = check_id(id)
-        with self._lock.read():
-            return self._db.documents([checked]).get(checked)
-
-    def get_many(self, ids: IdsLike) -> list[Document]:
-        """The stored documents among ``ids``, in that order (missing ids are left out)."""
-        wanted = check_ids(ids).tolist()
-        with self._lock.read():
-            found = self._db.documents(set(wanted))
-        return [found[i] for i in wanted if i in found]
-
-    def scan(
-        self, after: int = -1, limit: int = 100, filter: dict[str, Any] | None = None
-    ) -> list[Document]:
-        """Up to ``limit`` documents with id > ``after`` matching ``filter``, in id order."""
-        tree = parse_filter(filter)
-        limit = check_batch_size(limit)
-        with self._lock.read():
-            ids = self._db.ids_after(after, limit, tree)
-            found = self._db.documents(ids)
-        return [found[i] for i in ids]
-
-    def vectors(self, ids: IdsLike) -> npt.NDArray[np.float32]:
-        """Stored vectors of ``ids`` in that order, shape (len(ids), dim); KeyError if missing."""
-        wanted = check_ids(ids).tolist()
-        with self._lock.read():
-            found = self._db.vectors(set(wanted))
-        missing = [i for i in wanted if i not in found]
-        if missing:
-            raise KeyError(f"ids not stored: {preview(missing)}")
-        if not wanted:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return np.stack([found[i] for i in wanted])
-
-    def iter_vectors(self, batch_size: int = 1024) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
-        """Every stored (id, vector) in id order, read in batches; no lock is held between them."""
-        batch_size = check_batch_size(batch_size)
-        last = -1
-        while True:
-            with self._lock.read():
-                rows = self._db.vectors_after(last, batch_size)
-            if not rows:
-                return
-            yield from rows
-            last = rows[-1][0]
-
     def ids(self) -> npt.NDArray[np.int64]:
-        """All stored ids, ascending."""
+        """All stored ids, ascending (read from the index's labels)."""
         with self._lock.read():
             labels = self._index.labels
             return np.sort(labels[labels >= 0])
@@ -357,12 +191,6 @@ class FaissStore:
     def __len__(self) -> int:
         with self._lock.read():
             return len(self._index.positions)
-
-    def count(self, filter: dict[str, Any] | None = None) -> int:
-        """How many stored documents match ``filter`` (all of them without one)."""
-        tree = parse_filter(filter)
-        with self._lock.read():
-            return self._db.count(tree)
 
     @property
     def persistent(self) -> bool:
@@ -386,7 +214,9 @@ class FaissStore:
         Searches continue while saving; writes wait.
         """
         if self.path is None:
-            raise ValueError("this store is in memory (path=None); use FaissStore.open(path, ...)")
+            raise StoreSettingError(
+                "path", None, "this store is in memory (path=None); use FaissStore.open(path, ...)"
+            )
         with self._lock.read(), self._save_lock:
             if not self._index.dirty:
                 return
@@ -409,48 +239,75 @@ class FaissStore:
         with self._lock.write():
             self._release()
 
-    def __enter__(self) -> FaissStore:
-        return self
+    # ------------------------------------------------------------------------- the engine's part
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _writing(self) -> AbstractContextManager[None]:
+        return self._lock.write()
+
+    def _reading(self) -> AbstractContextManager[None]:
+        return self._lock.read()
+
+    def _stored(self, ids: Sequence[int]) -> list[int]:
+        return sorted(i for i in ids if i in self._index.positions)
+
+    def _put(self, batch: Batch, *, replace: bool) -> None:
+        self._write(remove=self._stored(batch.ids.tolist()) if replace else [], batch=batch)
+
+    def _remove(self, ids: Sequence[int]) -> None:
+        self._write(remove=ids, batch=None)
+
+    def _replace_payload(self, id: int, payload: str) -> bool:
+        if id not in self._index.positions:
+            return False
+        # the index holds no payloads: its snapshot (and generation) stays valid
+        with self._db.transaction():
+            self._db.set_payload(id, payload)
+        return True
+
+    def _read_counter(self) -> int:
+        return self._next_id
+
+    def _write_counter(self, next_id: int) -> None:
+        with self._db.transaction():
+            self._db.set_meta({"next_id": str(next_id)})
+        self._next_id = next_id
+
+    def _search(
+        self, queries: npt.NDArray[np.float32], top_k: int, tree: Filter | None
+    ) -> list[list[Hit]]:
+        found = planning.search(self._index, self._db, queries, top_k, tree)
+        docs = self._db.documents({i for hits in found for i, _ in hits})
+        return [
+            [Hit(i, score, docs[i].text, docs[i].payload) for i, score in hits] for hits in found
+        ]
+
+    def _documents(self, ids: Collection[int]) -> dict[int, Document]:
+        return self._db.documents(ids)
+
+    def _vectors(self, ids: Collection[int]) -> dict[int, npt.NDArray[np.float32]]:
+        return self._db.vectors(ids)
+
+    def _vectors_after(self, after: int, limit: int) -> list[tuple[int, npt.NDArray[np.float32]]]:
+        return self._db.vectors_after(after, limit)
+
+    def _ids_after(self, after: int, limit: int | None, tree: Filter | None) -> list[int]:
+        return self._db.ids_after(after, limit, tree)
+
+    def _count(self, tree: Filter | None) -> int:
+        return self._db.count(tree)
+
+    def _where(self) -> str:
+        return f"the index at {self.path}" if self.path is not None else "the index"
+
+    def _recorded_spec(self) -> dict[str, Any] | None:
+        recorded = self._db.meta().get("spec")
+        return None if recorded is None else dict(json.loads(recorded))
+
+    def _write_spec(self, spec: EmbeddingSpec) -> None:
+        with self._db.transaction():
+            self._db.set_meta({"spec": json.dumps(spec.to_dict())})
 
     # --------------------------------------------------------------------------------- internals
-
-    def _check_spec(self, spec: EmbeddingSpec | None) -> EmbeddingSpec | None:
-        """The space of the stored vectors: ``spec`` once checked against the recorded one, else
-        the recorded one. Runs before the dim check: a space mismatch says more than a dim."""
-        recorded = self._db.meta().get("spec")
-        if spec is None:
-            return None if recorded is None else EmbeddingSpec.from_dict(json.loads(recorded))
-        where = f"the index at {self.path}" if self.path is not None else "the index"
-        stored = self._db.count()
-        if recorded is not None and stored:
-            check_space(
-                json.loads(recorded),
-                spec,
-                what=where,
-                hint="open it in the space it was built in, or re-embed its documents into the "
-                "new one (`baihua index reembed`)",
-            )
-        elif stored:
-            logger.warning(
-                "%s predates vector-space records: taking its %d vectors to be of %s",
-                where,
-                stored,
-                spec.summary(),
-            )
-        return spec
-
-    def _record_spec(self) -> None:
-        if self.spec is not None and self._db.meta().get("spec") != json.dumps(self.spec.to_dict()):
-            with self._db.transaction():
-                self._db.set_meta({"spec": json.dumps(self.spec.to_dict())})
 
     def _init_meta(self) -> int:
         """Record format, dim and factory in a new database, or check them in an existing one;
@@ -463,14 +320,18 @@ class FaissStore:
                 self._db.set_meta(meta)
         if meta.get("format") != FORMAT:
             raise StoreMismatchError(
-                f"store at {self.path} has format {meta.get('format')!r}; this version reads "
-                f"format {FORMAT!r}"
+                f"store at {self.path}",
+                {"format": meta.get("format")},
+                {"format": FORMAT},
+                "This version reads only its own format: use another directory.",
             )
-        if int(meta["dim"]) != self.dim or meta["factory"] != self.factory:
+        recorded = {"dim": int(meta["dim"]), "factory": meta["factory"]}
+        if recorded != {"dim": self.dim, "factory": self.factory}:
             raise StoreMismatchError(
-                f"store at {self.path} was created with dim={meta['dim']}, "
-                f"factory={meta['factory']!r}; asked for dim={self.dim}, factory={self.factory!r}. "
-                "Open it with its own dim and factory, or use another directory."
+                f"store at {self.path}",
+                recorded,
+                {"dim": self.dim, "factory": self.factory},
+                "Open it with its own dim and factory, or use another directory.",
             )
         self._init_ids(meta)
         return int(meta["generation"])
@@ -540,15 +401,17 @@ class FaissStore:
         )
         if manifest.store_id is not None and manifest.store_id != self._store_id:
             raise StoreCorruptError(
+                path,
                 f"{path / DATABASE} is not the database the index snapshot in {path} "
                 f"was made from (store {self._store_id}, snapshot of store {manifest.store_id}). "
-                + restore
+                + restore,
             )
         if manifest.generation > self._generation:
             raise StoreCorruptError(
+                path,
                 f"{path / DATABASE} is older than the index snapshot in {path} "
                 f"(write generation {self._generation} < {manifest.generation}): acknowledged "
-                "writes are missing from it. " + restore
+                "writes are missing from it. " + restore,
             )
 
     def _check_database_in_place(self) -> None:
@@ -560,8 +423,9 @@ class FaissStore:
             inode = None
         if inode != self._db_inode:
             raise StoreCorruptError(
+                self.path,
                 f"{self.path / DATABASE} was removed or replaced while the store was open; "
-                "not replacing the last index snapshot. Restore the database and restart."
+                "not replacing the last index snapshot. Restore the database and restart.",
             )
 
     def _write(self, *, remove: Sequence[int], batch: Batch | None) -> None:
@@ -613,22 +477,8 @@ def _refuse_missing_database(path: Path) -> None:
     save, delete the last index of the lost documents."""
     if (path / MANIFEST).exists() and not (path / DATABASE).exists():
         raise StoreCorruptError(
+            path,
             f"{path} has an index snapshot but no {DATABASE}: the database that holds the "
             f"documents is missing. Restore {path / DATABASE} from a backup; to start over "
-            f"with an empty store, move {path} away."
+            f"with an empty store, move {path} away.",
         )
-
-
-def lock_directory(path: Path) -> IO[bytes]:
-    """Take the store directory's lock (held while the returned file stays open), or raise
-    StoreLockedError naming the directory."""
-    handle = open(path / "lock", "ab")  # noqa: SIM115 - held open for the store's lifetime
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise StoreLockedError(
-            f"store at {path} is already open (in this or another process); close it first, "
-            "one process owns a store"
-        ) from None
-    return handle

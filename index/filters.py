@@ -39,7 +39,12 @@ _MAX_NODES = 1024
 
 
 class FilterError(BaihuaError, ValueError):
-    """A filter that is not in the filter language; the message says where and what to fix."""
+    """A filter that is not in the filter language, or not allowed where it was given; ``where``
+    is the part that is wrong (``filter['price']['$gt']``), the message says what to fix."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 @dataclass(frozen=True)
@@ -97,21 +102,22 @@ class _Parser:
     def parse_object(self, value: object, where: str, depth: int) -> Filter | None:
         if not isinstance(value, dict):
             raise FilterError(
-                f"{where} must be an object of payload key -> condition; got {value!r}"
+                where, f"{where} must be an object of payload key -> condition; got {value!r}"
             )
         if depth > _MAX_DEPTH:
-            raise FilterError(f"{where}: filters nest at most {_MAX_DEPTH} levels deep")
+            raise FilterError(where, f"{where}: filters nest at most {_MAX_DEPTH} levels deep")
         parts: list[Filter | None] = []
         for key, condition in value.items():
             if not isinstance(key, str):
-                raise FilterError(f"{where}: keys must be strings; got {key!r}")
+                raise FilterError(where, f"{where}: keys must be strings; got {key!r}")
             here = f"{where}[{key!r}]"
             if key in ("$and", "$or"):
                 parts.append(self.combination(key, condition, here, depth))
             elif key.startswith("$"):
                 raise FilterError(
+                    here,
                     f"{here}: unknown operator {key!r} at the top of a filter; use $and or $or "
-                    "there, or a payload key"
+                    "there, or a payload key",
                 )
             else:
                 parts.extend(self.conditions(key, condition, here))
@@ -120,7 +126,7 @@ class _Parser:
     def combination(self, name: str, value: object, where: str, depth: int) -> Filter | None:
         """None when the combination matches everything."""
         if not isinstance(value, list) or not value:
-            raise FilterError(f"{where} must be a non-empty list of filters; got {value!r}")
+            raise FilterError(where, f"{where} must be a non-empty list of filters; got {value!r}")
         parts = [self.parse_object(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
         if name == "$and":
             return _conjunction(parts)
@@ -134,7 +140,9 @@ class _Parser:
         if not isinstance(condition, dict):
             return [self.count(Compare(key, "eq", _scalar(condition, where)))]
         if not condition:
-            raise FilterError(f"{where}: empty condition; give a value or an operator such as $eq")
+            raise FilterError(
+                where, f"{where}: empty condition; give a value or an operator such as $eq"
+            )
         parts: list[Filter] = []
         for op, operand in condition.items():
             here = f"{where}[{op!r}]"
@@ -146,19 +154,20 @@ class _Parser:
                     "and lists are not compared for equality)"
                 )
                 raise FilterError(
-                    f"{here}: unknown operator {op!r}; use one of {', '.join(OPERATORS)}{hint}"
+                    here,
+                    f"{here}: unknown operator {op!r}; use one of {', '.join(OPERATORS)}{hint}",
                 )
             if op in ("$eq", "$ne"):
                 node: Filter = Compare(key, "eq", _scalar(operand, here))
             elif op in ("$in", "$nin"):
                 if not isinstance(operand, list):
-                    raise FilterError(f"{here} must be a list of values; got {operand!r}")
+                    raise FilterError(here, f"{here} must be a list of values; got {operand!r}")
                 values = tuple(_scalar(v, f"{here}[{i}]") for i, v in enumerate(operand))
                 node = Compare(key, "in", values)
             else:
                 bound = _scalar(operand, here)
                 if kind(bound) not in ("num", "str"):
-                    raise FilterError(f"{here} must be a number or a string; got {operand!r}")
+                    raise FilterError(here, f"{here} must be a number or a string; got {operand!r}")
                 node = Compare(key, op[1:], bound)  # type: ignore[arg-type]
             self.count(node)
             parts.append(Not(node) if op in ("$ne", "$nin") else node)
@@ -167,7 +176,7 @@ class _Parser:
     def count(self, node: Filter) -> Filter:
         self.nodes += 1
         if self.nodes > _MAX_NODES:
-            raise FilterError(f"filter has more than {_MAX_NODES} conditions")
+            raise FilterError("filter", f"filter has more than {_MAX_NODES} conditions")
         return node
 
 
@@ -181,21 +190,24 @@ def _conjunction(parts: list[Filter | None]) -> Filter | None:
 def _check_key(key: str, where: str) -> None:
     if not key or any(c in key for c in '"\\') or not key.isprintable():
         raise FilterError(
+            where,
             f"{where}: payload keys in filters must be non-empty and printable, without quotes "
-            "or backslashes"
+            "or backslashes",
         )
 
 
 def _scalar(value: object, where: str) -> Scalar:
     if isinstance(value, float) and not math.isfinite(value):
-        raise FilterError(f"{where}: {value!r} is not a JSON number")
+        raise FilterError(where, f"{where}: {value!r} is not a JSON number")
     if (
         isinstance(value, int)
         and not isinstance(value, bool)
         and not -MAX_ID - 1 <= value <= MAX_ID
     ):
-        raise FilterError(f"{where}: integers in filters must fit in 64 bits; got {value}")
+        raise FilterError(where, f"{where}: integers in filters must fit in 64 bits; got {value}")
     if kind(value) is None:
         hint = "; use $in for a list of values" if isinstance(value, list) else ""
-        raise FilterError(f"{where} must be a string, number or boolean; got {value!r}{hint}")
+        raise FilterError(
+            where, f"{where} must be a string, number or boolean; got {value!r}{hint}"
+        )
     return value  # type: ignore[return-value]

@@ -1,4 +1,5 @@
-"""A reader/writer lock: many readers at once, or one writer alone.
+"""Locks of a store: a reader/writer lock (many readers at once, or one writer alone) for threads,
+and a store directory's lock for processes.
 
 FAISS CPU indexes allow concurrent searches but not search + add, so searches take the read side
 and every mutation the write side. Waiting writers block new readers, so a steady stream of searches
@@ -7,9 +8,14 @@ cannot starve an add. Not reentrant: a holder must not acquire either side again
 
 from __future__ import annotations
 
+import fcntl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from baihua.index.errors import StoreLockedError
 
 
 class RWLock:
@@ -53,3 +59,15 @@ class RWLock:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
+
+
+def lock_directory(path: Path) -> IO[bytes]:
+    """Take the store directory's lock (held while the returned file stays open), or raise
+    StoreLockedError naming the directory."""
+    handle = open(path / "lock", "ab")  # noqa: SIM115 - held open for the store's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreLockedError(path) from None
+    return handle

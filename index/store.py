@@ -1,4 +1,4 @@
-"""The store protocol the service and the CLI call, and the types and errors every engine shares.
+"""The store protocol the service and the CLI call, and the types every engine shares.
 
 An engine (``FaissStore``: FAISS over SQLite; others behind the same protocol) holds documents —
 an int64 id, a text, a JSON payload and a float32 vector — and searches them by inner product.
@@ -15,7 +15,6 @@ from typing import Any, Protocol, Self, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from baihua.core.errors import BaihuaError
 from baihua.core.spec import EmbeddingSpec
 
 IdsLike = Sequence[int] | npt.NDArray[np.integer[Any]]
@@ -40,27 +39,6 @@ class Hit:
     text: str
     payload: dict[str, Any]
     geodesic: float | None = None
-
-
-class DuplicateIdError(BaihuaError, ValueError):
-    """``add`` got an id already stored or repeated in the call; ``upsert`` replaces instead."""
-
-
-class StoreMismatchError(BaihuaError, ValueError):
-    """A store was opened with another dim or index type than it was created with."""
-
-
-class StoreLockedError(BaihuaError, RuntimeError):
-    """The store directory is already open, in this process or another."""
-
-
-class IdsExhaustedError(BaihuaError, ValueError):
-    """No id is left above every id ever stored (ids reach 2**63 - 1); give ids explicitly."""
-
-
-class StoreCorruptError(BaihuaError, RuntimeError):
-    """The store's files disagree in a way that cannot be repaired from its database (missing
-    or older than its index snapshot); the message says what was found and what to do."""
 
 
 @runtime_checkable

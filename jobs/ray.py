@@ -174,25 +174,14 @@ class _IndexActor:
     def __init__(
         self, settings: dict[str, Any], corpus: str, milvus_uri: str | None, dim: int
     ) -> None:
-        from baihua.serving.components import build_pipeline
+        from baihua.serving.components import build_pipeline, open_milvus_store
 
         resolved = Settings.model_construct(**settings)
         self.pipeline = build_pipeline(resolved)
         self.corpus = Path(corpus)
         self.store: Store | None = None
         if milvus_uri is not None:
-            from baihua.index.milvus_store import MilvusStore
-
-            self.store = MilvusStore(
-                milvus_uri,
-                dim,
-                collection=resolved.milvus_collection,
-                index_type=resolved.milvus_index_type,
-                index_params=resolved.milvus_index_params,
-                search_params=resolved.milvus_search_params,
-                token=resolved.milvus_token or "",
-                spec=self.pipeline.spec,
-            )
+            self.store = open_milvus_store(resolved, dim, self.pipeline.spec, uri=milvus_uri)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         start, stop = int(batch["start"][0]), int(batch["stop"][0])

@@ -31,7 +31,7 @@ from baihua.core.spec import check_space
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import FaissStore, StoreLockedError
 from baihua.index.database import read_documents, read_meta
-from baihua.index.faiss_store import lock_directory
+from baihua.index.locks import lock_directory
 from baihua.index.store import Document
 
 _DOCUMENTS = "documents.sqlite"
@@ -186,10 +186,11 @@ class ReembedJob:
             return lock_directory(self.source)
         except StoreLockedError:
             raise ReembedPendingError(
+                self.source,
                 f"re-embedded {done} documents into {self.target}, but the index at "
                 f"{self.source} is open in another process (a running server?); stop it and "
                 "rerun `baihua index reembed` with the same settings to switch (only documents "
-                "changed since are re-embedded)"
+                "changed since are re-embedded)",
             ) from None
 
     def _catch_up(self, store: FaissStore) -> None:

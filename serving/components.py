@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 
 from baihua.core.errors import UsageError
+from baihua.core.spec import EmbeddingSpec
 from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec, resolve_model
 from baihua.encoder.models import model_token_limit
 from baihua.index import FaissStore, Store
@@ -108,26 +109,34 @@ def open_store(settings: Settings, pipeline: EmbeddingPipeline) -> Store:
     `<data_dir>/index`, or the Milvus collection of `milvus_uri`. One built in another space is
     refused, naming the fields that differ."""
     if settings.index_backend == "milvus":
-        try:
-            from baihua.index.milvus_store import MilvusStore
-        except ImportError as error:
-            raise UsageError(
-                f"index_backend=milvus needs pymilvus ({error}); pip install 'baihua[milvus]'"
-            ) from None
-
-        return MilvusStore(
-            settings.milvus_location,
-            pipeline.dim,
-            collection=settings.milvus_collection,
-            index_type=settings.milvus_index_type,
-            index_params=settings.milvus_index_params,
-            search_params=settings.milvus_search_params,
-            token=settings.milvus_token or "",
-            spec=pipeline.spec,
-        )
+        return open_milvus_store(settings, pipeline.dim, pipeline.spec)
     return FaissStore.open(
         settings.data_dir / "index",
         dim=pipeline.dim,
         factory=settings.index_factory,
         spec=pipeline.spec,
+    )
+
+
+def open_milvus_store(
+    settings: Settings, dim: int, spec: EmbeddingSpec | None, *, uri: str | None = None
+) -> Store:
+    """The Milvus collection the settings name, at `uri` (another address of the same engine,
+    such as the one Ray workers reach) or else at `settings.milvus_location`."""
+    try:
+        from baihua.index.milvus_store import MilvusStore
+    except ImportError as error:
+        raise UsageError(
+            f"index_backend=milvus needs pymilvus ({error}); pip install 'baihua[milvus]'"
+        ) from None
+
+    return MilvusStore(
+        uri or settings.milvus_location,
+        dim,
+        collection=settings.milvus_collection,
+        index_type=settings.milvus_index_type,
+        index_params=settings.milvus_index_params,
+        search_params=settings.milvus_search_params,
+        token=settings.milvus_token or "",
+        spec=spec,
     )

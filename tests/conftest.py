@@ -1,14 +1,17 @@
-"""Shared fixtures: a tiny random-weight BERT built in code, and paths to the shared data."""
+"""Shared fixtures: a tiny random-weight BERT built in code, paths to the shared data, and a
+Milvus server on a loopback port."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from baihua.encoder import EmbeddingPipeline, Encoder, ModelSpec
 from baihua.whitening import Whitening
+from tests.milvus_server import running_milvus_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -89,3 +92,11 @@ def pipeline(tiny_bert: Path) -> EmbeddingPipeline:
     encoder = Encoder(spec, pooling="last-avg", max_length=MAX_LENGTH, device="cpu")
     whitening = Whitening(n_components=WHITENED_DIM).fit(encoder.encode(FIT_TEXTS))
     return EmbeddingPipeline(encoder, whitening)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Milvus's native engine as a gRPC server on a loopback port for the session (see
+    tests/milvus_server.py); its address, also in the environment for subprocesses."""
+    with running_milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
+        yield uri

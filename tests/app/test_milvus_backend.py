@@ -1,9 +1,11 @@
 """The HTTP document and search routes unchanged on the Milvus backend (the embedded engine,
-started by the server itself): the FAISS-backed tests of test_documents.py, run again."""
+started by the server itself, and a Milvus server on a loopback port): the FAISS-backed tests of
+test_documents.py, run again."""
 
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,18 @@ ROUTE_TESTS: list[Callable[..., None]] = [
 ]
 
 
-@pytest.fixture
-def milvus_client(start_server: StartServer, tmp_path: Path) -> Iterator[httpx.Client]:
-    url = start_server(index_backend="milvus", milvus_uri=str(tmp_path / "m" / "milvus.db"))
+@pytest.fixture(params=["embedded", "server"])
+def milvus_client(
+    request: pytest.FixtureRequest, start_server: StartServer, tmp_path: Path
+) -> Iterator[httpx.Client]:
+    """The service on the embedded engine (a file it starts itself), or on the Milvus server
+    (a collection of its own there)."""
+    if request.param == "server":
+        uri = request.getfixturevalue("milvus_server")
+        collection = f"routes_{uuid.uuid4().hex}"
+        url = start_server(index_backend="milvus", milvus_uri=uri, milvus_collection=collection)
+    else:
+        url = start_server(index_backend="milvus", milvus_uri=str(tmp_path / "m" / "milvus.db"))
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client
 

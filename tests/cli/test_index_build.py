@@ -157,3 +157,16 @@ def test_build_into_milvus_is_the_same_command(tiny_bert: Path, tmp_path: Path) 
         assert doc is not None and doc.payload == {"lang": "en"}
         query = pipeline.embed(["hello f world 5"], text_type="passage").vectors
         assert store.search(query, top_k=1)[0][0].id == 105
+
+
+def test_an_unusable_index_factory_is_one_line_and_exit_code_1(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    corpus = write_jsonl(tmp_path / "docs.jsonl", 3)
+    result = runner.invoke(
+        cli, ["index", "build", "--input", str(corpus), "--data-dir", str(tmp_path / "d"),
+              "--model", str(tiny_bert)], env={"BAIHUA_INDEX_FACTORY": "Bogus"},
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.startswith("baihua: error: FAISS cannot build factory 'Bogus'")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

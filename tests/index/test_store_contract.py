@@ -1,5 +1,6 @@
 """One contract for every engine behind the Store protocol: FAISS over SQLite and Milvus (the
-embedded engine, milvus-lite, started here). Exact index types, so searches equal brute force."""
+embedded engine, milvus-lite, started here, and the same engine as a server on a loopback port;
+``engine`` comes from conftest.py). Exact index types, so searches equal brute force."""
 
 from __future__ import annotations
 
@@ -17,18 +18,13 @@ import pytest
 
 from baihua.core.spec import EmbeddingSpec, SpecMismatchError
 from baihua.index import Document, DuplicateIdError, FilterError, Store, StoreMismatchError
-from tests.index.engines import ENGINES, open_engine
+from tests.index.engines import open_engine
 from tests.index.support import assert_matches_brute_force, reference_matches, unit_vectors
 
 DIM = 16
 REPO = Path(__file__).resolve().parents[2]
 
 OpenStore = Callable[..., Store]
-
-
-@pytest.fixture(params=ENGINES)
-def engine(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
