@@ -79,8 +79,11 @@ class FusionRequest(BaseModel):
         description="'rrf': reciprocal-rank fusion, sum of 1 / (k + rank); 'weighted': weight x "
         "dense + (1 - weight) x sparse, each side's scores min-max normalised.",
     )
-    k: float = Field(60, ge=0, description="RRF's k.")
-    weight: float = Field(0.5, ge=0, le=1, description="The dense side's weight ('weighted').")
+    # strict: a JSON true or "1" is not a number (integers still are)
+    k: float = Field(60, ge=0, strict=True, description="RRF's k.")
+    weight: float = Field(
+        0.5, ge=0, le=1, strict=True, description="The dense side's weight ('weighted')."
+    )
 
 
 class SearchRequest(TextsRequest):
