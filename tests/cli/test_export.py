@@ -127,3 +127,30 @@ def test_sentence_transformers_gives_baihuas_vectors_on_me5_small(tmp_path: Path
     np.testing.assert_allclose(
         model.encode_document(PROBES), model.encode(PROBES, prompt_name="passage"), atol=1e-6
     )
+
+
+def embed_npy(tmp_path: Path, name: str, *args: str) -> np.ndarray:
+    out = tmp_path / f"{name}.npy"
+    result = runner.invoke(cli, ["embed", *args, "--format", "npy", "--output", str(out), *PROBES])
+    assert result.exit_code == 0, result.output
+    return np.load(out)
+
+
+@pytest.mark.parametrize("pooling", ["last-avg", "cls", "max", "weighted-mean"])
+def test_embed_with_the_export_equals_embed_with_the_artifact(
+    tiny_bert: Path, tmp_path: Path, pooling: str
+) -> None:
+    """The round trip: `baihua embed --model <export>` reads the folder's Pooling, Dense and
+    Normalize modules and its token limit, and gives the whitened vectors."""
+    encoder = Encoder(str(tiny_bert), pooling=pooling, device="cpu")
+    fit_artifact(encoder, tmp_path / "w", n_components=16, beta=0.5, gamma=0.8)
+    export("--whitening", str(tmp_path / "w"), "--out", str(tmp_path / "st"))
+    for text_type in ("query", "passage"):
+        flags = ["--text-type", text_type]
+        whitened = embed_npy(
+            tmp_path, "w", "--model", str(tiny_bert), "--pooling", pooling,
+            "--whitening", str(tmp_path / "w"), *flags,
+        )  # fmt: skip
+        exported = embed_npy(tmp_path, "st", "--model", str(tmp_path / "st"), *flags)
+        assert exported.shape == whitened.shape == (len(PROBES), 16)
+        assert np.sum(exported * whitened, axis=1).min() >= 0.99999, text_type

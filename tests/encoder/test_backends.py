@@ -225,3 +225,12 @@ def test_every_backend_on_the_real_default_model() -> None:
     for backend, dtype in (("onnx-int8", None), ("torch", "bfloat16")):
         encoder = Encoder("me5-small", device="cpu", backend=backend, dtype=dtype)  # type: ignore[arg-type]
         assert cosines(encoder.encode(ME5_TEXTS), reference).min() >= MIN_COSINE
+
+
+def test_onnx_int8_vectors_do_not_depend_on_the_batch(tiny_bert: Path, cache: Path) -> None:
+    """Dynamic int8 takes its activation scale per tensor: each text runs alone."""
+    texts = ["hello world", "bert", "a b c d e f g h i j k l m n o p", "我在中国 hello"]
+    encoder = Encoder(str(tiny_bert), backend="onnx-int8", device="cpu", cache_dir=cache)
+    batched = encoder.encode(texts)
+    encoder.batch_size = 1
+    np.testing.assert_array_equal(encoder.encode(texts), batched)
