@@ -4,6 +4,8 @@ The store is thread-safe (searches in parallel, writes alone) and commits every 
 database before returning, so an acknowledged write survives a crash; its `save()` only writes an
 index snapshot that spares a rebuild on the next start, which the server does on shutdown.
 Every write marks the geodesic graph stale; it is rebuilt in the background (index/geodesic.py).
+A write the disk refuses (full, read-only, gone) raises a ``StorageError`` naming the data
+directory (serving/storage.py); reads do not need the disk to take writes.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from baihua.core.errors import BaihuaError
 from baihua.index import Document, GeodesicReranker, Hit, Store
 from baihua.serving.batcher import EmbedOptions, MicroBatcher
+from baihua.serving.storage import DataDirectory, storage_errors
 
 PASSAGE = EmbedOptions(text_type="passage")
 QUERY = EmbedOptions(text_type="query")
+T = TypeVar("T")
 
 
 @dataclass
@@ -44,10 +48,19 @@ class DocumentIndex:
 
     max_id = 2**53 - 1  # JSON clients (JavaScript) keep integers exact up to here
 
-    def __init__(self, store: Store, batcher: MicroBatcher, reranker: GeodesicReranker) -> None:
+    def __init__(
+        self,
+        store: Store,
+        batcher: MicroBatcher,
+        reranker: GeodesicReranker,
+        directory: DataDirectory | None = None,
+    ) -> None:
+        """``directory``: where the store keeps its files (None: in memory or on a server),
+        checked around every write."""
         self.store = store
         self.batcher = batcher
         self.reranker = reranker
+        self.directory = directory
 
     async def add(
         self,
@@ -65,7 +78,7 @@ class DocumentIndex:
         """
         embedded = await self.batcher.embed(texts, PASSAGE, client=client)
         assigned = await asyncio.to_thread(
-            self._write, ids, embedded.vectors, texts, payloads, upsert
+            self._on_disk, self._write, ids, embedded.vectors, texts, payloads, upsert
         )
         return Written(assigned, embedded.truncated.tolist())
 
@@ -101,17 +114,32 @@ class DocumentIndex:
 
     async def delete_many(self, ids: Sequence[int]) -> int:
         """How many of the documents existed."""
-        return await asyncio.to_thread(self._deleted, self.store.delete, ids)
+        return await asyncio.to_thread(self._on_disk, self._deleted, self.store.delete, ids)
 
     async def delete_where(self, filter: dict[str, Any]) -> int:
-        return await asyncio.to_thread(self._deleted, self.store.delete_where, filter)
+        return await asyncio.to_thread(
+            self._on_disk, self._deleted, self.store.delete_where, filter
+        )
 
     async def set_payload(self, id: int, payload: dict[str, Any]) -> Document | None:
         """The updated document, or None if it does not exist. The geodesic graph stays: it
         depends on vectors only."""
-        if not await asyncio.to_thread(self.store.set_payload, id, payload):
+        if not await asyncio.to_thread(self._on_disk, self.store.set_payload, id, payload):
             return None
         return await self.get(id)
+
+    def _on_disk(self, write: Callable[..., T], *args: Any) -> T:
+        """Run one write: refused before it starts when the data directory cannot take it, and
+        not acknowledged when the directory vanished while it ran (it went to unlinked files);
+        what the disk refuses inside it is raised as a ``StorageError``."""
+        path = None if self.directory is None else self.directory.path
+        with storage_errors(path):
+            if self.directory is not None:
+                self.directory.check()
+            done = write(*args)
+            if self.directory is not None:
+                self.directory.check()
+        return done
 
     def _search_geodesic(
         self, vectors: np.ndarray, top_k: int, filter: dict[str, Any] | None
