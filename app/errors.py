@@ -21,6 +21,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baihua.app.schemas.common import NOT_BLANK
+from baihua.core.errors import StorageFullError, StorageUnavailableError
 from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
 from baihua.index.errors import preview
 from baihua.serving.batcher import (
@@ -223,6 +224,17 @@ async def _filter_error(request: Request, exc: Exception) -> Response:
     return await _validation_error(request, RequestValidationError([error]))
 
 
+async def _storage_full(request: Request, exc: Exception) -> Response:
+    """The disk holding the data directory is full: 507 Insufficient Storage (the message
+    names the directory); writes work again once space is freed."""
+    return await _http_error(request, HTTPException(status.HTTP_507_INSUFFICIENT_STORAGE, str(exc)))
+
+
+async def _storage_unavailable(request: Request, exc: Exception) -> Response:
+    """The data directory is read-only or gone: 503; reads keep working."""
+    return await _http_error(request, HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -230,5 +242,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EncoderError, _encoder_error)
     app.add_exception_handler(TextRejected, _text_rejected)
     app.add_exception_handler(FilterError, _filter_error)
+    app.add_exception_handler(StorageFullError, _storage_full)
+    app.add_exception_handler(StorageUnavailableError, _storage_unavailable)
     for conflict in _CONFLICTS:
         app.add_exception_handler(conflict, _conflict)

@@ -29,11 +29,15 @@ DESCRIPTIONS = {
     "under /v1 the encoder queue is full; retry after `Retry-After` seconds.",
     500: "The encoder failed on this request's batch.",
     503: "The model is loading (or failed to load), the server is shutting down, the encoder "
-    "queue is full or the request waited its whole deadline; see `Retry-After`.",
+    "queue is full or the request waited its whole deadline; see `Retry-After`. For a write: "
+    "the data directory is read-only or gone (reads keep working).",
+    507: "The disk of the data directory is full: nothing of this write was stored; retry once "
+    "space is freed.",
 }
 BODY_ERRORS = (400, 413, 415, 500)
 PROTECTED_ERRORS = (401, 503)
 ENCODING_ERRORS = (429,)  # routes whose texts queue for the encoder
+WRITE_ERRORS = (507,)  # routes that write to the data directory
 
 
 def error_responses(*codes: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from baihua.encoder import EmbeddingPipeline
+    from baihua.index import Store
+    from baihua.serving.settings import Settings
 
 from baihua.cli.common import (
     BackendOpt,
@@ -56,7 +61,12 @@ def index_build(
     Milvus backend the Ray workers write to Milvus."""
     from baihua.encoder.corpus import count_sentences
     from baihua.jobs.index_build import IndexBuildJob
-    from baihua.serving.components import build_pipeline, open_store, resolve_max_length
+    from baihua.serving.components import (
+        build_pipeline,
+        local_store_directory,
+        resolve_max_length,
+    )
+    from baihua.serving.storage import storage_errors
 
     options = ray_options(engine, ray_address, ray_actors, ray_threads, ray_block_size)
     total = count_sentences(input)
@@ -72,7 +82,10 @@ def index_build(
     settings, _ = resolve_max_length(settings)
     pipeline = build_pipeline(settings)
     index_dir = settings.data_dir / "index"
-    with open_store(settings, pipeline) as store:
+    with (
+        open_held_store(settings, pipeline) as store,
+        storage_errors(local_store_directory(settings), "build"),
+    ):
         if options is not None:
             from baihua.jobs.ray import ray_index_build, ray_session, worker_store_uri
 
@@ -91,6 +104,22 @@ def index_build(
         with progress_bar("index", total, done) as bar:
             job.run(progress=bar.update)
         typer.echo(f"{index_dir}: {len(store)} documents", err=True)
+
+
+def open_held_store(settings: Settings, pipeline: EmbeddingPipeline) -> Store:
+    """`open_store`, saying what to do when a running server holds the index."""
+    from baihua.index import StoreLockedError
+    from baihua.serving.components import open_store
+
+    try:
+        return open_store(settings, pipeline)
+    except StoreLockedError as error:
+        raise StoreLockedError(
+            error.path,
+            f"the index at {error.path} is open in another process (a running `baihua serve`?); "
+            "stop the server and rerun, or add the documents through the server: "
+            "POST /documents",
+        ) from None
 
 
 @index_cli.command("reembed")

@@ -56,7 +56,7 @@ def write_snapshot(path: Path, snapshot: Snapshot, store_id: str) -> None:
     """Write the snapshot's files, then the manifest; drop older snapshots' files."""
     token = uuid.uuid4().hex
     index_name, labels_name = f"index-{token}.faiss", f"labels-{token}.npy"
-    write_atomic(path / index_name, lambda p: faiss.write_index(snapshot.index, str(p)))
+    write_atomic(path / index_name, lambda p: _write_index(snapshot.index, p))
     write_atomic(path / labels_name, lambda p: np.save(p, snapshot.labels))
     manifest = {
         "generation": snapshot.generation,
@@ -68,6 +68,13 @@ def write_snapshot(path: Path, snapshot: Snapshot, store_id: str) -> None:
     }
     write_atomic(path / MANIFEST, lambda p: p.write_text(json.dumps(manifest)))
     _remove_stale_files(path, keep={index_name, labels_name})
+
+
+def _write_index(index: Any, path: Path) -> None:
+    """``faiss.write_index`` through a Python file: a full disk raises ``OSError`` (ENOSPC),
+    which callers can tell apart, instead of FAISS's RuntimeError."""
+    with open(path, "wb") as file:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(file.write))  # type: ignore[attr-defined]
 
 
 def read_manifest(path: Path) -> Manifest | None:

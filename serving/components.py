@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 from baihua.core.errors import UsageError
 from baihua.core.spec import EmbeddingSpec
@@ -13,6 +14,7 @@ from baihua.index import FaissStore, Store
 from baihua.index.segment import Segmenter
 from baihua.index.sparse import SparseIndex
 from baihua.serving.settings import Settings
+from baihua.serving.storage import storage_errors
 
 
 def recorded_max_length(settings: Settings, *, index: bool = True) -> tuple[int, str] | None:
@@ -30,7 +32,8 @@ def recorded_max_length(settings: Settings, *, index: bool = True) -> tuple[int,
             return int(fitted), f"the whitening artifact {settings.whitening} was fitted at it"
     database = settings.data_dir / "index" / DATABASE
     if index and settings.index_backend == "faiss" and database.is_file():
-        recorded = read_meta(database).get("spec")
+        with storage_errors(database.parent, "open"):
+            recorded = read_meta(database).get("spec")
         if recorded is not None and json.loads(recorded).get("max_length") is not None:
             length = int(json.loads(recorded)["max_length"])
             return length, f"the index in {database.parent} was built at it"
@@ -107,15 +110,36 @@ def stored_texts(store: Store, page: int = 1000) -> Iterator[tuple[int, str]]:
 def open_store(settings: Settings, pipeline: EmbeddingPipeline) -> Store:
     """The persistent index for `pipeline`'s vectors, created when missing: FAISS in
     `<data_dir>/index`, or the Milvus collection of `milvus_uri`. One built in another space is
-    refused, naming the fields that differ."""
+    refused, naming the fields that differ. A data directory that cannot be written
+    (read-only, full, gone) raises a ``StorageError`` naming it."""
+    with storage_errors(local_store_directory(settings), "open"):
+        if settings.index_backend == "milvus":
+            return open_milvus_store(settings, pipeline.dim, pipeline.spec)
+        return FaissStore.open(
+            settings.data_dir / "index",
+            dim=pipeline.dim,
+            factory=settings.index_factory,
+            spec=pipeline.spec,
+        )
+
+
+def local_store_directory(settings: Settings) -> Path | None:
+    """The local directory the settings' store keeps its files in: `<data_dir>/index`, or the
+    folder of the embedded Milvus engine's file; None for a Milvus server."""
     if settings.index_backend == "milvus":
-        return open_milvus_store(settings, pipeline.dim, pipeline.spec)
-    return FaissStore.open(
-        settings.data_dir / "index",
-        dim=pipeline.dim,
-        factory=settings.index_factory,
-        spec=pipeline.spec,
-    )
+        location = settings.milvus_location
+        return None if "://" in location else Path(location).parent
+    return settings.data_dir / "index"
+
+
+def store_directory(settings: Settings, store: Store) -> Path | None:
+    """Where `store` keeps its files: its own path (a FAISS store handed in), else the
+    settings' directory when the store is theirs; None for a store in memory or on a server."""
+    path = getattr(store, "path", None)
+    if isinstance(store, FaissStore):
+        return None if path is None else Path(path)
+    directory = local_store_directory(settings)
+    return directory if directory is not None and directory.is_dir() else None
 
 
 def open_milvus_store(

@@ -10,6 +10,9 @@ and under one lock, so it sees the writes in the store's order; a crash between 
 caught on the next start (its content digest no longer matches the stored texts) and it is
 rebuilt. `search` runs in one of three modes: "dense" (the vector store), "sparse" (BM25) and
 "hybrid" (both, each over the documents the filter keeps, fused by index/fusion.py).
+
+A write the disk refuses (full, read-only, gone) raises a ``StorageError`` naming the data
+directory (serving/storage.py); reads do not need the disk to take writes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -27,9 +30,11 @@ from baihua.index import Document, GeodesicReranker, Hit, Store
 from baihua.index.fusion import Fusion, fuse
 from baihua.index.sparse import SparseIndex
 from baihua.serving.batcher import EmbedOptions, MicroBatcher
+from baihua.serving.storage import DataDirectory, storage_errors
 
 PASSAGE = EmbedOptions(text_type="passage")
 QUERY = EmbedOptions(text_type="query")
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,11 +87,15 @@ class DocumentIndex:
         batcher: MicroBatcher,
         reranker: GeodesicReranker,
         sparse: SparseIndex | None = None,
+        directory: DataDirectory | None = None,
     ) -> None:
+        """``directory``: where the store keeps its files (None: in memory or on a server),
+        checked around every write."""
         self.store = store
         self.batcher = batcher
         self.reranker = reranker
         self.sparse = sparse
+        self.directory = directory
         self._writes = threading.Lock()  # store and sparse index change in one order
 
     async def add(
@@ -105,7 +114,7 @@ class DocumentIndex:
         """
         embedded = await self.batcher.embed(texts, PASSAGE, client=client)
         assigned = await asyncio.to_thread(
-            self._write, ids, embedded.vectors, texts, payloads, upsert
+            self._on_disk, self._write, ids, embedded.vectors, texts, payloads, upsert
         )
         return Written(assigned, embedded.truncated.tolist())
 
@@ -166,10 +175,13 @@ class DocumentIndex:
 
     async def delete_many(self, ids: Sequence[int]) -> int:
         """How many of the documents existed."""
-        return await asyncio.to_thread(self._deleted, self.store.delete, ids, lambda: ids)
+        return await asyncio.to_thread(
+            self._on_disk, self._deleted, self.store.delete, ids, lambda: ids
+        )
 
     async def delete_where(self, filter: dict[str, Any]) -> int:
         return await asyncio.to_thread(
+            self._on_disk,
             self._deleted,
             self.store.delete_where,
             filter,
@@ -187,9 +199,22 @@ class DocumentIndex:
     async def set_payload(self, id: int, payload: dict[str, Any]) -> Document | None:
         """The updated document, or None if it does not exist. The geodesic graph stays: it
         depends on vectors only."""
-        if not await asyncio.to_thread(self.store.set_payload, id, payload):
+        if not await asyncio.to_thread(self._on_disk, self.store.set_payload, id, payload):
             return None
         return await self.get(id)
+
+    def _on_disk(self, write: Callable[..., T], *args: Any) -> T:
+        """Run one write: refused before it starts when the data directory cannot take it, and
+        not acknowledged when the directory vanished while it ran (it went to unlinked files);
+        what the disk refuses inside it is raised as a ``StorageError``."""
+        path = None if self.directory is None else self.directory.path
+        with storage_errors(path):
+            if self.directory is not None:
+                self.directory.check()
+            done = write(*args)
+            if self.directory is not None:
+                self.directory.check()
+        return done
 
     def _search_geodesic(
         self, vectors: np.ndarray, top_k: int, filter: dict[str, Any] | None

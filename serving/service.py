@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
+from baihua.core.errors import BaihuaError
 from baihua.core.spec import check_space
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import GeodesicReranker, Store
 from baihua.serving.batcher import MicroBatcher
-from baihua.serving.components import build_pipeline, open_sparse, open_store, resolve_max_length
+from baihua.serving.components import (
+    build_pipeline,
+    open_sparse,
+    open_store,
+    resolve_max_length,
+    store_directory,
+)
 from baihua.serving.documents import DocumentIndex
 from baihua.serving.metrics import Metrics
 from baihua.serving.settings import Settings
+from baihua.serving.storage import DataDirectory, storage_errors
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,13 +50,23 @@ class Service:
 
     async def close(self) -> None:
         """Finish with the encoder and the geodesic graph, then snapshot the index so the next
-        start need not rebuild."""
+        start need not rebuild. A snapshot the disk refuses (full, read-only, gone) is logged
+        in one line and skipped: the last snapshot stays, the documents are committed, and the
+        next start rebuilds the index from them."""
         await self.batcher.close()
         await asyncio.to_thread(self.documents.reranker.close)
         store = self.documents.store
-        await asyncio.to_thread(self.documents.save)
+        await asyncio.to_thread(self._snapshot)
         if self.owns_store:
             await asyncio.to_thread(store.close)
+
+    def _snapshot(self) -> None:
+        directory = self.documents.directory
+        try:
+            with storage_errors(None if directory is None else directory.path):
+                self.documents.save()
+        except BaihuaError as error:
+            logger.warning("index snapshot not written, the last one is kept: %s", error)
 
 
 def load_components(settings: Settings) -> tuple[EmbeddingPipeline, Store]:
@@ -106,6 +127,8 @@ async def load_service(
         reach=settings.geodesic_reach,
     )
     sparse = await asyncio.to_thread(open_sparse, settings, store)
-    documents = await asyncio.to_thread(DocumentIndex, store, batcher, reranker, sparse)
+    where = store_directory(settings, store)
+    directory = None if where is None else DataDirectory(where)
+    documents = await asyncio.to_thread(DocumentIndex, store, batcher, reranker, sparse, directory)
     metrics.track(queue_depth=batcher.queue_depth, index_size=store.__len__)
     return Service(pipeline, batcher, documents, owns_store)

@@ -9,7 +9,13 @@ from fastapi.exceptions import RequestValidationError
 
 from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
 from baihua.app.filter_schema import FILTER_REF, check_filter_scope
-from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
+from baihua.app.openapi import (
+    BODY_ERRORS,
+    ENCODING_ERRORS,
+    PROTECTED_ERRORS,
+    WRITE_ERRORS,
+    error_responses,
+)
 from baihua.app.schemas.common import DocumentId
 from baihua.app.schemas.documents import (
     MAX_PAGE,
@@ -76,7 +82,9 @@ FilterDep = Annotated[Filter | None, Depends(payload_filter)]
     "",
     status_code=status.HTTP_201_CREATED,
     dependencies=JSON_BODY,
-    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS, 409),
+    responses=error_responses(
+        *PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS, *WRITE_ERRORS, 409
+    ),
 )
 async def add_documents(
     body: DocumentsRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
@@ -138,7 +146,9 @@ async def get_documents(body: GetDocumentsRequest, service: ServiceDep) -> Docum
 
 
 @router.post(
-    "/delete", dependencies=JSON_BODY, responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS)
+    "/delete",
+    dependencies=JSON_BODY,
+    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *WRITE_ERRORS),
 )
 async def delete_documents(body: DeleteDocumentsRequest, service: ServiceDep) -> DeletedCount:
     """Delete by `ids` or by a payload `filter`; ids not stored are ignored."""
@@ -159,7 +169,7 @@ async def get_document(id: DocumentId, service: ServiceDep) -> Document:
 @router.patch(
     "/{id:int}",
     dependencies=JSON_BODY,
-    responses=error_responses(*PROTECTED_ERRORS, 400, 404, 413, 415),
+    responses=error_responses(*PROTECTED_ERRORS, *WRITE_ERRORS, 400, 404, 413, 415),
 )
 async def update_payload(
     id: DocumentId, body: PayloadUpdate, service: ServiceDep, settings: SettingsDep
@@ -172,7 +182,7 @@ async def update_payload(
     return Document.model_validate(document, from_attributes=True)
 
 
-@router.delete("/{id:int}", responses=error_responses(*PROTECTED_ERRORS, 404))
+@router.delete("/{id:int}", responses=error_responses(*PROTECTED_ERRORS, *WRITE_ERRORS, 404))
 async def delete_document(id: DocumentId, service: ServiceDep) -> Deleted:
     if not await service.documents.delete(id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document with id {id}")
