@@ -31,7 +31,8 @@ holds the store (its own session, so kill -9 takes the embedded Milvus engine wi
 that process tree's, after opening and after the searches; start to ready is from spawning the
 process to its store being open (interpreter and imports included), after a clean ``close`` and
 after kill -9 following a write the snapshot does not hold (so FAISS rebuilds its index).
-Searches are single queries, top 10, from 1, 8 and 32 threads; recall@10 is against exact numpy
+The snapshot is taken while 2 threads search back to back and one rewrites a payload
+``--write-rate`` times a second. Searches are single queries, top 10, from 1, 8 and 32 threads; recall@10 is against exact numpy
 search over the same vectors. FAISS runs on ``--faiss-threads`` OpenMP threads (1 by default: on
 shared machines OpenMP spinning made 2-thread searches hundreds of times slower).
 """
@@ -428,8 +429,11 @@ def cmd_scan(store: Any, page: int) -> dict[str, float]:
     return {"scan_s": time.perf_counter() - start, "scanned": seen, "pages": pages}
 
 
-def cmd_snapshot(store: Any, queries: np.ndarray, n_docs: int, margin_s: float) -> dict[str, Any]:
-    """``save()`` while 2 threads search and 1 rewrites payloads; the longest op that overlaps."""
+def cmd_snapshot(
+    store: Any, queries: np.ndarray, n_docs: int, margin_s: float, write_rate: float
+) -> dict[str, Any]:
+    """``save()`` while 2 threads search back to back and 1 rewrites a payload ``write_rate``
+    times a second; the longest search and write that overlap it."""
     stop = threading.Event()
     ops: list[tuple[str, float, float]] = []
 
@@ -442,7 +446,9 @@ def cmd_snapshot(store: Any, queries: np.ndarray, n_docs: int, margin_s: float) 
 
     def writer() -> None:
         rng = np.random.default_rng(99)
-        while not stop.is_set():
+        due = time.perf_counter()
+        while not stop.wait(max(0.0, due - time.perf_counter())):
+            due += 1 / write_rate
             i = int(rng.integers(n_docs))
             start = time.perf_counter()
             store.set_payload(i, {"bucket": i % 100})
@@ -460,7 +466,7 @@ def cmd_snapshot(store: Any, queries: np.ndarray, n_docs: int, margin_s: float) 
     stop.set()
     for t in threads:
         t.join()
-    out: dict[str, Any] = {"save_s": s1 - s0}
+    out: dict[str, Any] = {"save_s": s1 - s0, "write_rate": write_rate}
     for kind in ("search", "write"):
         during = [b - a for k, a, b in ops if k == kind and a < s1 and b > s0]
         before = [b - a for k, a, b in ops if k == kind and b <= s0]
@@ -655,8 +661,13 @@ def measure_size(
     }  # fmt: skip
     record["rss_loading"] = holder.rss()
     with steps("snapshot under load"):
-        record["snapshot"] = holder.ask("snapshot", queries=queries, n_docs=size,
-                                        margin_s=args.snapshot_margin_s)  # fmt: skip
+        record["snapshot"] = holder.ask(
+            "snapshot",
+            queries=queries,
+            n_docs=size,
+            margin_s=args.snapshot_margin_s,
+            write_rate=args.write_rate,
+        )
     with steps("close"):
         record["close_s"] = holder.close()["close_s"]
     record["disk_bytes"] = disk_bytes(path)
@@ -833,6 +844,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--filtered-searches", type=int, default=100)
     parser.add_argument("--page", type=int, default=1000, help="documents per scan page")
     parser.add_argument("--snapshot-margin-s", type=float, default=1.0)
+    parser.add_argument(
+        "--write-rate", type=float, default=20.0, help="payload writes/s during the snapshot"
+    )
     parser.add_argument("--fit-sentences", type=int, default=10000)
     parser.add_argument("--max-real", type=int, default=0, help="cap on real documents (0: all)")
     parser.add_argument("--seed", type=int, default=0)
