@@ -32,9 +32,11 @@ that process tree's, after opening and after the searches; start to ready is fro
 process to its store being open (interpreter and imports included), after a clean ``close`` and
 after kill -9 following a write the snapshot does not hold (so FAISS rebuilds its index).
 The snapshot is taken while 2 threads search back to back and one rewrites a payload
-``--write-rate`` times a second. Searches are single queries, top 10, from 1, 8 and 32 threads; recall@10 is against exact numpy
-search over the same vectors. FAISS runs on ``--faiss-threads`` OpenMP threads (1 by default: on
-shared machines OpenMP spinning made 2-thread searches hundreds of times slower).
+``--write-rate`` times a second. Searches are single queries, top 10, from 1, 8 and 32 threads;
+recall@10 is against exact numpy search over the same vectors. FAISS runs on ``--faiss-threads``
+OpenMP threads (1 by default, set through OMP_NUM_THREADS for the whole store process:
+``omp_set_num_threads`` binds only its calling thread, and 2-thread teams spinning on a shared
+machine made single-query searches ~100x slower).
 """
 
 from __future__ import annotations
@@ -341,7 +343,9 @@ def worker(conn: Any, engine: Engine, path: Path, dim: int, spec: Any, threads: 
     faiss.omp_set_num_threads(threads)
     start = time.perf_counter()
     store = open_store(engine, path, dim, spec)
-    conn.send(("ok", {"open_s": time.perf_counter() - start, "count": len(store)}))
+    opened = {"open_s": time.perf_counter() - start, "count": len(store)}
+    # an IVF/PQ factory searches exactly until it has enough vectors to train
+    conn.send(("ok", opened | {"trained": getattr(store, "is_trained", True)}))
     commands = {"load": cmd_load, "search": cmd_search, "recall": cmd_recall,
                 "filtered": cmd_filtered, "scan": cmd_scan, "snapshot": cmd_snapshot,
                 "delete": cmd_delete, "touch": cmd_touch, "save": cmd_save}  # fmt: skip
@@ -749,8 +753,9 @@ def tables(results: dict[str, Any]) -> Iterator[str]:
         yield "|---|---|---|---|---|---|---|---|---|---|---|"
         for r in at:
             s, f = r["search"], r["filtered"]
+            exact = "" if r["ready_clean"].get("trained", True) else " (untrained: exact)"
             yield (
-                f"| {r['engine']} ({r['index']}) | {r['dim']} "
+                f"| {r['engine']} ({r['index']}){exact} | {r['dim']} "
                 f"| {r['recall']['recall_at_10']:.3f} "
                 f"| {fmt(s['1']['p50_ms'], 1)} / {fmt(s['1']['p99_ms'], 1)} "
                 f"| {fmt(s['8']['p99_ms'], 1)} | {fmt(s['32']['p99_ms'], 1)} "
