@@ -624,6 +624,10 @@ class Steps:
         return Timer()
 
 
+def store_path(args: argparse.Namespace, setup: Setup, engine: Engine, dim: int) -> Path:
+    return args.work_dir / "stores" / setup.key / f"{engine.name}-{dim}"
+
+
 def measure_size(
     engine: Engine,
     dim: int,
@@ -635,7 +639,7 @@ def measure_size(
     """Grow the store of (engine, dim) to ``size`` and measure it; returns the record."""
     label = f"{engine.name}@{dim} {size:,}"
     steps = Steps(label)
-    path = args.work_dir / "stores" / setup.key / f"{engine.name}-{dim}"
+    path = store_path(args, setup, engine, dim)
     path.mkdir(parents=True, exist_ok=True)
     spec = store_spec(info, setup, dim)
     corpus = make_corpus(info, setup, dim, size)
@@ -855,10 +859,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fit-sentences", type=int, default=10000)
     parser.add_argument("--max-real", type=int, default=0, help="cap on real documents (0: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--drop-stores",
+        action="store_true",
+        help="delete each store once its largest size is measured (no growing it later)",
+    )
     parser.add_argument("--faiss-threads", type=int, default=1)
     parser.add_argument("--backend", default="", help="encoder backend (default: the service's)")
     parser.add_argument("--dtype", default="")
     parser.add_argument("--report", action="store_true", help="only print tables, write plots")
+    parser.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --report: more result files whose sizes join the same curves",
+    )
     args = parser.parse_args()
     args.sizes = sorted(int(s) for s in args.sizes.split(","))
     args.dims = [int(d) for d in args.dims.split(",")]
@@ -873,6 +889,9 @@ def main() -> None:
     args = parse_args()
     if args.report:
         results = read_results(args.out, None)
+        for extra in args.also:
+            for key, by_size in read_results(extra, None)["runs"].items():
+                results["runs"].setdefault(key, {}).update(by_size)
         print("\n".join(tables(results)))
         plot(results, args.plot)
         return
@@ -895,6 +914,8 @@ def main() -> None:
                     continue
                 record = measure_size(engine, dim, size, setup, info, args)
                 write_record(args.out, results, key, size, record)
+            if args.drop_stores:  # disk: at 1M a 384-dim FAISS store takes ~3.5 GB
+                shutil.rmtree(store_path(args, setup, engine, dim), ignore_errors=True)
                 total = sum(record["steps_s"].values())
                 print(f"[done] {key} {size:,} in {total:.0f} s", flush=True)
     print("\n".join(tables(results)))
