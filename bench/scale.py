@@ -362,9 +362,11 @@ def worker(conn: Any, engine: Engine, path: Path, dim: int, spec: Any, threads: 
             conn.send(("error", traceback.format_exc()))
 
 
-def cmd_load(store: Any, corpus_args: tuple, lo: int, hi: int) -> dict[str, float]:
+def cmd_load(store: Any, corpus_args: tuple, lo: int, hi: int) -> dict[str, Any]:
+    """Add documents ``lo`` to ``hi``; per-chunk store times show a cost that grows with size."""
     corpus = make_corpus(*corpus_args)
     store_s = gen_s = 0.0
+    chunk_s: list[float] = []
     with tqdm(total=hi - lo, desc="store add", unit="doc", smoothing=0.1) as bar:
         for b_lo in range(lo, hi, BLOCK):
             start = time.perf_counter()
@@ -372,9 +374,10 @@ def cmd_load(store: Any, corpus_args: tuple, lo: int, hi: int) -> dict[str, floa
             middle = time.perf_counter()
             store.add(ids, vectors, texts, payloads)
             gen_s += middle - start
-            store_s += time.perf_counter() - middle
+            chunk_s.append(time.perf_counter() - middle)
+            store_s += chunk_s[-1]
             bar.update(len(ids))
-    return {"store_s": store_s, "gen_s": gen_s}
+    return {"store_s": store_s, "gen_s": gen_s, "chunk_s": chunk_s}
 
 
 def latencies(store: Any, queries: np.ndarray, clients: int, n: int, **search: Any) -> np.ndarray:
