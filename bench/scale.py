@@ -11,7 +11,7 @@ they stopped. ``--report`` only prints the markdown tables and writes the plots.
 
 Documents. The sentences of every ``*.data`` file under ``--data-dir`` (both sides of each pair),
 deduplicated, shuffled with ``--seed``; the last ``--queries`` of them are the queries (never
-stored), the rest are the real documents (173,625 for senteval_cn). They are encoded once with
+stored), the rest are the real documents (173,617 for senteval_cn). They are encoded once with
 the service's pipeline (``load_settings()``: the default model and backend; BAIHUA_* variables
 apply), passages with the passage prefix, queries with the query prefix, and the raw vectors are
 cached as .npy chunks in a folder named by the encoder's ``EmbeddingSpec``. The 128-dim rows
