@@ -39,6 +39,11 @@ class NoIdLeftError(BaihuaError):
     """Ids to assign would pass the largest id allowed."""
 
 
+class RerankUnavailable(BaihuaError):
+    """`rerank` asks for what this store cannot do: the geodesic graph lives in one process,
+    and other processes write to a shared store (a Milvus server) without it seeing."""
+
+
 class DocumentIndex:
     """Add, get, delete and search documents; blocking store calls run off the event loop."""
 
@@ -78,6 +83,12 @@ class DocumentIndex:
         rerank: Literal["none", "geodesic"] = "none",
         client: str | None = None,
     ) -> Found:
+        if rerank == "geodesic" and self.store.shared:
+            raise RerankUnavailable(
+                "rerank 'geodesic' is not available on a shared index (a Milvus server): its "
+                "graph lives in one process and would miss the other replicas' writes; use "
+                "rerank 'none', or the FAISS or embedded Milvus backend (one process)"
+            )
         embedded = await self.batcher.embed(queries, QUERY, client=client)
         search = self._search_geodesic if rerank == "geodesic" else self.store.search
         hits = await asyncio.to_thread(search, embedded.vectors, top_k, filter)
@@ -140,9 +151,9 @@ class DocumentIndex:
         return assigned
 
     def _assign_ids(self, ids: Sequence[int | None]) -> list[int]:
-        """Keep given ids; the others get new ones from the store's persisted counter, above
-        every id ever stored (deleted ones too) and above the ids given here, up to `max_id`
-        (the largest id the HTTP API takes back)."""
+        """Keep given ids; the others get new ones from the store (`reserve_ids`: never
+        handed out before, by this process or another), above the ids given here, up to
+        `max_id` (the largest id the HTTP API takes back)."""
         given = [i for i in ids if i is not None]
         if len(given) == len(ids):
             return list(given)

@@ -8,6 +8,7 @@ from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.responses import ResponseTooLarge, search_body
 from baihua.app.schemas.native import SearchRequest, SearchResponse
+from baihua.serving.documents import RerankUnavailable
 
 router = APIRouter(tags=["search"])
 
@@ -23,10 +24,15 @@ async def search(
 ) -> Response:
     """The `top_k` documents nearest to the query (or to each of `queries`), best first."""
     body.check_limits(settings)
-    with body.naming_rejected_texts():
-        found = await service.documents.search(
-            body.texts_to_embed(), body.top_k, body.filter, rerank=body.rerank, client=client
-        )
+    try:
+        with body.naming_rejected_texts():
+            found = await service.documents.search(
+                body.texts_to_embed(), body.top_k, body.filter, rerank=body.rerank, client=client
+            )
+    except RerankUnavailable as err:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "rerank"), "msg": str(err)}]
+        ) from None
     try:
         content = await asyncio.to_thread(
             search_body,
