@@ -22,9 +22,10 @@ workers), and Milvus has no unique constraint and no compare-and-set, so:
   No process reads, increments and writes a shared counter; a restarted process claims a new
   range (the rest of its old one is never used: at most ``_BLOCK`` ids per start, of 2**53).
 - **Explicit ids above every claim are claimed too**, before they are written, so a range
-  claimed later never holds an id a caller gave. An explicit id inside another process's range
-  that it has not handed out yet may still be handed out later: give explicit ids always or
-  never, or above the automatic ones.
+  claimed later never holds an id a caller gave. An explicit id given inside another process's
+  range is skipped by it if stored when it hands out ids there; written at that same moment, it
+  may be overwritten by the automatic one: give explicit ids always or never, or above the
+  automatic ones.
 - **Every write is an upsert** (Milvus replaces the row of a primary key, last writer wins), so a
   key never has two rows. ``add`` still refuses ids stored when it looks (``DuplicateIdError``),
   but two processes adding one id at the same moment may both succeed: the later one wins.
@@ -220,13 +221,17 @@ class MilvusStore(StoreBase):
         return True
 
     def _reserve(self, n: int, first: int) -> int:
-        """From this process's range, or a new one claimed above every claim."""
-        start, stop = self._block
-        if max(start, first) + n > stop:
-            start, stop = self._claim(first, max(n, _BLOCK), need=n)
-        start = max(start, first)
-        self._block = (start + n, stop)
-        return start
+        """From this process's range, or a new one claimed above every claim; ids another
+        process stored there (explicit ids given inside this range) are skipped."""
+        while True:
+            start, stop = self._block
+            if max(start, first) + n > stop:
+                start, stop = self._claim(first, max(n, _BLOCK), need=n)
+            start = max(start, first)
+            taken = self._stored(range(start, start + n))
+            self._block = ((taken[-1] if taken else start + n - 1) + 1, stop)
+            if not taken:
+                return start
 
     def _cover(self, top: int) -> None:
         """Claim up to ``top`` (an id about to be written) when it is above every claim, so no
