@@ -26,8 +26,10 @@ workers), and Milvus has no unique constraint and no compare-and-set, so:
   range is skipped by it if stored when it hands out ids there; written at that same moment, it
   may be overwritten by the automatic one: give explicit ids always or never, or above the
   automatic ones.
-- **Every write is an upsert** (Milvus replaces the row of a primary key, last writer wins), so a
-  key never has two rows. ``add`` still refuses ids stored when it looks (``DuplicateIdError``),
+- **Every write is an upsert** (Milvus replaces the row of a primary key, last writer wins),
+  never an insert that Milvus would keep beside an older row. (On milvus-lite's server,
+  concurrent upserts of one key have still left ``count`` above the distinct ids that reads
+  return: tests/index/test_milvus_shared.py.) ``add`` still refuses ids stored when it looks (``DuplicateIdError``),
   but two processes adding one id at the same moment may both succeed: the later one wins.
 - Every read is Strong: a read in any process sees every write acknowledged before it began.
 
