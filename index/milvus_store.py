@@ -29,8 +29,9 @@ workers), and Milvus has no unique constraint and no compare-and-set, so:
 - **Every write is an upsert** (Milvus replaces the row of a primary key, last writer wins),
   never an insert that Milvus would keep beside an older row. (On milvus-lite's server,
   concurrent upserts of one key have still left ``count`` above the distinct ids that reads
-  return: tests/index/test_milvus_shared.py.) ``add`` still refuses ids stored when it looks (``DuplicateIdError``),
-  but two processes adding one id at the same moment may both succeed: the later one wins.
+  return: tests/index/test_milvus_shared.py.) ``add`` still refuses ids stored when it looks
+  (``DuplicateIdError``), but two processes adding one id at the same moment may both succeed:
+  the later one wins.
 - Every read is Strong: a read in any process sees every write acknowledged before it began.
 
 A store made before the ranges existed has a counter (``<collection>__next_id``); the first
