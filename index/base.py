@@ -1,12 +1,12 @@
 """What every ``Store`` engine does the same way, written once: the checks of each call, the
-all-or-nothing duplicate check of ``add``, the id counter of ``reserve_ids``, the refusal of an
+all-or-nothing duplicate check of ``add``, the checks of ``reserve_ids``, the refusal of an
 empty filter in ``delete_where``, the reads built from a few lookups, and the vector-space record.
 
 An engine (``FaissStore``, ``MilvusStore``) subclasses ``StoreBase`` and implements the methods
-marked abstract: how it locks, writes, looks up and counts documents, and where it keeps its id
-counter and its space. The base calls them with checked arguments, inside ``_writing()`` or
+marked abstract: how it locks, writes, looks up and counts documents, how it reserves ids, and
+where it keeps its space. The base calls them with checked arguments, inside ``_writing()`` or
 ``_reading()``: an engine's own methods check no arguments and take neither side of the
-read/write lock (only ``_id_lock``, where a write moves the id counter).
+read/write lock (only ``_id_lock``, where a write moves what ``_reserve`` hands out).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class StoreBase(ABC):
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise StoreSettingError("dim", dim, f"dim must be a positive integer; got {dim!r}")
         self.dim = dim
-        self._id_lock = threading.Lock()  # orders id counter updates; taken inside a write
+        self._id_lock = threading.Lock()  # orders id reservations; taken inside a write
 
     # ----------------------------------------------------------------------------------- writes
 
@@ -134,11 +134,10 @@ class StoreBase(ABC):
         included), committed before they are returned; ``IdsExhaustedError`` past 2**63 - 1."""
         if n < 0:
             raise StoreInputError("n", f"n must be >= 0; got {n}")
+        if not n:
+            return []
         with self._id_lock:
-            first = max(self._read_counter(), after + 1)
-            if first + n - 1 > MAX_ID:
-                raise IdsExhaustedError(n, first - 1)
-            self._write_counter(first + n)
+            first = self._reserve(n, after + 1)
         return list(range(first, first + n))
 
     # ------------------------------------------------------------------------------------ reads
@@ -228,6 +227,11 @@ class StoreBase(ABC):
     def persistent(self) -> bool:
         """Whether ``save`` has somewhere to write (a store kept in memory has not)."""
 
+    @property
+    @abstractmethod
+    def shared(self) -> bool:
+        """Whether other processes may write to it too (a Milvus server)."""
+
     @abstractmethod
     def save(self) -> None:
         """Persist what lets the next open start fast (documents are committed already)."""
@@ -264,7 +268,7 @@ class StoreBase(ABC):
     @abstractmethod
     def _put(self, batch: Batch, *, replace: bool) -> None:
         """Write ``batch`` (``replace``: over the documents of its ids that are stored) and move
-        the id counter above its ids."""
+        what ``_reserve`` hands out above its ids."""
 
     @abstractmethod
     def _remove(self, ids: Sequence[int]) -> None:
@@ -275,12 +279,10 @@ class StoreBase(ABC):
         """Set the JSON ``payload`` of document ``id``; False when it is not stored."""
 
     @abstractmethod
-    def _read_counter(self) -> int:
-        """The id counter: above every id ever stored or reserved (``_id_lock`` held)."""
-
-    @abstractmethod
-    def _write_counter(self, next_id: int) -> None:
-        """Persist the id counter (``_id_lock`` held); ids are handed out only after this."""
+    def _reserve(self, n: int, first: int) -> int:
+        """The first of ``n`` (>= 1) consecutive ids, none below ``first``, that were never
+        stored or reserved, recorded as reserved before this returns (``_id_lock`` held);
+        ``IdsExhaustedError`` past 2**63 - 1 (``check_room``)."""
 
     @abstractmethod
     def _search(
@@ -371,3 +373,9 @@ class StoreBase(ABC):
         """Record ``self.spec`` where the record differs (the last step of an open)."""
         if self.spec is not None and self._recorded_spec() != self.spec.to_dict():
             self._write_spec(self.spec)
+
+
+def check_room(first: int, n: int) -> None:
+    """Raise ``IdsExhaustedError`` when ``n`` ids from ``first`` would pass 2**63 - 1."""
+    if first + n - 1 > MAX_ID:
+        raise IdsExhaustedError(n, first - 1)

@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from baihua.core.spec import EmbeddingSpec
 from baihua.index import planning
-from baihua.index.base import StoreBase
+from baihua.index.base import StoreBase, check_room
 from baihua.index.database import DocumentDatabase
 from baihua.index.errors import StoreCorruptError, StoreMismatchError, StoreSettingError
 from baihua.index.faiss_index import FaissIndex
@@ -197,6 +197,11 @@ class FaissStore(StoreBase):
         return self.path is not None
 
     @property
+    def shared(self) -> bool:
+        """One process owns the store (its directory lock)."""
+        return False
+
+    @property
     def is_trained(self) -> bool:
         """False while an index that needs training waits for it (searches are exact meanwhile)."""
         return not self._index.exact_fallback
@@ -264,13 +269,14 @@ class FaissStore(StoreBase):
             self._db.set_payload(id, payload)
         return True
 
-    def _read_counter(self) -> int:
-        return self._next_id
-
-    def _write_counter(self, next_id: int) -> None:
+    def _reserve(self, n: int, first: int) -> int:
+        """From the counter in the database: one process owns the store."""
+        first = max(self._next_id, first)
+        check_room(first, n)
         with self._db.transaction():
-            self._db.set_meta({"next_id": str(next_id)})
-        self._next_id = next_id
+            self._db.set_meta({"next_id": str(first + n)})
+        self._next_id = first + n
+        return first
 
     def _search(
         self, queries: npt.NDArray[np.float32], top_k: int, tree: Filter | None

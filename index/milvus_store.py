@@ -10,18 +10,44 @@
 
 The collection's description records the ``EmbeddingSpec`` of its vectors as JSON (the embedded
 engine cannot alter collection properties; an empty collection is recreated for a new space).
-A second collection, ``<collection>__next_id``, holds one row: the id counter of ``reserve_ids``,
-above every id ever stored or reserved, so a deleted id is not handed out again after a restart.
-Reads use Strong consistency, so a search sees every write acknowledged before it. Filters
-become Milvus boolean expressions on ``payload`` (``milvus_filters.py``).
+
+Several processes may share one collection (replicas of the service on one Milvus server, Ray
+workers), and Milvus has no unique constraint and no compare-and-set, so:
+
+- **Automatic ids come from ranges a process claims** (``<collection>__id_ranges``, one row per
+  claim: ``start``, ``stop``), ``_BLOCK`` ids at a time, above every claim before it. A claim is
+  written, then every claim overlapping it is read back (Strong consistency); it holds only if
+  it is alone. Two overlapping claims cannot both see themselves alone: each was acknowledged
+  before its own read, so the later of the two reads sees the other. Losers retry above both.
+  No process reads, increments and writes a shared counter; a restarted process claims a new
+  range (the rest of its old one is never used: at most ``_BLOCK`` ids per start, of 2**53).
+- **Explicit ids above every claim are claimed too**, before they are written, so a range
+  claimed later never holds an id a caller gave. An explicit id given inside another process's
+  range is skipped by it if stored when it hands out ids there; written at that same moment, it
+  may be overwritten by the automatic one: give explicit ids always or never, or above the
+  automatic ones.
+- **Every write is an upsert** (Milvus replaces the row of a primary key, last writer wins),
+  never an insert that Milvus would keep beside an older row. (On milvus-lite's server,
+  concurrent upserts of one key have still left ``count`` above the distinct ids that reads
+  return: tests/index/test_milvus_shared.py.) ``add`` still refuses ids stored when it looks
+  (``DuplicateIdError``), but two processes adding one id at the same moment may both succeed:
+  the later one wins.
+- Every read is Strong: a read in any process sees every write acknowledged before it began.
+
+A store made before the ranges existed has a counter (``<collection>__next_id``); the first
+claim starts above it and above every stored id. Filters become Milvus boolean expressions on
+``payload`` (``milvus_filters.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import random
 import re
 import threading
+import time
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -33,16 +59,17 @@ from pymilvus import DataType, MilvusClient
 
 from baihua.core.iteration import chunked
 from baihua.core.spec import EmbeddingSpec
-from baihua.index.base import StoreBase
+from baihua.index.base import StoreBase, check_room
 from baihua.index.errors import StoreMismatchError, StoreSettingError
 from baihua.index.filters import Filter
 from baihua.index.milvus_filters import to_milvus
 from baihua.index.store import Document, Hit
-from baihua.index.validation import Batch
+from baihua.index.validation import MAX_ID, Batch
 
 _MAX_TEXT_BYTES = 65535  # Milvus VARCHAR limit
 _ID_CHUNK = 1024  # ids per get/delete expression
 _CONSISTENCY = "Strong"
+_BLOCK = 1024  # automatic ids a process claims at a time
 _FIELDS = ["id", "payload", "text", "vector"]
 
 
@@ -96,8 +123,9 @@ class MilvusStore(StoreBase):
         self.index_params = dict(index_params or {})
         self.search_params = dict(search_params or {})
         self._write_lock = threading.Lock()
-        self._next_id: int | None = None  # reserve_ids' counter, read on first use
-        self._counter = f"{collection}__next_id"
+        self._ranges = f"{collection}__id_ranges"
+        self._frontier: int | None = None  # the largest claimed stop seen; read on first use
+        self._block = (0, 0)  # [next, stop): what is left of this process's claimed range
         if is_local(uri):
             if not uri.endswith(".db"):
                 raise StoreSettingError(
@@ -124,6 +152,12 @@ class MilvusStore(StoreBase):
     @property
     def persistent(self) -> bool:
         return True
+
+    @property
+    def shared(self) -> bool:
+        """A server is (replicas, Ray workers); the embedded engine's file belongs to one
+        process."""
+        return not is_local(self.uri)
 
     @property
     def worker_uri(self) -> str:
@@ -165,12 +199,11 @@ class MilvusStore(StoreBase):
         return sorted(found)
 
     def _put(self, batch: Batch, *, replace: bool) -> None:
-        write = self._client.upsert if replace else self._client.insert
-        write(self.collection, _rows(batch))
-        with self._id_lock:  # keep reserve_ids' counter above the ids written
-            top = int(batch.ids.max()) + 1
-            if top > self._read_counter():
-                self._write_counter(top)
+        """An upsert either way (see the module docstring), after the ids above every claim
+        are claimed."""
+        with self._id_lock:
+            self._cover(int(batch.ids.max()))
+        self._client.upsert(self.collection, _rows(batch))
 
     def _remove(self, ids: Sequence[int]) -> None:
         for chunk in chunked(ids, _ID_CHUNK):
@@ -190,33 +223,111 @@ class MilvusStore(StoreBase):
         self._client.upsert(self.collection, [row])
         return True
 
-    def _read_counter(self) -> int:
-        """The persisted counter, or for a store without one the largest stored id + 1."""
-        if self._next_id is None:
-            if not self._client.has_collection(self._counter):
-                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field("id", DataType.INT64, is_primary=True)
-                schema.add_field("next_id", DataType.INT64)
-                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one
-                index = self._client.prepare_index_params()
-                index.add_index("vector", index_type="FLAT", metric_type="IP")
-                self._client.create_collection(
-                    self._counter, schema=schema, index_params=index,
-                    consistency_level=_CONSISTENCY,
-                )  # fmt: skip
-            self._client.load_collection(self._counter)
-            rows = self._client.query(
-                self._counter, ids=[0], output_fields=["next_id"], consistency_level=_CONSISTENCY
-            )
-            stored = self.ids()
-            self._next_id = max(
-                int(rows[0]["next_id"]) if rows else 0, int(stored[-1]) + 1 if len(stored) else 0
-            )
-        return self._next_id
+    def _reserve(self, n: int, first: int) -> int:
+        """From this process's range, or a new one claimed above every claim; ids another
+        process stored there (explicit ids given inside this range) are skipped."""
+        while True:
+            start, stop = self._block
+            if max(start, first) + n > stop:
+                start, stop = self._claim(first, max(n, _BLOCK), need=n)
+            start = max(start, first)
+            taken = self._stored(range(start, start + n))
+            self._block = ((taken[-1] if taken else start + n - 1) + 1, stop)
+            if not taken:
+                return start
 
-    def _write_counter(self, next_id: int) -> None:
-        self._client.upsert(self._counter, [{"id": 0, "next_id": next_id, "vector": [0.0, 0.0]}])
-        self._next_id = next_id
+    def _cover(self, top: int) -> None:
+        """Claim up to ``top`` (an id about to be written) when it is above every claim, so no
+        range claimed later holds it; within this process's range, hand out only ids above it."""
+        start, stop = self._block
+        if start <= top < stop:
+            self._block = (top + 1, stop)
+        if top < self._read_frontier():
+            return
+        for attempt in itertools.count():
+            frontier = self._read_frontier(refresh=True)
+            if top < frontier or self._try_claim(frontier, top + 1):
+                return
+            _back_off(attempt)
+
+    def _claim(self, first: int, size: int, *, need: int) -> tuple[int, int]:
+        """Claim ``size`` ids from max(``first``, every claim's stop) on: [start, stop), held
+        by this process alone; ``need`` of them must fit below 2**63 (``IdsExhaustedError``)."""
+        for attempt in itertools.count():
+            start = max(first, self._read_frontier(refresh=True))
+            check_room(start, need)
+            stop = min(start + size, MAX_ID + 1)
+            if self._try_claim(start, stop):
+                return start, stop
+            _back_off(attempt)
+        raise AssertionError("unreachable")
+
+    def _try_claim(self, start: int, stop: int) -> bool:
+        """Write the claim of [start, stop), then read every claim overlapping it: whether it
+        is alone (see the module docstring for why two overlapping claims never both are)."""
+        key = self._client.insert(self._ranges, [_claim_row(start, stop)])["ids"][0]
+        rivals = self._client.query(
+            self._ranges,
+            filter=f"start < {stop} and stop > {start}",
+            output_fields=["key"],
+            consistency_level=_CONSISTENCY,
+        )
+        self._frontier = max(self._read_frontier(), stop)
+        return [int(r["key"]) for r in rivals] == [int(key)]
+
+    def _read_frontier(self, *, refresh: bool = False) -> int:
+        """Above every claimed id (as last read; ``refresh`` reads the claims made since)."""
+        if self._frontier is None:
+            self._frontier = self._open_ranges()
+            refresh = True
+        if refresh:
+            iterator = self._client.query_iterator(
+                self._ranges,
+                batch_size=4096,
+                filter=f"stop > {self._frontier}",
+                output_fields=["stop"],
+                consistency_level=_CONSISTENCY,
+            )
+            try:
+                while page := iterator.next():
+                    self._frontier = max([self._frontier, *(int(r["stop"]) for r in page)])
+            finally:
+                iterator.close()
+        return self._frontier
+
+    def _open_ranges(self) -> int:
+        """Create the claims' collection when missing; when it has no claim yet, claim what
+        a store made before it used: up to its counter and its largest stored id."""
+        if not self._client.has_collection(self._ranges):
+            schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
+            schema.add_field("key", DataType.INT64, is_primary=True)
+            schema.add_field("start", DataType.INT64)
+            schema.add_field("stop", DataType.INT64)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one
+            index = self._client.prepare_index_params()
+            index.add_index("vector", index_type="FLAT", metric_type="IP")
+            self._client.create_collection(
+                self._ranges, schema=schema, index_params=index, consistency_level=_CONSISTENCY
+            )
+        self._client.load_collection(self._ranges)
+        claimed = self._client.query(
+            self._ranges, filter="", output_fields=["count(*)"], consistency_level=_CONSISTENCY
+        )
+        if int(claimed[0]["count(*)"]):
+            return 0
+        used = 0
+        counter = f"{self.collection}__next_id"
+        if self._client.has_collection(counter):
+            self._client.load_collection(counter)
+            rows = self._client.query(
+                counter, ids=[0], output_fields=["next_id"], consistency_level=_CONSISTENCY
+            )
+            used = int(rows[0]["next_id"]) if rows else 0
+        stored = self.ids()
+        used = max(used, int(stored[-1]) + 1 if len(stored) else 0)
+        if used:  # another process may do the same: both claims only mark those ids used
+            self._client.insert(self._ranges, [_claim_row(0, used)])
+        return used
 
     def _search(
         self, queries: npt.NDArray[np.float32], top_k: int, tree: Filter | None
@@ -354,6 +465,15 @@ def is_local(uri: str) -> bool:
     """Whether ``uri`` names a file for the embedded engine rather than a server address
     (``http://``, ``https://``, ``tcp://``, ``unix:``)."""
     return re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", uri) is None
+
+
+def _back_off(attempt: int) -> None:
+    """A random pause after a lost claim, so the rivals' next claims spread out."""
+    time.sleep(random.uniform(0, 0.01 * min(attempt + 1, 10)))
+
+
+def _claim_row(start: int, stop: int) -> dict[str, Any]:
+    return {"start": start, "stop": stop, "vector": [0.0, 0.0]}
 
 
 def _rows(batch: Batch) -> list[dict[str, Any]]:

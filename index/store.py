@@ -59,6 +59,12 @@ class Store(Protocol):
         """Whether ``save`` has somewhere to write (a store kept in memory has not)."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may write to it too (a Milvus server): what one process
+        builds from the stored documents (the geodesic graph) cannot know their writes."""
+        ...
+
     def add(
         self,
         ids: IdsLike,

@@ -76,6 +76,11 @@ class NoIdLeftError(BaihuaError):
     """Ids to assign would pass the largest id allowed."""
 
 
+class RerankUnavailable(BaihuaError):
+    """`rerank` asks for what this store cannot do: the geodesic graph lives in one process,
+    and other processes write to a shared store (a Milvus server) without it seeing."""
+
+
 class DocumentIndex:
     """Add, get, delete and search documents; blocking store calls run off the event loop."""
 
@@ -132,7 +137,15 @@ class DocumentIndex:
         """The ``top_k`` best documents per query in ``mode``; ``fusion`` for "hybrid" (RRF,
         k = 60, when None). Sparse and hybrid raise ``SparseUnavailableError`` without a BM25
         index. A geodesic ``rerank`` re-ranks the dense side (in hybrid, before the fusion);
-        sparse mode has no dense side to re-rank."""
+        sparse mode has no dense side to re-rank. On a shared store (a Milvus server)
+        ``RerankUnavailable``: the geodesic graph lives in one process."""
+
+        if rerank == "geodesic" and self.store.shared:
+            raise RerankUnavailable(
+                "rerank 'geodesic' is not available on a shared index (a Milvus server): its "
+                "graph lives in one process and would miss the other replicas' writes; use "
+                "rerank 'none', or the FAISS or embedded Milvus backend (one process)"
+            )
         if mode != "dense" and self.sparse is None:
             raise SparseUnavailableError(
                 f'"mode": "{mode}" needs the BM25 index, which this index backend does not have '
@@ -316,9 +329,9 @@ class DocumentIndex:
         return assigned
 
     def _assign_ids(self, ids: Sequence[int | None]) -> list[int]:
-        """Keep given ids; the others get new ones from the store's persisted counter, above
-        every id ever stored (deleted ones too) and above the ids given here, up to `max_id`
-        (the largest id the HTTP API takes back)."""
+        """Keep given ids; the others get new ones from the store (`reserve_ids`: never
+        handed out before, by this process or another), above the ids given here, up to
+        `max_id` (the largest id the HTTP API takes back)."""
         given = [i for i in ids if i is not None]
         if len(given) == len(ids):
             return list(given)

@@ -90,7 +90,11 @@ async def add_documents(
     body: DocumentsRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
 ) -> DocumentsResponse:
     """Embed (as passages) and store documents; omitted ids are assigned and returned.
-    An existing id is a 409 unless `upsert` is true."""
+    An existing id is a 409 unless `upsert` is true.
+
+    On a Milvus server shared by several replicas the 409 is best effort: the same id added
+    through two replicas at the same moment is stored once, the later write winning, as with
+    `upsert` (Milvus cannot refuse a second write of one id)."""
     body.check_limits(settings)
     if repeated := body.repeated_ids():
         raise HTTPException(

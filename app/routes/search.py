@@ -9,6 +9,7 @@ from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, e
 from baihua.app.responses import ResponseTooLarge, search_body
 from baihua.app.schemas.native import FusionRequest, SearchRequest, SearchResponse
 from baihua.index.fusion import Fusion
+from baihua.serving.documents import RerankUnavailable
 
 router = APIRouter(tags=["search"])
 
@@ -35,16 +36,19 @@ async def search(
             'backend does not have; use "mode": "dense"',
         )
     fusion = body.fusion or FusionRequest.model_validate({"method": settings.search_fusion})
-    with body.naming_rejected_texts():
-        found = await documents.search(
-            body.texts_to_embed(),
-            body.top_k,
-            body.filter,
-            rerank=body.rerank,
-            mode=mode,
-            fusion=Fusion(fusion.method, k=fusion.k, weight=fusion.weight),
-            client=client,
-        )
+    try:
+        with body.naming_rejected_texts():
+            found = await documents.search(
+                body.texts_to_embed(),
+                body.top_k,
+                body.filter,
+                rerank=body.rerank,
+                mode=mode,
+                fusion=Fusion(fusion.method, k=fusion.k, weight=fusion.weight),
+                client=client,
+            )
+    except RerankUnavailable as err:
+        raise _invalid("rerank", str(err)) from None
     try:
         content = await asyncio.to_thread(
             search_body,

@@ -331,5 +331,7 @@ def test_reserved_ids_are_never_handed_out_again_after_a_reopen(open_store: Open
     store.close()
 
     store = open_store()
-    assert store.reserve_ids(1) == [reserved[-1] + 1]
+    # FAISS continues its counter; Milvus claims a new range above every claim (the rest of
+    # the old one is never used)
+    assert store.reserve_ids(1)[0] > reserved[-1]
     assert reserved[0] > 50
