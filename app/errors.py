@@ -24,6 +24,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baihua.app.schemas import NOT_BLANK
+from baihua.app.tei_schemas import TEI_PATHS
 from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
 from baihua.serving.batcher import (
     ClientOverLimit,
@@ -45,7 +46,6 @@ _OPENAI_TYPES = {
 }
 _OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
 
-TEI_PATHS = frozenset({"/", "/invocations", "/tokenize", "/decode"})
 _TEI_TYPES = {429: "Overloaded", 500: "Backend", 503: "Unhealthy"}
 
 
@@ -55,9 +55,11 @@ def clean_text(text: str) -> str:
 
 
 def error_body(request_path: str, status_code: int, message: str) -> dict[str, Any]:
-    """The JSON body of an error: OpenAI's shape (and type, code) under /v1/, FastAPI's
-    elsewhere."""
+    """The JSON body of an error: OpenAI's shape (and type, code) under /v1/, TEI's on TEI's
+    paths, FastAPI's elsewhere."""
     message = clean_text(message)
+    if request_path in TEI_PATHS:
+        return {"error": message, "error_type": _TEI_TYPES.get(status_code, "Validation")}
     if not request_path.startswith("/v1/"):
         return {"detail": message}
     default = "invalid_request_error" if status_code < 500 else "server_error"

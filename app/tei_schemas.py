@@ -17,6 +17,9 @@ from baihua.app.schemas import (
     TextsRequest,
 )
 
+# Where errors take TEI's shape (app/errors.py) and the schema says so (app/openapi.py).
+TEI_PATHS = frozenset({"/", "/invocations", "/tokenize", "/decode"})
+
 TokenId = Annotated[int, Field(ge=0)]
 
 # TEI's `prompt_name` is a key of the model's prompts; ours are the two e5 prefixes.

@@ -46,7 +46,13 @@ async def tei_health(request: Request) -> Response:
 
 
 for path in ("/", "/ping"):
-    public.add_api_route(path, tei_health, methods=["GET"], responses=UNHEALTHY)
+    public.add_api_route(
+        path,
+        tei_health,
+        methods=["GET"],
+        response_class=Response,
+        responses={200: {"description": "Ready (an empty body).", "content": None}, **UNHEALTHY},
+    )
 
 
 async def tei_embed(
@@ -67,7 +73,7 @@ for path in ("/", "/invocations"):
         response_model=list[list[float]],
         response_class=NumpyJSONResponse,
         dependencies=JSON_BODY,
-        responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS),
+        responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS, tei=True),
         operation_id=f"tei_embed_{path.strip('/') or 'root'}",
     )
 
@@ -108,7 +114,7 @@ def simple_tokens(tokenizer: Any, text: str, add_special_tokens: bool) -> list[S
 @router.post(
     "/tokenize",
     dependencies=JSON_BODY,
-    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS),
+    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, tei=True),
 )
 async def tokenize(
     body: TokenizeRequest, service: ServiceDep, settings: SettingsDep
@@ -131,7 +137,7 @@ async def tokenize(
 @router.post(
     "/decode",
     dependencies=JSON_BODY,
-    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS),
+    responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, tei=True),
 )
 async def decode(body: DecodeRequest, service: ServiceDep, settings: SettingsDep) -> list[str]:
     """The text of each list of token ids."""
