@@ -2,7 +2,10 @@
 
 Under /v1 errors take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, and
 OpenAI's statuses (400 for a bad request, 429 when the queue is full), so the official client
-raises the exception its users catch; everything else gets FastAPI's `{"detail": ...}`, with
+raises the exception its users catch; on TEI's own paths (`/`, `/invocations`, `/tokenize`,
+`/decode`) they take TEI's, `{"error": "...", "error_type": "Validation"}`, with TEI's statuses
+(400 for an empty list, 429 when the queue is full); everything else gets FastAPI's
+`{"detail": ...}`, with
 422 for a request that is valid JSON but not a valid request, and 400 for a body that is not
 JSON at all. Error bodies never echo the input back, and what they quote (locations, messages)
 has lone surrogates escaped, so a hostile request cannot turn its own 4xx into a 500.
@@ -21,6 +24,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from baihua.app.schemas.common import NOT_BLANK
+from baihua.app.schemas.tei import TEI_PATHS
 from baihua.core.errors import StorageFullError, StorageUnavailableError
 from baihua.index import DuplicateIdError, FilterError, IdsExhaustedError
 from baihua.index.errors import preview
@@ -47,6 +51,8 @@ _OPENAI_TYPES = {
 }
 _OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 429: "rate_limit_exceeded"}
 
+_TEI_TYPES = {429: "Overloaded", 500: "Backend", 503: "Unhealthy"}
+
 
 def clean_text(text: str) -> str:
     """`text` with lone surrogates written as `\\udXXX`, so it always encodes as UTF-8."""
@@ -54,9 +60,11 @@ def clean_text(text: str) -> str:
 
 
 def error_body(request_path: str, status_code: int, message: str) -> dict[str, Any]:
-    """The JSON body of an error: OpenAI's shape (and type, code) under /v1/, FastAPI's
-    elsewhere."""
+    """The JSON body of an error: OpenAI's shape (and type, code) under /v1/, TEI's on TEI's
+    paths, FastAPI's elsewhere."""
     message = clean_text(message)
+    if request_path in TEI_PATHS:
+        return {"error": message, "error_type": _TEI_TYPES.get(status_code, "Validation")}
     if not request_path.startswith("/v1/"):
         return {"detail": message}
     default = "invalid_request_error" if status_code < 500 else "server_error"
@@ -72,6 +80,17 @@ def error_body(request_path: str, status_code: int, message: str) -> dict[str, A
 
 def _is_openai(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
+
+
+def _is_tei(request: Request) -> bool:
+    return request.url.path in TEI_PATHS
+
+
+def _tei_error(
+    status_code: int, message: str, error_type: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": clean_text(message), "error_type": error_type}
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 def _clean_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
@@ -151,6 +170,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         param = str(first[0]) if first and not not_json else None
         message = "; ".join(error["msg"] for error in errors)
         return _openai_error(status.HTTP_400_BAD_REQUEST, message, param)
+    if _is_tei(request):
+        message = "; ".join(error["msg"] for error in errors)
+        if any(error["type"] == "too_short" for error in errors):  # TEI: "`inputs` cannot be empty"
+            return _tei_error(status.HTTP_400_BAD_REQUEST, message, "Empty")
+        code = status.HTTP_400_BAD_REQUEST if not_json else status.HTTP_422_UNPROCESSABLE_CONTENT
+        return _tei_error(code, message, "Validation")
     if not_json:
         return JSONResponse({"detail": errors[0]["msg"]}, status.HTTP_400_BAD_REQUEST)
     return JSONResponse({"detail": errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
@@ -173,6 +198,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         exc.detail = clean_text(exc.detail)
     if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
         exc.headers = {**(exc.headers or {}), "Allow": _allowed_methods(request)}
+    if _is_tei(request):
+        kind = _TEI_TYPES.get(exc.status_code, "Validation")
+        return _tei_error(exc.status_code, str(exc.detail), kind, headers=exc.headers)
     if not _is_openai(request):
         return await http_exception_handler(request, exc)
     return _openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
@@ -180,9 +208,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _encoder_unavailable(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, EncoderUnavailable)
-    # OpenAI clients back off on 429; the others know 503 with Retry-After
+    # OpenAI and TEI clients back off on 429; the others know 503 with Retry-After
     over = isinstance(exc, ClientOverLimit) or (
-        isinstance(exc, QueueFullError) and _is_openai(request)
+        isinstance(exc, QueueFullError) and (_is_openai(request) or _is_tei(request))
     )
     code = status.HTTP_429_TOO_MANY_REQUESTS if over else status.HTTP_503_SERVICE_UNAVAILABLE
     headers = {"Retry-After": str(exc.retry_after_s)}

@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Chinese-first sentence embeddings with whitening and FAISS retrieval.
 
-With `api_key` set, every route except `/healthz`, `/readyz`, `/health` and these docs needs
-`Authorization: Bearer <key>`.
+With `api_key` set, every route except `/healthz`, `/readyz`, `/health`, `GET /`, `/ping` and
+these docs needs `Authorization: Bearer <key>`.
 """
 
 

@@ -17,6 +17,7 @@ from baihua.app.filter_schema import FILTER_SCHEMA
 from baihua.app.json_limits import PAYLOAD_SCHEMAS
 from baihua.app.schemas.common import ErrorBody
 from baihua.app.schemas.openai import OpenAIErrorBody
+from baihua.app.schemas.tei import TEI_PATHS, TeiError
 
 DESCRIPTIONS = {
     400: "The body is not valid JSON (under /v1: any invalid request, as OpenAI answers).",
@@ -40,8 +41,10 @@ ENCODING_ERRORS = (429,)  # routes whose texts queue for the encoder
 WRITE_ERRORS = (507,)  # routes that write to the data directory
 
 
-def error_responses(*codes: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
-    model = OpenAIErrorBody if openai else ErrorBody
+def error_responses(
+    *codes: int, openai: bool = False, tei: bool = False
+) -> dict[int | str, dict[str, Any]]:
+    model = OpenAIErrorBody if openai else TeiError if tei else ErrorBody
     return {code: {"model": model, "description": DESCRIPTIONS[code]} for code in codes}
 
 
@@ -93,6 +96,16 @@ def _openai_statuses(schema: dict[str, Any]) -> None:
                 operation.get("responses", {}).pop("422", None)
 
 
+def _tei_statuses(schema: dict[str, Any], paths: frozenset[str]) -> None:
+    """TEI's paths answer invalid requests in TEI's error shape, not FastAPI's."""
+    tei_error = {"$ref": "#/components/schemas/TeiError"}
+    for path in paths:
+        for operation in schema["paths"].get(path, {}).values():
+            invalid = operation.get("responses", {}).get("422")
+            if invalid is not None:
+                invalid["content"] = {"application/json": {"schema": tei_error}}
+
+
 def install_openapi(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
@@ -115,6 +128,7 @@ def install_openapi(app: FastAPI) -> None:
         if settings.api_key is None:
             _drop_security(schema)
         _openai_statuses(schema)
+        _tei_statuses(schema, TEI_PATHS)
         if service is not None:
             app.openapi_schema = schema
         return schema

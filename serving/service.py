@@ -88,9 +88,10 @@ def check_store(store: Store, pipeline: EmbeddingPipeline) -> None:
 def describe(pipeline: EmbeddingPipeline, store: Store) -> str:
     """The start-up line: what is served."""
     where = getattr(store, "path", None) or "memory"
+    chosen_by = getattr(pipeline.encoder.runner, "chosen_by", None)
     return (
         f"serving {pipeline.spec.summary()}; {pipeline.dim} dims; index {where}: "
-        f"{len(store)} documents"
+        f"{len(store)} documents" + (f"; backend chosen by {chosen_by}" if chosen_by else "")
     )
 
 

@@ -136,33 +136,35 @@ class Backends:
         return exports_root(self.cache_dir, self.model_name, folder) / key_digest(key)
 
     def prepare(self, backend: str) -> Path:
-        """The export `backend` runs, built (and checked against fp32 torch) if missing."""
+        """The export `backend` runs, built (and checked against fp32 torch) if missing. The fp32
+        ONNX graph is needed only to build the others: a complete copy runs without it."""
         assert backend in DTYPES and backend != "torch", backend
         key_dir = self.export_dir()
         fp32 = key_dir / "onnx"
-        if read_meta(fp32) is None:
+        target = fp32 if backend == "onnx" else key_dir / backend
+        int8 = backend == "openvino-int8"
+        if backend == "onnx-int8":
+            built = (read_meta(target) or {}).get("quantization") == QUANTIZATION
+        else:
+            built = read_meta(target) is not None
+            built = built and (not backend.startswith("openvino") or is_current(target, int8))
+        if not built and read_meta(fp32) is None:
             logger.info("exporting %s to ONNX in %s", self.model_name, fp32)
             key = export_key(self.folder(), self.cache_dir)
             build_atomically(fp32, lambda tmp: {**export_fp32(self.model(), tmp), "key": key})
             remove_stale(key_dir.parent, keep=key_dir.name)
-        target = fp32
-        if backend == "onnx-int8":
-            target = key_dir / "onnx-int8"
-            if (read_meta(target) or {}).get("quantization") != QUANTIZATION:
-                logger.info("quantising %s to int8 in %s", self.model_name, target)
-                build_atomically(target, lambda tmp: quantize_int8(fp32, tmp))
-        elif backend.startswith("openvino"):
-            target = key_dir / backend
-            int8 = backend == "openvino-int8"
-            if not is_current(target, int8):
-                logger.info("building %s for %s in %s", backend, self.model_name, target)
-                batches = tokenized_batches(self.tokenizer, self.prefix)
-                build = (
-                    (lambda tmp: quantize_static_int8(fp32, tmp, batches))
-                    if int8
-                    else (lambda tmp: convert_fp32(fp32, tmp))
-                )
-                build_atomically(target, build)
+        if not built and backend == "onnx-int8":
+            logger.info("quantising %s to int8 in %s", self.model_name, target)
+            build_atomically(target, lambda tmp: quantize_int8(fp32, tmp))
+        elif not built and backend.startswith("openvino"):
+            logger.info("building %s for %s in %s", backend, self.model_name, target)
+            batches = tokenized_batches(self.tokenizer, self.prefix)
+            build = (
+                (lambda tmp: quantize_static_int8(fp32, tmp, batches))
+                if int8
+                else (lambda tmp: convert_fp32(fp32, tmp))
+            )
+            build_atomically(target, build)
         meta = read_meta(target)
         assert meta is not None
         check = self.check_id(backend)
@@ -188,28 +190,35 @@ class Backends:
         return TorchBackend(self.model(), torch.device("cpu"), "float32")
 
     def auto(self) -> Backend:
-        """The stored choice for this machine, else measure every backend and store the choice."""
+        """The stored choice for this machine; else one stored on another machine for the same
+        calibration and recipes (an image built elsewhere: no minutes of measuring at start);
+        else measure every backend and store the choice. The runner's `chosen_by` says which."""
         if self.device.type != "cpu":
             return TorchBackend(self.model(), self.device, "float32")  # ONNX backends are CPU-only
-        versions = openvino_versions(int8=True) if nncf_installed() else openvino_versions(False)
-        recipes = f"{QUANTIZATION}; {OV_QUANTIZATION}; {versions}"
+        recipes = auto_recipes()
         key = machine_key(self.num_threads, f"{self.check_id()}; {recipes}")
         choice_file = self.export_dir() / f"auto-{key}.json"
         try:
             stored = json.loads(choice_file.read_text())
-            return self.open(stored["backend"], stored["dtype"])
+            return chosen(self.open(stored["backend"], stored["dtype"]), "auto, measured here")
         except (OSError, ValueError, KeyError):
             pass
+        elsewhere = stored_elsewhere(choice_file.parent, self.check_id(), recipes)
+        if elsewhere is not None:
+            machine = str(elsewhere.get("machine", "")).split("; flags")[0] or "another machine"
+            note = f"auto, measured on {machine}, not here (`baihua models prepare --backend auto`)"
+            logger.warning("backend %s: %s", elsewhere["backend"], note)
+            return chosen(self.open(elsewhere["backend"], elsewhere["dtype"]), note)
         choice, candidates = self.measure()
         record: dict[str, Any] = {"backend": choice.name, "dtype": choice.dtype}
         record["candidates"] = candidates
-        record |= {"min_cosine": MIN_COSINE, "calibration": self.check_id()}
+        record |= {"min_cosine": MIN_COSINE, "calibration": self.check_id(), "recipes": recipes}
         record |= {"machine": machine_description(self.num_threads)}
         tmp = choice_file.with_name(f".{choice_file.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, choice_file)
         logger.info("backend auto chose %s (%s)", choice.name, choice.dtype)
-        return choice
+        return chosen(choice, "auto, measured here")
 
     def measure(self) -> tuple[Backend, list[dict[str, Any]]]:
         """Time every backend on the calibration set; the fastest within MIN_COSINE wins."""
@@ -238,6 +247,31 @@ class Backends:
             if checked.min_cosine >= MIN_COSINE and speed > best_speed:
                 best, best_speed = backend, speed
         return best, rows
+
+
+def auto_recipes() -> str:
+    """The quantisation recipes and library versions a stored auto choice was measured with."""
+    versions = openvino_versions(int8=True) if nncf_installed() else openvino_versions(False)
+    return f"{QUANTIZATION}; {OV_QUANTIZATION}; {versions}"
+
+
+def chosen(backend: Backend, how: str) -> Backend:
+    """`backend`, marked with how auto chose it (the server's start-up line says it)."""
+    backend.chosen_by = how  # type: ignore[attr-defined]
+    return backend
+
+
+def stored_elsewhere(folder: Path, calibration: str, recipes: str) -> dict[str, Any] | None:
+    """A choice stored in `folder` on another machine for this calibration and these recipes
+    (the newest), or None."""
+    for path in sorted(folder.glob("auto-*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            record: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("calibration") == calibration and record.get("recipes") == recipes:
+            return record
+    return None
 
 
 def machine_description(num_threads: int | None) -> str:
