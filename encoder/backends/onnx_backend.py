@@ -11,6 +11,9 @@ import torch
 from baihua.encoder.backends.export import MODEL_FILE, read_meta
 from baihua.encoder.pooling import HiddenStates
 
+# How onnx-int8 runs: a stored calibration or auto choice measured another way is measured again.
+INT8_RUN = "int8: one text per run, unpadded"
+
 
 class OnnxBackend:
     """One InferenceSession over `folder/model.onnx`, threads set deliberately (not one per core

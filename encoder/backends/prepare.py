@@ -37,7 +37,7 @@ from baihua.encoder.backends.export import (
     remove_stale,
     update_meta,
 )
-from baihua.encoder.backends.onnx_backend import OnnxBackend
+from baihua.encoder.backends.onnx_backend import INT8_RUN, OnnxBackend
 from baihua.encoder.backends.openvino_backend import OpenVinoBackend, default_precision
 from baihua.encoder.backends.openvino_export import (
     OV_QUANTIZATION,
@@ -182,9 +182,11 @@ class Backends:
 
     def check_id(self, backend: str = "") -> str:
         """Names the calibration a stored check used: the fixed set's version and the prefix
-        (and, for OpenVINO, the precision its float parts ran in)."""
+        (and, for OpenVINO, the precision its float parts ran in; for onnx-int8, how it runs)."""
         check = f"set {CALIBRATION_SET}, prefix {self.prefix!r}"
-        return f"{check}, {default_precision()}" if backend.startswith("openvino") else check
+        if backend.startswith("openvino"):
+            return f"{check}, {default_precision()}"
+        return f"{check}, {INT8_RUN}" if backend == "onnx-int8" else check
 
     def reference(self) -> TorchBackend:
         return TorchBackend(self.model(), torch.device("cpu"), "float32")
@@ -252,7 +254,7 @@ class Backends:
 def auto_recipes() -> str:
     """The quantisation recipes and library versions a stored auto choice was measured with."""
     versions = openvino_versions(int8=True) if nncf_installed() else openvino_versions(False)
-    return f"{QUANTIZATION}; {OV_QUANTIZATION}; {versions}"
+    return f"{QUANTIZATION}; {INT8_RUN}; {OV_QUANTIZATION}; {versions}"
 
 
 def chosen(backend: Backend, how: str) -> Backend:

@@ -36,7 +36,7 @@ def test_schemathesis_finds_no_failure_with_every_check(start_server: StartServe
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1500,
     )
     assert run.returncode == 0, run.stdout[-6000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
