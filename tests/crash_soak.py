@@ -307,7 +307,8 @@ class Checker:
             exact = fresh @ vector
             top = min(10, len(ids))
             threshold = np.sort(exact)[::-1][top - 1] - 1e-4
-            hits = http.post("/search", json={"query": query, "top_k": 10}).json()["results"]
+            body = {"query": query, "top_k": 10, "mode": "dense"}  # recall against exact dense
+            hits = http.post("/search", json=body).json()["results"]
             good = sum(1 for h in hits if exact[ids.index(h["id"])] >= threshold)
             self._assert(good == top, f"recall@10 {good}/{top} for {query!r}")
 
