@@ -3,7 +3,7 @@
 Routes declare every error status they can answer (`error_responses`); settings-dependent limits
 are `x-limit` markers in the schemas (app/schemas.py), replaced here by this server's values;
 the bearer scheme is listed only when an API key is set. The document is rebuilt until the model
-is loaded, since the allowed `dimensions` come from it.
+is loaded, since the allowed `dimensions` and token ids come from it.
 """
 
 from __future__ import annotations
@@ -121,6 +121,9 @@ def install_openapi(app: FastAPI) -> None:
             "max_chars_per_text": settings.max_chars_per_text,
             "max_texts_per_request": settings.max_texts_per_request,
             "dim": service.pipeline.dim if service is not None else None,
+            "max_token_id": (
+                len(service.pipeline.encoder.tokenizer) - 1 if service is not None else None
+            ),
         }
         _resolve_limits(schema, limits)
         _resolve_refs(schema)

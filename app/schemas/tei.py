@@ -10,6 +10,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from baihua.app.schemas.common import (
     TEXTS_LIMIT,
+    AcceptIntegralFloat,
     Loc,
     OneOrMoreTexts,
     RequestModel,
@@ -20,7 +21,12 @@ from baihua.app.schemas.native import EmbedRequest
 # Where errors take TEI's shape (app/errors.py) and the schema says so (app/openapi.py).
 TEI_PATHS = frozenset({"/", "/invocations", "/tokenize", "/decode"})
 
-TokenId = Annotated[int, Field(ge=0)]
+# below the served tokenizer's vocabulary size (app/openapi.py states it as the maximum)
+TokenId = Annotated[
+    int,
+    Field(ge=0, json_schema_extra={"x-limit": {"maximum": "max_token_id"}}),
+    AcceptIntegralFloat,
+]
 
 # TEI's `prompt_name` is a key of the model's prompts; ours are the two e5 prefixes.
 PromptName = Literal["query", "passage"]
