@@ -90,6 +90,12 @@ def post(url: str, path: str, body: dict) -> httpx.Response:
     return httpx.post(f"{url}{path}", json=body, timeout=120)
 
 
+@pytest.mark.xfail(
+    reason="open defect (issue 22): after concurrent writes through two replicas, a delete by "
+    "filter on milvus-lite's server sometimes finds 9 of the 10 matching documents (2 runs of 3 "
+    "on 2026-12-03); the ids, statuses and scans held in every run",
+    strict=False,
+)
 def test_concurrent_writes_through_two_replicas_keep_every_invariant(
     replicas: Replicas,
 ) -> None:
