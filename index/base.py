@@ -208,10 +208,11 @@ class StoreBase(ABC):
             yield from rows
             last = rows[-1][0]
 
-    def ids(self) -> npt.NDArray[np.int64]:
-        """All stored ids, ascending."""
+    def ids(self, filter: dict[str, Any] | None = None) -> npt.NDArray[np.int64]:
+        """The stored ids whose payload matches ``filter`` (all without one), ascending."""
+        tree = parse_filter(filter)
         with self._reading():
-            return np.array(self._ids_after(-1, None, None), dtype=np.int64)
+            return np.array(self._ids_after(-1, None, tree), dtype=np.int64)
 
     def __len__(self) -> int:
         return self.count()

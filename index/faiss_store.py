@@ -182,8 +182,11 @@ class FaissStore(StoreBase):
                     f"(about {self._index.min_train} are recommended): {error}",
                 ) from None
 
-    def ids(self) -> npt.NDArray[np.int64]:
-        """All stored ids, ascending (read from the index's labels)."""
+    def ids(self, filter: dict[str, Any] | None = None) -> npt.NDArray[np.int64]:
+        """The stored ids whose payload matches ``filter``, ascending; all of them are read from
+        the index's labels."""
+        if filter is not None:
+            return super().ids(filter)
         with self._lock.read():
             labels = self._index.labels
             return np.sort(labels[labels >= 0])

@@ -133,8 +133,8 @@ class Store(Protocol):
         """Every stored (id, vector) in id order, read in batches."""
         ...
 
-    def ids(self) -> npt.NDArray[np.int64]:
-        """All stored ids, ascending."""
+    def ids(self, filter: dict[str, Any] | None = None) -> npt.NDArray[np.int64]:
+        """The stored ids whose payload matches ``filter`` (all without one), ascending."""
         ...
 
     def __len__(self) -> int: ...

@@ -293,11 +293,9 @@ class DocumentIndex:
         return {d.id: d for d in self.store.get_many(sorted(set(ids)))}
 
     def _matching_ids(self, filter: dict[str, Any]) -> list[int]:
-        """Every stored id whose payload matches ``filter``."""
-        ids: list[int] = []
-        while page := self.store.scan(ids[-1] if ids else -1, 1000, filter):
-            ids += [d.id for d in page]
-        return ids
+        """Every stored id whose payload matches ``filter`` (ids only: one index lookup, not a
+        read of every matching document)."""
+        return [int(i) for i in self.store.ids(filter)]
 
     def _deleted(
         self, delete: Callable[[Any], int], what: Any, doomed: Callable[[], Sequence[int]]

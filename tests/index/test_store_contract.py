@@ -108,6 +108,15 @@ def test_ids_vectors_and_iteration_agree(open_store: OpenStore) -> None:
         store.vectors([0, 1])
 
 
+def test_ids_of_a_filter_are_the_matching_documents_ids(open_store: OpenStore) -> None:
+    store = open_store()
+    store.add(np.arange(30) * 3, unit_vectors(30, DIM), ["t"] * 30, [{"i": i} for i in range(30)])
+
+    np.testing.assert_array_equal(store.ids({"i": {"$gte": 25}}), np.arange(25, 30) * 3)
+    np.testing.assert_array_equal(store.ids({"i": {"$gte": 99}}), np.array([], dtype=np.int64))
+    np.testing.assert_array_equal(store.ids(), np.arange(30) * 3)
+
+
 def test_search_equals_brute_force(open_store: OpenStore) -> None:
     store = open_store()
     vectors = unit_vectors(500, DIM)
