@@ -124,6 +124,20 @@ class DocumentDatabase:
             rows = self._db.execute(f"SELECT * FROM ({sql}) ORDER BY 1", params).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
+    def matching_among(self, filter: Filter, ids: Iterable[int]) -> set[int]:
+        """Which of ``ids`` match: a look-up per id and condition, whatever the filter keeps."""
+        found: set[int] = set()
+        with self._lock:
+            for chunk in chunked(sorted(ids), _SQL_CHUNK):
+                sql, params = payload_index.to_sql(filter, among="among")
+                rows = self._db.execute(
+                    f"WITH among(id) AS (VALUES {', '.join(['(?)'] * len(chunk))}) "
+                    f"SELECT * FROM ({sql})",
+                    [*chunk, *params],
+                ).fetchall()
+                found.update(row[0] for row in rows)
+        return found
+
     def count(self, filter: Filter | None = None) -> int:
         sql: str
         params: list[Scalar]

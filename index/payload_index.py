@@ -37,21 +37,26 @@ def field_rows(doc_id: int, payload: str) -> Iterator[Row]:
             yield doc_id, key, value_kind, _stored(value)
 
 
-def to_sql(filter: Filter) -> Query:
-    """A SELECT of the ids of the documents that match, and its parameters."""
+def to_sql(filter: Filter, *, among: str | None = None) -> Query:
+    """A SELECT of the ids of the documents that match, and its parameters; with ``among`` (a
+    table of one column, ``id``), of the matching ids in that table only, each condition
+    looked up by document id (a few candidates cost a few index probes, not every match)."""
     if isinstance(filter, Compare):
-        return _compare(filter)
+        return _compare(filter, among)
     if isinstance(filter, Not):
-        sql, params = to_sql(filter.part)
-        return f"SELECT id FROM documents EXCEPT SELECT * FROM ({sql})", params
-    parts = [to_sql(p) for p in filter.parts]
+        sql, params = to_sql(filter.part, among=among)
+        universe = f"SELECT id FROM {among}" if among else "SELECT id FROM documents"
+        return f"{universe} EXCEPT SELECT * FROM ({sql})", params
+    parts = [to_sql(p, among=among) for p in filter.parts]
     joiner = " INTERSECT " if isinstance(filter, And) else " UNION "
     sql = joiner.join(f"SELECT * FROM ({part_sql})" for part_sql, _ in parts)
     return sql, [param for _, part_params in parts for param in part_params]
 
 
-def _compare(filter: Compare) -> Query:
+def _compare(filter: Compare, among: str | None) -> Query:
     base = "SELECT doc_id FROM fields WHERE key = ? AND "
+    if among:
+        base += f"doc_id IN (SELECT id FROM {among}) AND "
     if filter.op == "in":
         assert isinstance(filter.value, tuple)
         values = filter.value
@@ -68,7 +73,7 @@ def _compare(filter: Compare) -> Query:
     by_kind: dict[str, list[Scalar]] = {}
     for value in values:
         by_kind.setdefault(kind(value) or "", []).append(_stored(value))
-    if not by_kind:
+    if not by_kind:  # an empty $in
         return "SELECT doc_id FROM fields WHERE 0", []
     terms: list[str] = []
     params: list[Scalar] = [filter.key]

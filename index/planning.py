@@ -1,17 +1,21 @@
 """Search planning for the FAISS store: which positions a search may return, how FAISS is asked
 for them, and when an exact scan over the stored documents must take over.
 
-A filter is resolved to the ids of the matching documents by the document database's payload
-index; with deleted or replaced documents (dead positions) or a filter, FAISS searches only the
-allowed positions through an IDSelector, so the top k it returns are the top k of the allowed
-documents as far as the index type finds them. Index types without selectors (GPU indexes,
-IndexPQ) fetch candidates in widening rounds instead. A query left with fewer hits than allowed
-documents and ``top_k`` (IVF lists not probed, a very selective filter on HNSW) is answered by an
-exact scan; so is every query when only a few documents are allowed.
+A filtered search first takes each query's nearest candidates without the filter and asks the
+document database which of them match (a look-up per candidate): a filter that keeps a fair share
+of the documents costs about an unfiltered search. Queries it leaves short, as a selective filter
+does, resolve the filter to the ids of every matching document through the payload index; with
+those ids or with deleted or replaced documents (dead positions), FAISS searches only the allowed
+positions through an IDSelector, so the top k it returns are the top k of the allowed documents
+as far as the index type finds them. Index types without selectors (GPU indexes, IndexPQ) fetch
+candidates in widening rounds instead. A query left with fewer hits than allowed documents and
+``top_k`` (IVF lists not probed, a very selective filter on HNSW) is answered by an exact scan;
+so is every query when only a few documents are allowed.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -24,6 +28,7 @@ from baihua.index.filters import Filter
 _EXACT_BELOW = 1024  # allowed documents below which scoring them directly beats the index
 _FILTER_OVERFETCH = 4  # first candidate list of a widening search, in multiples of top_k
 _FETCH_LIMIT = 4096  # widest candidate list asked of FAISS before an exact scan takes over
+_POST_FILTER_ROUNDS = 2  # candidate rounds of a filtered search before it resolves the filter
 _SCAN_ROWS = 4096  # rows per step of an exact scan, bounding its memory
 
 Ranked = list[list[tuple[int, float]]]  # (id, score) per query, best first
@@ -40,13 +45,71 @@ def search(
     """(id, score) lists per query: the ``top_k`` best allowed documents, fewer if fewer match."""
     if not index.positions:
         return [[] for _ in queries]
+    if filter is None:
+        return _search_allowed(index, database, queries, top_k, None)
+    found = _post_filtered(index, database, queries, top_k, filter)
+    short = [q for q, hits in enumerate(found) if hits is None]
+    if short:
+        rest = _search_allowed(index, database, queries[short], top_k, filter)
+        for query, hits in zip(short, rest, strict=True):
+            found[query] = hits
+    return [hits or [] for hits in found]
+
+
+def _post_filtered(
+    index: FaissIndex,
+    database: DocumentDatabase,
+    queries: npt.NDArray[np.float32],
+    top_k: int,
+    filter: Filter,
+) -> list[list[tuple[int, float]] | None]:
+    """The ``top_k`` matching documents among each query's nearest candidates, in at most two
+    rounds, the second sized by the share of first-round candidates that matched; None for a
+    query still short (the caller searches the allowed positions instead)."""
+    found: list[list[tuple[int, float]] | None] = [None] * len(queries)
+    limit = min(len(index.labels), GPU_MAX_K if index.on_gpu else max(_FETCH_LIMIT, top_k))
+    fetch = min(_FILTER_OVERFETCH * top_k, limit)
+    pending = list(range(len(queries)))
+    for _ in range(_POST_FILTER_ROUNDS):
+        scores, positions = index.search(queries[pending], fetch)
+        ids = index.ids_at(positions)
+        matching = database.matching_among(filter, np.unique(ids[ids >= 0]).tolist())
+        kept_share = 1.0
+        unresolved = []
+        for row, query in enumerate(pending):
+            hits = [
+                (i, s)
+                for i, s in zip(ids[row].tolist(), scores[row].tolist(), strict=True)
+                if i in matching
+            ]
+            if len(hits) >= top_k:
+                found[query] = hits[:top_k]
+            else:
+                unresolved.append(query)
+                kept_share = min(kept_share, len(hits) / fetch)
+        pending = unresolved
+        wanted = math.ceil(_FILTER_OVERFETCH * top_k / kept_share) if kept_share else limit + 1
+        if not pending or wanted > limit or fetch >= limit:
+            break
+        fetch = wanted
+    return found
+
+
+def _search_allowed(
+    index: FaissIndex,
+    database: DocumentDatabase,
+    queries: npt.NDArray[np.float32],
+    top_k: int,
+    filter: Filter | None,
+) -> Ranked:
+    """The top k among the live positions that match ``filter`` (every live one for None)."""
     allowed_ids: npt.NDArray[np.int64] | None = None
     allowed: npt.NDArray[np.bool_] | None = None
     if filter is not None:
         allowed_ids = database.matching_ids(filter)
         if len(allowed_ids) < _EXACT_BELOW:
             return exact_search(database, queries, top_k, allowed_ids)
-        allowed = np.isin(index.labels, allowed_ids)
+        allowed = index.allowed_positions(allowed_ids)
     elif index.n_dead:
         allowed = index.labels >= 0
     n_allowed = len(index.positions) if allowed is None else int(allowed.sum())

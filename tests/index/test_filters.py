@@ -64,6 +64,33 @@ def test_count_and_search_keep_exactly_the_documents_the_filter_matches(
         assert [[h.id for h in row] for row in hits] == expected_ids.tolist()
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    stored=st.lists(payloads, min_size=1, max_size=30),
+    filter=filters,
+    top_k=st.integers(1, 8),
+)
+def test_a_top_k_search_keeps_the_best_matching_documents(
+    stored: list[dict[str, Any]], filter: dict[str, Any], top_k: int
+) -> None:
+    """Few hits asked of many documents: answered from the unfiltered candidates when enough of
+    them match, so the candidates' look-up must read the filter exactly as the full one does."""
+    n = len(stored)
+    vectors = unit_vectors(n, 8)
+    store = FaissStore(8)
+    store.add(np.arange(n), vectors, ["t"] * n, stored)
+    matching = np.array([i for i, p in enumerate(stored) if reference_matches(p, filter)], int)
+    queries = unit_vectors(2, 8, seed=1)
+
+    hits = store.search(queries, top_k, filter=filter)
+
+    if not len(matching):
+        assert hits == [[], []]
+        return
+    expected_ids, _ = brute_force(matching, vectors[matching], queries, top_k)
+    assert [[h.id for h in row] for row in hits] == expected_ids.tolist()
+
+
 def test_operators_on_a_small_catalogue() -> None:
     stored = [
         {"lang": "zh", "price": 5, "tags": ["a"]},
