@@ -219,24 +219,31 @@ class FaissStore(StoreBase):
     def save(self) -> None:
         """Write the index snapshot (documents are already committed); crash-safe.
 
-        Searches continue while saving; writes wait.
+        The index is copied in memory under the read lock, then written, fsynced and hashed
+        without it: a write that arrives meanwhile (and every search queued behind it) waits
+        for the copy, not for the disk. The price is one transient copy of the index's bytes.
         """
         if self.path is None:
             raise StoreSettingError(
                 "path", None, "this store is in memory (path=None); use FaissStore.open(path, ...)"
             )
-        with self._lock.read(), self._save_lock:
-            if not self._index.dirty:
-                return
-            self._check_database_in_place()
-            snapshot = Snapshot(
-                self._index.cpu_index(),
-                self._index.labels,
-                self._generation,
-                self._index.exact_fallback,
-            )
-            write_snapshot(self.path, snapshot, self._store_id)
-            self._index.dirty = False
+        with self._save_lock:
+            with self._lock.read():
+                if not self._index.dirty:
+                    return
+                self._check_database_in_place()
+                snapshot = Snapshot(
+                    self._index.serialized(),
+                    self._index.labels.copy(),
+                    self._generation,
+                    self._index.exact_fallback,
+                )
+                self._index.dirty = False
+            try:
+                write_snapshot(self.path, snapshot, self._store_id)
+            except BaseException:
+                self._index.dirty = True  # the changes are still to be saved
+                raise
 
     def close(self) -> None:
         """Release the database and the directory.
@@ -244,7 +251,7 @@ class FaissStore(StoreBase):
         Unsaved index changes are not lost: the documents are committed and the next open
         rebuilds the index from them; call ``save()`` first to spare that rebuild.
         """
-        with self._lock.write():
+        with self._save_lock, self._lock.write():
             self._release()
 
     # ------------------------------------------------------------------------- the engine's part
