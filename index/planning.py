@@ -15,7 +15,6 @@ so is every query when only a few documents are allowed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -28,7 +27,7 @@ from baihua.index.filters import Filter
 _EXACT_BELOW = 1024  # allowed documents below which scoring them directly beats the index
 _FILTER_OVERFETCH = 4  # first candidate list of a widening search, in multiples of top_k
 _FETCH_LIMIT = 4096  # widest candidate list asked of FAISS before an exact scan takes over
-_POST_FILTER_ROUNDS = 2  # candidate rounds of a filtered search before it resolves the filter
+_MIN_CANDIDATES = 128  # unfiltered candidates a filtered search looks through first
 _SCAN_ROWS = 4096  # rows per step of an exact scan, bounding its memory
 
 Ranked = list[list[tuple[int, float]]]  # (id, score) per query, best first
@@ -63,35 +62,18 @@ def _post_filtered(
     top_k: int,
     filter: Filter,
 ) -> list[list[tuple[int, float]] | None]:
-    """The ``top_k`` matching documents among each query's nearest candidates, in at most two
-    rounds, the second sized by the share of first-round candidates that matched; None for a
-    query still short (the caller searches the allowed positions instead)."""
+    """The ``top_k`` matching documents among each query's nearest candidates; None for a
+    query with too few of them (the caller searches the allowed positions instead)."""
     found: list[list[tuple[int, float]] | None] = [None] * len(queries)
     limit = min(len(index.labels), GPU_MAX_K if index.on_gpu else max(_FETCH_LIMIT, top_k))
-    fetch = min(_FILTER_OVERFETCH * top_k, limit)
-    pending = list(range(len(queries)))
-    for _ in range(_POST_FILTER_ROUNDS):
-        scores, positions = index.search(queries[pending], fetch)
-        ids = index.ids_at(positions)
-        matching = database.matching_among(filter, np.unique(ids[ids >= 0]).tolist())
-        kept_share = 1.0
-        unresolved = []
-        for row, query in enumerate(pending):
-            hits = [
-                (i, s)
-                for i, s in zip(ids[row].tolist(), scores[row].tolist(), strict=True)
-                if i in matching
-            ]
-            if len(hits) >= top_k:
-                found[query] = hits[:top_k]
-            else:
-                unresolved.append(query)
-                kept_share = min(kept_share, len(hits) / fetch)
-        pending = unresolved
-        wanted = math.ceil(_FILTER_OVERFETCH * top_k / kept_share) if kept_share else limit + 1
-        if not pending or wanted > limit or fetch >= limit:
-            break
-        fetch = wanted
+    fetch = min(max(_FILTER_OVERFETCH * top_k, _MIN_CANDIDATES), limit)
+    scores, positions = index.search(queries, fetch)
+    ids = index.ids_at(positions)
+    matching = database.matching_among(filter, np.unique(ids[ids >= 0]).tolist())
+    for query, (row_ids, row_scores) in enumerate(zip(ids.tolist(), scores.tolist(), strict=True)):
+        hits = [(i, s) for i, s in zip(row_ids, row_scores, strict=True) if i in matching]
+        if len(hits) >= top_k:
+            found[query] = hits[:top_k]
     return found
 
 

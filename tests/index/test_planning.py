@@ -62,8 +62,8 @@ def catalogue(
     n: int, factory: str, *, away_from: np.ndarray | None = None, **kwargs: Any
 ) -> tuple[FaissStore, np.ndarray, list[dict]]:
     """``n`` documents with a price and a language; with ``away_from`` (queries), ``near`` marks
-    the 40 nearest documents of each query, so a filter on ``near: false`` leaves a search's
-    first candidates without a match."""
+    the NEAR nearest documents of each query, more than a filtered search's first candidates, so
+    a filter on ``near: false`` leaves those without a match."""
     rng = np.random.default_rng(3)
     stored: list[dict] = [
         {"price": int(p), "lang": str(g)}
@@ -71,13 +71,15 @@ def catalogue(
     ]
     vectors = unit_vectors(n)
     if away_from is not None:
-        near, _ = brute_force(np.arange(n), vectors, away_from, 40)
+        near, _ = brute_force(np.arange(n), vectors, away_from, NEAR)
         for i, payload in enumerate(stored):
             payload["near"] = i in set(near.ravel().tolist())
     store = FaissStore(DIM, factory, **kwargs)
     store.add(np.arange(n), vectors, ["t"] * n, stored)
     return store, vectors, stored
 
+
+NEAR = 200
 
 FILTERS = [
     {"price": {"$gte": 30}},
@@ -107,7 +109,7 @@ def test_exact_index_types_search_the_filter_through_a_faiss_selector(
     factory: str, params: str, filter: dict[str, Any]
 ) -> None:
     queries = unit_vectors(10, seed=1)
-    store, vectors, stored = catalogue(4000, factory, away_from=queries, search_params=params)
+    store, vectors, stored = catalogue(6000, factory, away_from=queries, search_params=params)
     filter = {"$and": [filter, {"near": False}]}
     matching = np.array([i for i, p in enumerate(stored) if reference_matches(p, filter)])
     assert len(matching) > 1024  # past the direct exact scoring of small matching sets
@@ -118,27 +120,38 @@ def test_exact_index_types_search_the_filter_through_a_faiss_selector(
     assert_matches_brute_force(hits, matching, vectors[matching], queries, 10)
 
 
-def test_hnsw_with_a_selector_keeps_recall_over_the_matching_documents() -> None:
+def test_hnsw_keeps_recall_over_the_matching_documents() -> None:
+    store, vectors, stored = catalogue(4000, "HNSW16", search_params="efSearch=64")
+    filter = FILTERS[0]
+    matching = np.array([i for i, p in enumerate(stored) if reference_matches(p, filter)])
     queries = unit_vectors(50, seed=1)
+
+    hits = store.search(queries, 10, filter=filter)
+
+    assert all(stored[h.id]["price"] >= 30 for row in hits for h in row)
+    expected_ids, _ = brute_force(matching, vectors[matching], queries, 10)
+    assert recall_at_k(hits, expected_ids) >= 0.9
+
+
+def test_hnsw_searches_a_filter_excluding_the_neighbourhood_through_a_selector() -> None:
+    queries = unit_vectors(10, seed=1)
     store, vectors, stored = catalogue(
-        4000, "HNSW16", away_from=queries, search_params="efSearch=64"
+        6000, "HNSW16", away_from=queries, search_params="efSearch=64"
     )
     filter = {"price": {"$gte": 30}, "near": False}
-    matching = np.array([i for i, p in enumerate(stored) if reference_matches(p, filter)])
 
     hits = store.search(queries, 10, filter=filter)
 
     assert store._index._selects is True
+    assert [len(row) for row in hits] == [10] * 10
     assert all(reference_matches(stored[h.id], filter) for row in hits for h in row)
-    expected_ids, _ = brute_force(matching, vectors[matching], queries, 10)
-    assert recall_at_k(hits, expected_ids) >= 0.9
 
 
 def test_index_without_selectors_falls_back_to_widening_and_keeps_only_matches() -> None:
     queries = unit_vectors(10, seed=1)
     store, vectors, stored = catalogue(4000, "PQ8x4np")
     store.train()
-    for row in store.search(queries, 40):  # PQ's own first candidates leave the filter
+    for row in store.search(queries, NEAR):  # PQ's own first candidates leave the filter
         for hit in row:
             store.set_payload(hit.id, stored[hit.id] | {"near": True})
             stored[hit.id]["near"] = True
