@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import uuid
 from collections.abc import Collection, Sequence
@@ -244,6 +245,10 @@ class FaissStore(StoreBase):
             except BaseException:
                 self._index.dirty = True  # the changes are still to be saved
                 raise
+            try:
+                self._db.forget_changes(snapshot.generation)
+            except sqlite3.Error as error:  # a longer journal is only replayed, never wrong
+                logger.warning("change journal in %s not trimmed: %s", self.path, error)
 
     def close(self) -> None:
         """Release the database and the directory.
@@ -350,7 +355,19 @@ class FaissStore(StoreBase):
                 "Open it with its own dim and factory, or use another directory.",
             )
         self._init_ids(meta)
+        self._init_journal(meta)
         return int(meta["generation"])
+
+    def _init_journal(self, meta: dict[str, str]) -> None:
+        """The change journal holds every write from generation ``changes_from`` on while
+        ``changes_to`` equals the generation; a database without one, or last written by a
+        version that kept none, starts it now."""
+        generation = meta["generation"]
+        if meta.get("changes_to") != generation:
+            with self._db.transaction():
+                self._db.set_meta({"changes_from": generation, "changes_to": generation})
+            meta = meta | {"changes_from": generation}
+        self._changes_from = int(meta["changes_from"])
 
     def _init_ids(self, meta: dict[str, str]) -> None:
         added = {}
@@ -367,19 +384,29 @@ class FaissStore(StoreBase):
         self._next_id = int(meta["next_id"])
 
     def _load_index(self) -> None:
-        """Load the snapshot if it matches the documents; otherwise rebuild from the documents."""
+        """Load the snapshot and catch it up on the writes journaled after it (a crash or a
+        close without save leaves it behind); rebuild from the documents when it is missing,
+        damaged, older than the journal or does not add up to the documents."""
         snapshot = None if self.path is None else self._read_snapshot(self.path)
-        if snapshot is not None and snapshot.generation == self._generation:
-            live = int((snapshot.labels >= 0).sum())
-            if live == self._db.count():
-                self._index.restore(snapshot.index, snapshot.labels, snapshot.exact_fallback)
+        if snapshot is not None and snapshot.generation >= self._changes_from:
+            self._index.restore(snapshot.index, snapshot.labels, snapshot.exact_fallback)
+            changed = self._catch_up(snapshot.generation)
+            live, stored = len(self._index.positions), self._db.count()
+            if live == stored:
+                if changed:
+                    logger.info(
+                        "index snapshot in %s caught up on %d documents written after it",
+                        self.path,
+                        changed,
+                    )
+                    self._maintain()
                 return
             logger.warning(
                 "index snapshot in %s has %d documents, the database %d; rebuilding the index "
                 "from the database",
                 self.path,
                 live,
-                self._db.count(),
+                stored,
             )
             snapshot = None
         ids, vectors = self._db.all_vectors()
@@ -387,6 +414,19 @@ class FaissStore(StoreBase):
             self._index.refill_loaded(snapshot.index, ids, vectors)  # keeps its training
         else:
             self._index.build(ids, vectors, train=len(ids) >= self._index.min_train)
+
+    def _catch_up(self, generation: int) -> int:
+        """Apply to the loaded index the documents written or deleted after ``generation``;
+        how many ids changed."""
+        if generation == self._generation:
+            return 0
+        changed = self._db.changed_since(generation)
+        self._index.remove([i for i in changed if i in self._index.positions])
+        stored = self._db.vectors(changed)
+        if stored:
+            ids = np.array(sorted(stored), dtype=np.int64)
+            self._index.add(ids, np.stack([stored[i] for i in ids.tolist()]))
+        return len(changed)
 
     def _read_snapshot(self, path: Path) -> Snapshot | None:
         """The snapshot when its files are intact; None to rebuild; raises when the database is
@@ -461,8 +501,14 @@ class FaissStore(StoreBase):
                     self._db.delete(remove)
                 else:
                     self._db.put(batch)  # replaces the rows of ``remove``
+                written = [] if batch is None else batch.ids.tolist()
+                self._db.record_changes(self._generation + 1, [*remove, *written])
                 self._db.set_meta(
-                    {"generation": str(self._generation + 1), "next_id": str(next_id)}
+                    {
+                        "generation": str(self._generation + 1),
+                        "changes_to": str(self._generation + 1),
+                        "next_id": str(next_id),
+                    }
                 )
                 self._index.remove(remove)
                 if batch is not None:

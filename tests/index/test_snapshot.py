@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +86,69 @@ def test_crash_during_save_keeps_the_previous_snapshot_loadable(
         assert_matches_brute_force(
             reopened.search(queries, 10), np.arange(300), vectors, queries, 10
         )
+
+
+def _changes(path: Path) -> int:
+    with sqlite3.connect(path / "documents.sqlite") as db:
+        return int(db.execute("SELECT count(*) FROM changes").fetchone()[0])
+
+
+@pytest.mark.parametrize(
+    ("factory", "params"), [("Flat", ""), ("IVF16,Flat", "nprobe=16"), ("HNSW16", "")]
+)
+def test_a_snapshot_behind_the_documents_catches_up_on_the_journal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, factory: str, params: str
+) -> None:
+    path = tmp_path / "store"
+    vectors = unit_vectors(1100)
+    moved = unit_vectors(50, seed=9)
+    with FaissStore.open(path, DIM, factory, search_params=params) as store:
+        store.add(np.arange(1000), vectors[:1000], ["t"] * 1000)
+        store.save()
+        assert _changes(path) == 0  # a save drops the journal it holds
+        store.add(np.arange(1000, 1100), vectors[1000:], ["t"] * 100)
+        store.upsert(np.arange(50), moved, ["moved"] * 50)
+        store.delete(np.arange(900, 930))
+        store.set_payload(60, {"patched": True})
+        # closed without a save, as a crash leaves it: the snapshot holds the first 1000
+
+    with caplog.at_level(logging.INFO, logger="baihua.index.faiss_store"):
+        reopened = FaissStore.open(path, DIM, factory, search_params=params)
+    with reopened:
+        assert "caught up on 180 documents" in caplog.text
+        assert "rebuilding" not in caplog.text
+        kept = np.setdiff1d(np.arange(1100), np.arange(900, 930))
+        np.testing.assert_array_equal(reopened.ids(), kept)
+        expected = vectors.copy()
+        expected[:50] = moved
+        np.testing.assert_array_equal(reopened.vectors(np.arange(50)), moved)
+        hits = reopened.search(expected[kept], 1)
+        assert [row[0].id for row in hits] == kept.tolist()
+        if factory == "Flat":
+            queries = unit_vectors(10, seed=1)
+            assert_matches_brute_force(
+                reopened.search(queries, 10), kept, expected[kept], queries, 10
+            )
+
+
+def test_writes_a_journal_did_not_see_make_the_index_rebuild(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write by a version that kept no journal (the generation moved, changes_to did not)."""
+    path = tmp_path / "store"
+    vectors = unit_vectors(200)
+    with FaissStore.open(path, DIM, "Flat") as store:
+        store.add(np.arange(200), vectors, ["t"] * 200)
+        store.save()
+    replacement = unit_vectors(1, seed=5)
+    with sqlite3.connect(path / "documents.sqlite") as db:
+        db.execute(
+            "UPDATE documents SET vector = ? WHERE id = 5", (replacement.astype("<f4").tobytes(),)
+        )
+        db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    with caplog.at_level(logging.INFO, logger="baihua.index.faiss_store"):
+        reopened = FaissStore.open(path, DIM, "Flat")
+    with reopened:
+        assert "caught up" not in caplog.text
+        assert reopened.search(replacement, 1)[0][0].id == 5
