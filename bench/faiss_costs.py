@@ -9,7 +9,9 @@ protocol on one store of clustered unit vectors:
   field `bucket` in 0..99), as a ratio to the unfiltered p50 of the same queries;
 - a snapshot under load: two threads search and one writes a document every 20 ms while
   `save()` runs; the longest search and write in that window against the save's duration and
-  against the longest in the 2 s before it (what the machine's load alone does).
+  against the longest in the 2 s before it (what the machine's load alone does);
+- start-up: open after a clean close, and after 100 writes that the last snapshot lacks (a
+  close without `save()`, which leaves the index files as kill -9 does).
 
 Only the Store protocol is used, so the same file runs on an older checkout for a before/after
 pair in one sitting (copy it there and run it with that checkout's venv).
@@ -109,6 +111,19 @@ def snapshot_under_load(store: FaissStore, queries: np.ndarray, dim: int) -> dic
     }
 
 
+def reopen_times(path: Path, dim: int, factory: str) -> dict[str, float]:
+    """Seconds to open after a clean close, and with the snapshot 100 writes behind."""
+    start = time.perf_counter()
+    store = FaissStore.open(path, dim, factory)
+    clean = time.perf_counter() - start
+    extra = clustered(100, dim, np.random.default_rng(11))
+    store.add(np.arange(2 * 10**9, 2 * 10**9 + 100), extra, ["x"] * 100)
+    store.close()
+    start = time.perf_counter()
+    FaissStore.open(path, dim, factory).close()
+    return {"open_clean_s": clean, "open_behind_s": time.perf_counter() - start}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-docs", type=int, default=100_000)
@@ -147,7 +162,8 @@ def main() -> None:
             }
             stall = snapshot_under_load(store, queries, args.dim)
             store.close()
-        rows.append((factory, load_s, one_thread, many, filtered, stall))
+            opening = reopen_times(Path(tmp) / "store", args.dim, factory)
+        rows.append((factory, load_s, one_thread, many, filtered, stall | opening))
         print(f"{factory}: loaded in {load_s:.1f} s", flush=True)
 
     print(f"\n{args.n_docs} documents x {args.dim} dims; times in ms")
@@ -155,16 +171,17 @@ def main() -> None:
         "| factory | 1 thread p50 / p99 | "
         f"{args.clients} threads p50 / p99 | filtered 1 % / 10 % / 50 % p50 "
         "(× unfiltered) | save | longest search / write during save | the same in the 2 s "
-        "before |"
+        "before | open clean / 100 writes behind (s) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for factory, _, one, many, filtered, stall in rows:
         ratios = " / ".join(f"{filtered[s]:.2f} ({filtered[s] / one[0]:.1f}×)" for s in filtered)
         print(
             f"| {factory} | {one[0]:.2f} / {one[1]:.2f} | {many[0]:.2f} / {many[1]:.2f} | "
             f"{ratios} | {stall['save_ms']:.0f} | "
             f"{stall['longest_search_ms']:.0f} / {stall['longest_write_ms']:.0f} | "
-            f"{stall['before_search_ms']:.0f} / {stall['before_write_ms']:.0f} |"
+            f"{stall['before_search_ms']:.0f} / {stall['before_write_ms']:.0f} | "
+            f"{stall['open_clean_s']:.2f} / {stall['open_behind_s']:.2f} |"
         )
 
 
