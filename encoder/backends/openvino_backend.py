@@ -59,7 +59,10 @@ class OpenVinoBackend:
             "INFERENCE_NUM_THREADS": num_threads or torch.get_num_threads(),
             "PERFORMANCE_HINT": "LATENCY",
         }
-        self.compiled = ov.Core().compile_model(str(folder / meta["model_file"]), "CPU", config)
+        core = ov.Core()
+        model = core.read_model(str(folder / meta["model_file"]))
+        gather_before_dequantizing(model)
+        self.compiled = core.compile_model(model, "CPU", config)
         self._local = threading.local()
 
     def forward(
@@ -77,3 +80,35 @@ class OpenVinoBackend:
             None if first is None else torch.from_numpy(np.asarray(first, dtype=np.float32)),
             None if pooler is None else torch.from_numpy(np.asarray(pooler, dtype=np.float32)),
         )
+
+
+def gather_before_dequantizing(model: Any) -> int:
+    """Look up embedding rows in the int8 table, then dequantize the rows: NNCF leaves
+    ``Gather(Convert(table_i8) * scale, ids)``, which the CPU plugin folds into a float copy of
+    the whole table at compile time (me5-small: 250,037 x 384, compiled RSS 633 MB against 175 MB
+    this way). The same products of the same numbers, so the vectors are bit-identical. Returns
+    how many lookups were rewritten."""
+    import openvino.opset13 as ops
+
+    rewritten = 0
+    for gather in model.get_ops():
+        if gather.get_type_name() != "Gather":
+            continue
+        table = gather.input_value(0).get_node()
+        if table.get_type_name() != "Multiply":
+            continue
+        convert, scale = (table.input_value(i).get_node() for i in (0, 1))
+        if convert.get_type_name() != "Convert" or scale.get_type_name() != "Constant":
+            continue
+        weights = convert.input_value(0).get_node()
+        if weights.get_type_name() != "Constant" or scale.get_output_partial_shape(0).rank != 2:
+            continue
+        ids, axis = gather.input_value(1), gather.input_value(2)
+        rows = ops.convert(
+            ops.gather(weights.output(0), ids, axis), convert.get_output_element_type(0)
+        )
+        gather.output(0).replace(
+            ops.multiply(rows, ops.gather(scale.output(0), ids, axis)).output(0)
+        )
+        rewritten += 1
+    return rewritten

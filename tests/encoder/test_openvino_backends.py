@@ -92,6 +92,36 @@ def test_int8_copy_is_quantised_and_checked_against_fp32(tiny_bert: Path, cache:
     assert MIN_COSINE <= meta["calibration"]["min_cosine"] <= meta["calibration"]["mean_cosine"]
 
 
+def test_embedding_rows_are_dequantized_after_the_lookup_with_the_same_results(
+    tiny_bert: Path, cache: Path
+) -> None:
+    """The int8 copy's embedding tables stay int8 in the compiled model (no float copy of the
+    whole table), and its outputs are bit-identical to the graph as NNCF wrote it."""
+    import openvino as ov
+
+    from baihua.encoder.backends.openvino_backend import gather_before_dequantizing
+
+    encoder = Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=cache)
+    path = str(encoder.runner.folder / IR_FILE)  # type: ignore[attr-defined]
+    core = ov.Core()
+    as_written, rewritten = core.read_model(path), core.read_model(path)
+    assert gather_before_dequantizing(rewritten) >= 1
+    assert gather_before_dequantizing(rewritten) == 0  # nothing left to rewrite
+    tables = [
+        op.input_value(0)
+        for op in rewritten.get_ops()
+        if op.get_type_name() == "Gather"
+        and op.input_value(0).get_node().get_type_name() == "Constant"
+    ]
+    assert ov.Type.i8 in {table.get_element_type() for table in tables}
+    ids = np.random.default_rng(0).integers(1, 100, (4, 16))
+    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    before = core.compile_model(as_written, "CPU", config)(inputs)
+    after = core.compile_model(rewritten, "CPU", config)(inputs)
+    np.testing.assert_array_equal(before["last_hidden_state"], after["last_hidden_state"])
+
+
 def test_copies_are_built_once_and_reused(tiny_bert: Path, tmp_path: Path) -> None:
     for backend in ("openvino", "openvino-int8"):
         Encoder(str(tiny_bert), device="cpu", backend=backend, cache_dir=tmp_path)
