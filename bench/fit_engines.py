@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--sentences", type=int, default=20_000)
     parser.add_argument("--model", default="me5-small")
+    parser.add_argument("--backend", default=None, help="encoder backend (default: the service's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--actors", type=int, default=2)
     args = parser.parse_args()
@@ -48,7 +49,7 @@ def main() -> None:
         corpus.write_text("".join(s.replace("\n", " ") + "\n" for s in sentences))
         total = sum(1 for _ in iter_corpus(corpus))
 
-        settings = load_settings(model=args.model, num_threads=args.threads)
+        settings = load_settings(model=args.model, backend=args.backend, num_threads=args.threads)
         start = time.perf_counter()
         local = FitJob(corpus, Path(tmp) / "local", build_encoder(settings)).run()
         local_s = time.perf_counter() - start
@@ -63,7 +64,10 @@ def main() -> None:
         ray_s = time.perf_counter() - start
 
     metric = {name: t.components_ @ t.components_.T for name, t in (("ray", ray), ("local", local))}
-    print(f"sentences: {total}, model {args.model}, {args.threads} threads / {args.actors} actors")
+    print(
+        f"sentences: {total}, model {args.model}, backend {settings.backend}, "
+        f"{args.threads} threads / {args.actors} actors"
+    )
     print(f"local: {local_s:.1f} s, ray: {ray_s:.1f} s, ray/local: {ray_s / local_s:.2f}")
     print(f"moments Σx: {relative(ray.moments_.sum, local.moments_.sum):.2e} relative")
     print(
