@@ -161,6 +161,7 @@ def main() -> None:
                 for share in (1, 10, 50)
             }
             stall = snapshot_under_load(store, queries, args.dim)
+            store.save()  # the writes that came after the measured save
             store.close()
             opening = reopen_times(Path(tmp) / "store", args.dim, factory)
         rows.append((factory, load_s, one_thread, many, filtered, stall | opening))
