@@ -24,6 +24,7 @@ from baihua.index.store import Document
 from baihua.index.validation import Batch
 
 _SQL_CHUNK = 500  # ids per "IN (...)", well under SQLite's bound-variable limit
+_FORGET_ROWS = 4096  # journal rows dropped per transaction
 
 ScanBlock = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]  # ids and their vectors
 
@@ -132,9 +133,18 @@ class DocumentDatabase:
             )
 
     def forget_changes(self, up_to: int) -> None:
-        """Drop the journal of generations a saved snapshot already holds."""
-        with self.transaction():
-            self._db.execute("DELETE FROM changes WHERE generation <= ?", (up_to,))
+        """Drop the journal of generations a saved snapshot already holds, a few thousand rows
+        per transaction so that reads and writes get the database between them (one DELETE of
+        a bulk load's 100k rows held it for a second)."""
+        while True:
+            with self.transaction():
+                deleted = self._db.execute(
+                    "DELETE FROM changes WHERE rowid IN (SELECT rowid FROM changes "
+                    "WHERE generation <= ? LIMIT ?)",
+                    (up_to, _FORGET_ROWS),
+                ).rowcount
+            if deleted < _FORGET_ROWS:
+                return
 
     # ----------------------------------------------------------------------------------- reads
 
@@ -146,11 +156,14 @@ class DocumentDatabase:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def matching_ids(self, filter: Filter) -> npt.NDArray[np.int64]:
-        """Ids of the documents whose payload matches, ascending."""
+    def matching_ids(self, filter: Filter, limit: int = -1) -> npt.NDArray[np.int64]:
+        """Ids of the documents whose payload matches, ascending; at most ``limit`` of them
+        (-1: all), so a caller can learn cheaply whether only a few match."""
         sql, params = payload_index.to_sql(filter)
         with self._lock:
-            rows = self._db.execute(f"SELECT * FROM ({sql}) ORDER BY 1", params).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM ({sql}) ORDER BY 1 LIMIT ?", [*params, limit]
+            ).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def matching_among(self, filter: Filter, ids: Iterable[int]) -> set[int]:

@@ -45,7 +45,7 @@ def to_sql(filter: Filter, *, among: str | None = None) -> Query:
         return _compare(filter, among)
     if isinstance(filter, Not):
         sql, params = to_sql(filter.part, among=among)
-        universe = f"SELECT id FROM {among}" if among else "SELECT id FROM documents"
+        universe = "SELECT id FROM documents" + (f" WHERE id IN {among}" if among else "")
         return f"{universe} EXCEPT SELECT * FROM ({sql})", params
     parts = [to_sql(p, among=among) for p in filter.parts]
     joiner = " INTERSECT " if isinstance(filter, And) else " UNION "

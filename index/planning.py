@@ -51,6 +51,9 @@ def search(
         return [[] for _ in queries]
     if filter is None:
         return _search_allowed(index, database, queries, top_k, None)
+    few = database.matching_ids(filter, limit=_EXACT_BELOW)
+    if len(few) < _EXACT_BELOW:  # all of them: score them directly
+        return exact_search(database, queries, top_k, few)
     found = _post_filtered(index, database, queries, top_k, filter)
     short = [q for q, hits in enumerate(found) if hits is None]
     if short:

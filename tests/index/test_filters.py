@@ -68,27 +68,22 @@ def test_count_and_search_keep_exactly_the_documents_the_filter_matches(
 @given(
     stored=st.lists(payloads, min_size=1, max_size=30),
     filter=filters,
-    top_k=st.integers(1, 8),
+    candidates=st.sets(st.integers(0, 35), max_size=12),
 )
-def test_a_top_k_search_keeps_the_best_matching_documents(
-    stored: list[dict[str, Any]], filter: dict[str, Any], top_k: int
+def test_the_candidates_look_up_reads_the_filter_as_the_full_query_does(
+    stored: list[dict[str, Any]], filter: dict[str, Any], candidates: set[int]
 ) -> None:
-    """Few hits asked of many documents: answered from the unfiltered candidates when enough of
-    them match, so the candidates' look-up must read the filter exactly as the full one does."""
+    """A filtered search over many documents asks which of its candidates match, one look-up
+    per candidate (ids not stored among them match nothing)."""
     n = len(stored)
-    vectors = unit_vectors(n, 8)
     store = FaissStore(8)
-    store.add(np.arange(n), vectors, ["t"] * n, stored)
-    matching = np.array([i for i, p in enumerate(stored) if reference_matches(p, filter)], int)
-    queries = unit_vectors(2, 8, seed=1)
+    store.add(np.arange(n), unit_vectors(n, 8), ["t"] * n, stored)
+    tree = parse_filter(filter)
+    assert tree is not None
 
-    hits = store.search(queries, top_k, filter=filter)
+    found = store._db.matching_among(tree, candidates)
 
-    if not len(matching):
-        assert hits == [[], []]
-        return
-    expected_ids, _ = brute_force(matching, vectors[matching], queries, top_k)
-    assert [[h.id for h in row] for row in hits] == expected_ids.tolist()
+    assert found == {i for i in candidates if i < n and reference_matches(stored[i], filter)}
 
 
 def test_operators_on_a_small_catalogue() -> None:
