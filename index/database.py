@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,6 +146,7 @@ class DocumentDatabase:
                 ).rowcount
             if deleted < _FORGET_ROWS:
                 return
+            time.sleep(0.001)  # let a waiting read or write have the database
 
     # ----------------------------------------------------------------------------------- reads
 
@@ -160,11 +162,9 @@ class DocumentDatabase:
         """Ids of the documents whose payload matches, ascending; at most ``limit`` of them
         (-1: all), so a caller can learn cheaply whether only a few match."""
         sql, params = payload_index.to_sql(filter)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT * FROM ({sql}) ORDER BY 1 LIMIT ?", [*params, limit]
-            ).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        with self._lock:  # sorted here: ORDER BY before LIMIT would read every match first
+            rows = self._db.execute(f"SELECT * FROM ({sql}) LIMIT ?", [*params, limit]).fetchall()
+        return np.array(sorted(r[0] for r in rows), dtype=np.int64)
 
     def matching_among(self, filter: Filter, ids: Iterable[int]) -> set[int]:
         """Which of ``ids`` match: a look-up per id and condition, whatever the filter keeps."""
