@@ -571,8 +571,8 @@ class SparseIndex:
             offsets.astype(np.int64),
         )
         words = np.array(terms, dtype=object)[flat].tolist() if len(flat) else []
-        bounds = offsets.tolist()
-        tokens = {i: words[bounds[r] : bounds[r + 1]] for r, i in enumerate(id_list) if not dead[r]}
+        bounds, gone = offsets.tolist(), dead.tolist()
+        tokens = {i: words[bounds[r] : bounds[r + 1]] for r, i in enumerate(id_list) if not gone[r]}
         for i, row in zip(delta_ids.tolist(), delta_tokens, strict=True):
             tokens[int(i)] = [str(t) for t in row]
         return main, dead.astype(bool), tokens
