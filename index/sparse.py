@@ -14,7 +14,7 @@ Lucene scores with statistics that still count deleted documents until its segme
 a merge, scores are exactly BM25 of the live documents.
 
 Merges. A merge rebuilds the matrix from the stored tokens (nothing is segmented again); it is
-linear in the documents (20 s at 100k short sentences on a loaded 2-core machine,
+linear in the documents (2–20 s at 100k short sentences on a shared 2-core machine,
 ``bench/sparse_cost.py``). While the index holds at most ``MERGE_MIN`` documents it runs inside
 every write (milliseconds), so a small index never scores with the statistics of a much smaller
 corpus. Above that, the write that brings the delta above ``MERGE_SHARE`` of the documents starts
