@@ -10,28 +10,34 @@ the index is a *main segment* (a ``bm25s`` matrix over the documents of the last
 *delta*: documents written since (their tokens, kept in memory) and tombstones (main rows
 deleted or replaced since). Searches are exact about membership at once: tombstoned rows are
 masked, delta documents scored by the same formula with the statistics of the last merge, as
-Lucene scores with statistics that still count deleted documents until its segments merge. A
-merge rebuilds the matrix from the stored tokens (nothing is segmented again); it runs inside
-every write while the index holds at most ``MERGE_MIN`` documents (a few milliseconds), then
-inside the write that brings the delta above ``MERGE_SHARE`` of the documents, so its cost is
-amortised over many writes; and before each save. After a merge, scores are exactly BM25 of
-the live documents. Why not a rebuild per write: a merge is linear in the documents (20 s at
-100k short sentences on a loaded 2-core machine, ``bench/sparse_cost.py``), and it holds the
-write lock, so searches wait for it too; moving it to a background thread (build aside, swap
-under the lock, replay the writes made meanwhile) is the next step for large indexes.
+Lucene scores with statistics that still count deleted documents until its segments merge. After
+a merge, scores are exactly BM25 of the live documents.
+
+Merges. A merge rebuilds the matrix from the stored tokens (nothing is segmented again); it is
+linear in the documents (2–20 s at 100k short sentences on a shared 2-core machine,
+``bench/sparse_cost.py``). While the index holds at most ``MERGE_MIN`` documents it runs inside
+every write (milliseconds), so a small index never scores with the statistics of a much smaller
+corpus. Above that, the write that brings the delta above ``MERGE_SHARE`` of the documents starts
+one in a background thread, and neither writes nor searches wait for it: the thread takes a
+snapshot of every document's tokens under the write lock (a copy of references), builds the new
+main segment from it without any lock, then swaps it in under the write lock, replaying the
+writes made meanwhile (each id written since the snapshot is tombstoned in the new segment and,
+if it still exists, put in the new delta with its current tokens). One merge runs at a time;
+``merge()`` runs one and waits for it.
 
 Persistence (``save``/``open``), in its own folder: ``sparse.json`` names the data file
-(``sparse-<token>.npz``: ids, the vocabulary and each document's tokens; the ``bm25s`` matrix
-is derived from them on load, without segmenting anything again), its SHA-256, the
-segmenter's spec, the BM25 parameters, and the *content digest* of the documents it holds: an
-order-free sum of a hash of each (id, text), kept up to date by every write. The data file is
-written first and the manifest replaced last, both atomically (``core.files.write_atomic``).
-``open`` reads the documents' stored (id, text) once, and loads the saved index only when all
-of these match; otherwise — missing, damaged, another segmenter or dictionary, or out of step
-(writes after the last save, a kill -9 between a store's commit and the next save) — it
-segments those texts again and saves, so the index is never served out of step. The digest
-names the documents themselves, so no store has to expose a write counter, and payload
-changes (which change no words) leave it alone.
+(``sparse-<token>.npz``: the main segment as it is in memory — ids, vocabulary, each row's
+tokens, the ``bm25s`` matrix and the statistics — its tombstones, and the delta's ids and
+tokens), its SHA-256, the segmenter's spec, the BM25 parameters, and the *content digest* of the
+documents it holds: an order-free sum of a hash of each (id, text), kept up to date by every
+write. A save needs no merge, and a load no rebuild: the loaded index scores exactly as the saved
+one did. The data file is written first and the manifest replaced last, both atomically
+(``core.files.write_atomic``). ``open`` reads the documents' stored (id, text) once, and loads
+the saved index only when all of these match; otherwise — missing, damaged, another segmenter or
+dictionary, or out of step (writes after the last save, a kill -9 between a store's commit and
+the next save) — it segments those texts again and saves, so the index is never served out of
+step. The digest names the documents themselves, so no store has to expose a write counter, and
+payload changes (which change no words) leave it alone.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import io
 import json
 import logging
 import math
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -59,7 +66,7 @@ from baihua.index.snapshot import sha256
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "1"
+FORMAT = "2"
 MANIFEST = "sparse.json"
 MERGE_MIN = 1000
 MERGE_SHARE = 0.1
@@ -86,7 +93,9 @@ class SparseHit:
 
 @dataclass(frozen=True)
 class _Segment:
-    """The main segment: documents of the last merge, their ``bm25s`` matrix and statistics."""
+    """The main segment: documents of the last merge, their ``bm25s`` matrix and statistics.
+
+    Immutable once built: a search may keep using one while a merge swaps in the next."""
 
     ids: npt.NDArray[np.int64]
     row: dict[int, int]
@@ -94,11 +103,19 @@ class _Segment:
     df: npt.NDArray[np.int64]
     avgdl: float
     bm25: bm25s.BM25 | None  # None when no document has a token
-    tokens: list[list[int]] = field(repr=False)  # each row's token ids (what a save writes)
+    flat: npt.NDArray[np.int32] = field(repr=False)  # every row's token ids, one after another
+    offsets: npt.NDArray[np.int64] = field(repr=False)  # row r is flat[offsets[r]:offsets[r + 1]]
 
     @property
     def n(self) -> int:
         return len(self.ids)
+
+
+@dataclass
+class _Merge:
+    """A merge in progress: the ids written since its snapshot, replayed when it swaps in."""
+
+    written: set[int] = field(default_factory=set)
 
 
 class SparseIndex:
@@ -110,7 +127,7 @@ class SparseIndex:
     params : BM25's k1, b (and variant); recorded too.
     path : folder to save in; None keeps the index in memory only.
 
-    Thread-safe: searches run in parallel, writes alone.
+    Thread-safe: searches run in parallel, writes alone, merges beside both.
     """
 
     def __init__(
@@ -126,6 +143,10 @@ class SparseIndex:
         self._delta: set[int] = set()
         self._hashes: dict[int, int] = {}
         self._saved: str | None = None  # the digest on disk, when known to match
+        self._merging = threading.Lock()  # one merge at a time
+        self._merge: _Merge | None = None  # the merge in progress, if any
+        self._merger: threading.Thread | None = None  # its background thread, if it has one
+        self.merges = 0  # merges swapped in so far (inline or in the background)
 
     @classmethod
     def open(
@@ -161,6 +182,7 @@ class SparseIndex:
                 self._tokens[int(i)] = words
                 self._hashes[int(i)] = _document_hash(int(i), text)
                 self._delta.add(int(i))
+            self._written(ids)
             self._maybe_merge()
 
     add = upsert
@@ -169,12 +191,15 @@ class SparseIndex:
         """Remove documents; returns how many were indexed."""
         removed = 0
         with self._lock.write():
+            gone = []
             for i in ids:
                 if self._tokens.pop(int(i), None) is not None:
                     del self._hashes[int(i)]
                     removed += 1
                     self._tombstone(int(i))
                     self._delta.discard(int(i))
+                    gone.append(int(i))
+            self._written(gone)
             self._maybe_merge()
         return removed
 
@@ -182,16 +207,32 @@ class SparseIndex:
         """Replace everything with ``documents`` (id, text), merged."""
         stored = list(documents)
         tokens = {int(i): self.segmenter(text) for i, text in stored}
-        with self._lock.write():
-            self._tokens = tokens
-            self._hashes = {int(i): _document_hash(int(i), text) for i, text in stored}
-            self._merge()
+        hashes = {int(i): _document_hash(int(i), text) for i, text in stored}
+        with self._merging:
+            segment = self._build_segment(tokens)
+            with self._lock.write():
+                self._tokens, self._hashes = tokens, hashes
+                self._install(segment, set())
 
     def merge(self) -> None:
-        """Fold the delta and tombstones into a new main segment: scores become exact BM25."""
-        with self._lock.write():
-            if self._pending():
-                self._merge()
+        """Fold the delta and tombstones into a new main segment, and wait for it: scores
+        become exact BM25 (writes made while it ran stay in the new delta). Searches and
+        writes go on meanwhile; a merge already running in the background is waited for
+        first."""
+        self._run_merge()
+
+    def wait_for_merge(self, timeout: float | None = None) -> bool:
+        """Wait for a background merge, if one runs; whether none runs now."""
+        merger = self._merger
+        if merger is not None:
+            merger.join(timeout)
+            return not merger.is_alive()
+        return True
+
+    @property
+    def merging(self) -> bool:
+        """Whether a merge is building a new main segment now."""
+        return self._merge is not None
 
     # ------------------------------------------------------------------------------------ reads
 
@@ -235,6 +276,12 @@ class SparseIndex:
             return None if found is None else list(found)
 
     @property
+    def pending(self) -> int:
+        """Delta documents plus tombstoned rows: what the next merge folds in."""
+        with self._lock.read():
+            return self._pending()
+
+    @property
     def digest(self) -> str:
         """The content digest of the indexed documents (see ``content_digest``)."""
         with self._lock.read():
@@ -242,30 +289,26 @@ class SparseIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the saved data file (the matrix, the vocabulary and the tokens)."""
-        return len(self._serialise(self._main))
+        """Bytes of the data file a save writes now (segment, matrix, tombstones, delta)."""
+        return len(self._serialise(*self._state()))
 
     # ------------------------------------------------------------------------------ persistence
 
     def save(self) -> None:
-        """Merge, then write the data file and the manifest naming the content digest;
-        nothing when the saved index already holds these documents."""
+        """Write the data file and the manifest naming the content digest; nothing when the
+        saved index already holds these documents. No merge: the state is saved as it is."""
         if self.path is None:
             raise ValueError("this sparse index is in memory (path=None); give it a path")
-        with self._lock.write():
-            if self._pending():
-                self._merge()
-            main = self._main  # immutable: safe to write without the lock
-            digest = _digest_of(self._hashes.values())
+        main, dead, delta, digest = self._state()
         if digest == self._saved and (self.path / MANIFEST).is_file():
             return
         name = f"sparse-{uuid.uuid4().hex}.npz"
-        write_atomic(self.path / name, self._serialise(main))
+        write_atomic(self.path / name, self._serialise(main, dead, delta, digest))
         manifest = {
             "format": FORMAT,
             "file": name,
             "checksum": sha256(self.path / name),
-            "documents": main.n,
+            "documents": main.n - int(dead.sum()) + len(delta),
             "segmenter": self.segmenter.spec.to_dict(),
             "params": asdict(self.params),
             "digest": digest,
@@ -276,6 +319,15 @@ class SparseIndex:
             stale = file.name.startswith("sparse-") and file.name != name
             if stale or ".tmp-" in file.name:
                 file.unlink(missing_ok=True)
+
+    def _state(
+        self,
+    ) -> tuple[_Segment, npt.NDArray[np.bool_], dict[int, list[str]], str]:
+        """The main segment, its tombstones, the delta's tokens and the digest, at one
+        instant."""
+        with self._lock.read():
+            delta = {i: self._tokens[i] for i in sorted(self._delta)}
+            return self._main, self._dead.copy(), delta, _digest_of(self._hashes.values())
 
     def _load(self, stored: list[tuple[int, str]]) -> str | None:
         """Load the saved index if it holds ``stored``; else the reason it cannot be used."""
@@ -304,13 +356,16 @@ class SparseIndex:
         try:
             if sha256(self.path / name) != manifest.get("checksum"):
                 return f"{name} changed since it was saved (checksum mismatch)"
-            tokens = _deserialise(self.path / name)
+            main, dead, tokens = self._deserialise(self.path / name)
         except (OSError, ValueError, KeyError) as error:
             return f"{name} cannot be read ({error})"
+        if tokens.keys() != hashes.keys():
+            return f"{name} holds other ids than the documents"
         with self._lock.write():
-            self._tokens = tokens
-            self._hashes = hashes
-            self._merge()
+            self._tokens, self._hashes = tokens, hashes
+            self._main, self._dead = main, dead
+            self._delta = {i for i in tokens if i not in main.row or dead[main.row[i]]}
+            self._maybe_merge()
         self._saved = manifest.get("digest")
         return None
 
@@ -319,19 +374,67 @@ class SparseIndex:
     def _pending(self) -> int:
         return len(self._delta) + int(self._dead.sum())
 
-    def _maybe_merge(self) -> None:
-        # a small index merges on every write (milliseconds), so its statistics are never
-        # those of a much smaller corpus; a large one once the delta is a share of it
-        pending = self._pending()
-        if pending and (
-            len(self._tokens) <= MERGE_MIN or pending > MERGE_SHARE * len(self._tokens)
-        ):
-            self._merge()
+    def _written(self, ids: Iterable[int]) -> None:
+        """Note writes for the merge in progress (under the write lock)."""
+        if self._merge is not None:
+            self._merge.written.update(int(i) for i in ids)
 
-    def _merge(self) -> None:
-        self._main = self._build_segment(self._tokens)
-        self._dead = np.zeros(self._main.n, dtype=bool)
-        self._delta = set()
+    def _maybe_merge(self) -> None:
+        """Under the write lock: a small index merges at once (milliseconds), so its statistics
+        are never those of a much smaller corpus; a large one in the background once the delta
+        is a share of it."""
+        pending = self._pending()
+        if not pending:
+            return
+        if len(self._tokens) <= MERGE_MIN:
+            self._main = self._build_segment(self._tokens)
+            self._dead = np.zeros(self._main.n, dtype=bool)
+            self._delta = set()
+            self.merges += 1
+        elif pending > MERGE_SHARE * len(self._tokens) and self._merger is None:
+            self._merger = threading.Thread(
+                target=self._merge_in_background, name="bm25-merge", daemon=True
+            )
+            self._merger.start()
+
+    def _merge_in_background(self) -> None:
+        try:
+            self._run_merge()
+        except Exception:  # the index stays as it was (main + delta): correct, only slower
+            logger.exception("a background merge of the sparse index failed")
+        finally:
+            with self._lock.write():
+                self._merger = None
+                self._maybe_merge()  # writes made meanwhile may call for the next one
+
+    def _run_merge(self) -> None:
+        """Snapshot the tokens, build a segment from them without the lock, swap it in."""
+        with self._merging:
+            with self._lock.write():
+                if not self._pending():
+                    return
+                snapshot = dict(self._tokens)  # the lists themselves are never changed
+                merge = self._merge = _Merge()
+            try:
+                segment = self._build_segment(snapshot)
+            except BaseException:
+                with self._lock.write():
+                    self._merge = None
+                raise
+            with self._lock.write():
+                self._merge = None
+                self._install(segment, merge.written)
+                self._maybe_merge()  # many writes meanwhile may call for another one
+
+    def _install(self, segment: _Segment, written: set[int]) -> None:
+        """Make ``segment`` (built from a snapshot) the main one; ``written``: the ids written
+        since the snapshot, whose rows there are stale. Under the write lock."""
+        self._main = segment
+        self._dead = np.zeros(segment.n, dtype=bool)
+        for i in written:
+            self._tombstone(i)
+        self._delta = {i for i in written if i in self._tokens}
+        self.merges += 1
 
     def _tombstone(self, id: int) -> None:
         row = self._main.row.get(id)
@@ -356,8 +459,10 @@ class SparseIndex:
                 show_progress=False,
             )
             bm25.vocab_dict = vocab
+        flat = np.fromiter((t for row in rows for t in row), dtype=np.int32)
+        offsets = np.cumsum([0, *lengths], dtype=np.int64)
         row_of = {i: r for r, i in enumerate(ids.tolist())}
-        return _Segment(ids, row_of, vocab, df, avgdl, bm25, rows)
+        return _Segment(ids, row_of, vocab, df, avgdl, bm25, flat, offsets)
 
     def _score_main(
         self, main: _Segment, terms: list[str], permitted: npt.NDArray[np.int64] | None
@@ -390,19 +495,87 @@ class SparseIndex:
                 score += idf * tf / (tf + norm)
         return score
 
-    def _serialise(self, main: _Segment) -> bytes:
-        flat = np.array([t for row in main.tokens for t in row], dtype=np.int32)
-        offsets = np.cumsum([0, *(len(row) for row in main.tokens)]).astype(np.int64)
+    def _serialise(
+        self,
+        main: _Segment,
+        dead: npt.NDArray[np.bool_],
+        delta: dict[int, list[str]],
+        digest: str = "",
+    ) -> bytes:
         terms = sorted(main.vocab, key=main.vocab.__getitem__)
+        matrix: dict[str, Any] = {}
+        if main.bm25 is not None:
+            scores = main.bm25.scores
+            matrix = {f"matrix_{k}": np.asarray(scores[k]) for k in ("data", "indices", "indptr")}
         buffer = io.BytesIO()
         np.savez(
             buffer,
             ids=main.ids,
-            vocab=np.frombuffer(json.dumps(terms, ensure_ascii=False).encode(), dtype=np.uint8),
-            tokens=flat,
-            offsets=offsets,
+            vocab=_json_array(terms),
+            tokens=main.flat,
+            offsets=main.offsets,
+            df=main.df,
+            avgdl=np.array(main.avgdl, dtype=np.float64),
+            dead=dead,
+            delta_ids=np.array(list(delta), dtype=np.int64),
+            delta_tokens=_json_array(list(delta.values())),
+            **matrix,
         )
         return buffer.getvalue()
+
+    def _deserialise(
+        self, file: Path
+    ) -> tuple[_Segment, npt.NDArray[np.bool_], dict[int, list[str]]]:
+        """The main segment, its tombstones and every live document's tokens a data file
+        holds; ValueError when its arrays disagree."""
+        with np.load(file, allow_pickle=False) as data:
+            ids, flat, offsets = data["ids"], data["tokens"], data["offsets"]
+            df, avgdl, dead = data["df"], float(data["avgdl"]), data["dead"]
+            terms: Any = json.loads(data["vocab"].tobytes().decode())
+            delta_ids = data["delta_ids"]
+            delta_tokens: Any = json.loads(data["delta_tokens"].tobytes().decode())
+            matrix = (
+                {k: data[f"matrix_{k}"] for k in ("data", "indices", "indptr")}
+                if ("matrix_data" in data.files)
+                else None
+            )
+        n = len(ids)
+        if len(offsets) != n + 1 or offsets[-1] != len(flat) or len(dead) != n:
+            raise ValueError("ids, tokens, offsets and tombstones do not agree")
+        if not isinstance(terms, list) or len(df) != len(terms):
+            raise ValueError("the vocabulary and its document frequencies do not agree")
+        if len(flat) and (flat.min() < 0 or flat.max() >= len(terms)):
+            raise ValueError("a token id is outside the vocabulary")
+        if not isinstance(delta_tokens, list) or len(delta_tokens) != len(delta_ids):
+            raise ValueError("the delta's ids and tokens do not agree")
+        if (matrix is None) != (not terms) or (
+            matrix is not None and len(matrix["indptr"]) != len(terms) + 1
+        ):
+            raise ValueError("the BM25 matrix does not fit the vocabulary")
+        vocab = {t: j for j, t in enumerate(terms)}
+        bm25 = None
+        if matrix is not None:
+            bm25 = bm25s.BM25(k1=self.params.k1, b=self.params.b, method=self.params.method)
+            bm25.scores = {**matrix, "num_docs": n}
+            bm25.vocab_dict = vocab
+            bm25.nonoccurrence_array = None  # Lucene's BM25 has none
+        id_list = ids.tolist()
+        main = _Segment(
+            ids.astype(np.int64),
+            {i: r for r, i in enumerate(id_list)},
+            vocab,
+            df.astype(np.int64),
+            avgdl,
+            bm25,
+            flat.astype(np.int32),
+            offsets.astype(np.int64),
+        )
+        words = np.array(terms, dtype=object)[flat].tolist() if len(flat) else []
+        bounds, gone = offsets.tolist(), dead.tolist()
+        tokens = {i: words[bounds[r] : bounds[r + 1]] for r, i in enumerate(id_list) if not gone[r]}
+        for i, row in zip(delta_ids.tolist(), delta_tokens, strict=True):
+            tokens[int(i)] = [str(t) for t in row]
+        return main, dead.astype(bool), tokens
 
 
 def content_digest(documents: Iterable[tuple[int, str]]) -> str:
@@ -420,17 +593,5 @@ def _digest_of(hashes: Iterable[int]) -> str:
     return f"{sum(hashes) % (1 << 128):032x}"
 
 
-def _deserialise(file: Path) -> dict[int, list[str]]:
-    """The (id -> tokens) a data file holds; ValueError when its arrays disagree."""
-    with np.load(file, allow_pickle=False) as data:
-        ids, flat, offsets = data["ids"], data["tokens"], data["offsets"]
-        terms: list[Any] = json.loads(data["vocab"].tobytes().decode())
-    if len(offsets) != len(ids) + 1 or offsets[-1] != len(flat) or not isinstance(terms, list):
-        raise ValueError("ids, tokens and offsets do not agree")
-    if len(flat) and (flat.min() < 0 or flat.max() >= len(terms)):
-        raise ValueError("a token id is outside the vocabulary")
-    words = np.array(terms, dtype=object)
-    return {
-        int(i): words[flat[offsets[r] : offsets[r + 1]]].tolist()
-        for r, i in enumerate(ids.tolist())
-    }
+def _json_array(value: Any) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(json.dumps(value, ensure_ascii=False).encode(), dtype=np.uint8)

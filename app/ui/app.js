@@ -95,10 +95,22 @@ function panel(name, work) {
 
 // ------------------------------------------------------------------------------------ search
 
+/** The fusion the form asks for, as /search takes it. */
+function fusionChoice() {
+  const method = $("fusion").value;
+  if (method === "rrf") return { method, k: Number.parseFloat($("rrf-k").value) };
+  return { method, weight: Number.parseFloat($("weight").value) };
+}
+
+function fusionName(fusion) {
+  return fusion.method === "rrf" ? `RRF k=${fusion.k}` : `weighted ${fusion.weight}`;
+}
+
 async function search() {
   const started = performance.now();
   const query = $("query").value;
   const topK = Number.parseInt($("top-k").value, 10);
+  const mode = $("mode").value;
   const whiten = $("whiten").checked;
   const rerank = $("rerank").checked;
   const status = $("search-status");
@@ -108,15 +120,29 @@ async function search() {
         "or re-ranking off"
     );
   }
+  if (!whiten && mode !== "dense") {
+    throw new Error(
+      "whitening off re-scores the dense candidates by raw cosine: choose the dense mode, " +
+        "or turn whitening on"
+    );
+  }
+  if (rerank && mode === "sparse") {
+    throw new Error(
+      "geodesic re-ranking re-ranks the dense candidates, and sparse mode has none: choose " +
+        "dense or hybrid, or turn re-ranking off"
+    );
+  }
   // Results of an earlier query must not stand under this one's error.
   $("results").hidden = true;
   status.textContent = "searching…";
   // Without whitening, a wider candidate list from the index is re-scored by raw cosine.
   const fetchK = whiten ? topK : Math.min(Math.max(4 * topK, 40), 255);
+  const body = { query, top_k: fetchK, mode, rerank: rerank ? "geodesic" : "none" };
+  if (mode === "hybrid") body.fusion = fusionChoice();
   let found;
   let hits;
   try {
-    found = await api("search", { query, top_k: fetchK, rerank: rerank ? "geodesic" : "none" });
+    found = await api("search", body);
     hits = found.results;
     if (!whiten && hits.length) {
       const [q, docs] = await Promise.all([
@@ -128,22 +154,37 @@ async function search() {
     }
   } catch (err) {
     status.textContent = "";
+    if (err.message.startsWith("422") && err.message.includes("BM25 index")) {
+      modesUnavailable(err.message);
+    }
     throw err;
   }
-  renderHits(hits, whiten, rerank);
+  renderHits(hits, whiten, rerank, mode);
   const ms = performance.now() - started;
   const table = $("results");
   table.dataset.ms = ms.toFixed(1);
+  table.dataset.mode = mode;
   let text = `${hits.length} result${hits.length === 1 ? "" : "s"} in ${ms.toFixed(0)} ms`;
+  text += mode === "hybrid" ? ` (hybrid, ${fusionName(body.fusion)})` : ` (${mode})`;
   if (!whiten) text += ` (the index's best ${fetchK}, re-ranked by raw cosine)`;
   if (found.truncated) text += "; the query was truncated at the model's token limit";
   status.textContent = text;
 }
 
-function renderHits(hits, whiten, rerank) {
+const SCORE_HEADS = { dense: "cosine", sparse: "BM25", hybrid: "fused score" };
+
+/** A rank or a score of one side of a hybrid search; "—" where that side did not return it. */
+function side(value, digits) {
+  if (value == null) return "—";
+  return digits === undefined ? String(value) : value.toFixed(digits);
+}
+
+function renderHits(hits, whiten, rerank, mode) {
   const table = $("results");
   table.classList.toggle("show-raw", !whiten);
   table.classList.toggle("show-geodesic", rerank);
+  table.classList.toggle("show-ranks", mode !== "dense");
+  $("score-head").textContent = SCORE_HEADS[mode];
   const body = table.tBodies[0];
   body.replaceChildren();
   hits.forEach((hit, i) => {
@@ -154,10 +195,51 @@ function renderHits(hits, whiten, rerank) {
     cell(row, hit.score.toFixed(4), "score");
     cell(row, hit.raw === undefined ? "" : hit.raw.toFixed(4), "raw");
     cell(row, hit.geodesic == null ? "" : hit.geodesic.toFixed(4), "geodesic");
+    cell(row, side(hit.dense_rank), "ranks dense-rank");
+    cell(row, side(hit.dense_score, 4), "ranks dense-score");
+    cell(row, side(hit.sparse_rank), "ranks sparse-rank");
+    cell(row, side(hit.sparse_score, 4), "ranks sparse-score");
     cell(row, hit.text, "text");
     cell(row, Object.keys(hit.payload).length ? JSON.stringify(hit.payload) : "", "payload");
   });
   table.hidden = false;
+}
+
+// ------------------------------------------------------------------------------ search modes
+
+/** Sparse and hybrid need the server's BM25 index (not on Milvus): without it their choices
+ * are disabled, with the server's own reason beside them. */
+function modesUnavailable(reason) {
+  const select = $("mode");
+  for (const option of select.options) {
+    if (option.value !== "dense") {
+      option.disabled = true;
+      option.title = reason;
+    }
+  }
+  select.value = "dense";
+  const note = $("mode-note");
+  note.textContent = `sparse and hybrid search are not available here: ${reason}`;
+  note.hidden = false;
+  showFusion();
+}
+
+/** Asks the server once for a one-hit BM25 search (no encoding involved): a 422 naming the
+ * BM25 index means there is none; other failures (a wrong key) leave the choice open. */
+async function checkModes() {
+  try {
+    await api("search", { query: "探测", top_k: 1, mode: "sparse" });
+  } catch (err) {
+    if (err.message.startsWith("422") && err.message.includes("BM25 index")) {
+      modesUnavailable(err.message);
+    }
+  }
+}
+
+function showFusion() {
+  const options = $("fusion-options");
+  options.hidden = $("mode").value !== "hybrid";
+  options.dataset.method = $("fusion").value;
 }
 
 // ------------------------------------------------------------------------------ add documents
@@ -241,7 +323,12 @@ function init() {
   key.addEventListener("change", () => {
     sessionStorage.setItem(KEY_STORAGE, key.value.trim());
     refreshInfo();
+    checkModes();
   });
+  $("mode").addEventListener("change", showFusion);
+  $("fusion").addEventListener("change", showFusion);
+  showFusion();
+  checkModes();
   $("info-refresh").addEventListener("click", refreshInfo);
   panel("search", search);
   panel("add", addDocuments);

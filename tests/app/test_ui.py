@@ -69,9 +69,25 @@ class Page:
         self.page.fill("#api-key", key)
         self.page.press("#api-key", "Tab")  # leaving the field stores the key
 
-    def search(self, query: str, *, top_k: int = 10) -> None:
+    def search(
+        self,
+        query: str,
+        *,
+        top_k: int = 10,
+        mode: str = "dense",
+        fusion: dict[str, Any] | None = None,
+    ) -> None:
+        """Search in ``mode`` (dense unless said: most tests check cosines); ``fusion`` as
+        /search takes it, for hybrid."""
         self.page.fill("#query", query)
         self.page.fill("#top-k", str(top_k))
+        self.page.select_option("#mode", mode)
+        if fusion is not None:
+            self.page.select_option("#fusion", fusion["method"])
+            if "weight" in fusion:
+                self.page.fill("#weight", str(fusion["weight"]))
+            if "k" in fusion:
+                self.page.fill("#rrf-k", str(fusion["k"]))
         self.page.click("#search-form button")
         self.page.wait_for_function("() => !document.querySelector('#search-form button').disabled")
 
@@ -301,6 +317,11 @@ def test_the_real_model_finds_the_paraphrase_and_whitening_spreads_cosines(
         assert raw > 0.75  # e5's unrelated sentences still sit in a narrow cone
         assert abs(whitened) < raw - 0.3
         page.screenshot("ui-search.png")
+
+        page.search("信用卡逾期", top_k=5, mode="hybrid")
+        assert page.column("text")[0] == "信用卡逾期了怎么办"
+        assert page.page.locator("#results td.sparse-rank").first.inner_text() == "1"
+        page.screenshot("ui-hybrid.png")
 
         page.page.uncheck("#whiten")
         page.search("怎么开通花呗", top_k=5)

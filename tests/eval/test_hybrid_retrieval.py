@@ -119,3 +119,65 @@ def test_exact_term_queries_are_capped_by_a_seeded_draw() -> None:
     first = sts_to_exact_terms("X", split, max_queries=5, seed=1, segmenter=Segmenter())
     again = sts_to_exact_terms("X", split, max_queries=5, seed=1, segmenter=Segmenter())
     assert len(first.queries) == 5 and first == again
+
+
+def hand_written_beir(folder: Path) -> Path:
+    """A BEIR folder as BEIR ships them (titles, a graded qrel, an unjudged query), written
+    by hand rather than by ``write_beir``."""
+    import json
+
+    (folder / "qrels").mkdir(parents=True)
+    with (folder / "corpus.jsonl").open("w", encoding="utf-8") as file:
+        for i, text in enumerate(CORPUS):
+            title = "说明书" if i in (0, 5) else ""
+            record = {"_id": f"doc-{i}", "title": title, "text": text}
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+    with (folder / "queries.jsonl").open("w", encoding="utf-8") as file:
+        for i, query in enumerate([*QUERIES, "没有答案的问题"]):
+            file.write(json.dumps({"_id": f"q-{i}", "text": query}, ensure_ascii=False) + "\n")
+    rows = ["query-id\tcorpus-id\tscore"]
+    rows += [f"q-{q}\tdoc-{d}\t{2 if q == 0 else 1}" for q, r in enumerate(RELEVANT) for d in r]
+    rows += ["q-0\tdoc-5\t0"]  # judged, not relevant
+    (folder / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_cli_runs_sparse_and_hybrid_rows_on_a_beir_folder(tiny_bert: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from baihua.cli.main import cli
+
+    folder = hand_written_beir(tmp_path / "beir" / "ZH")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli, [
+        "eval-retrieval", "run", "--data-dir", str(folder.parent), "--model", str(tiny_bert),
+        "--pooling", "last-avg", "--mode", "dense,sparse,hybrid", "--fusion", "rrf,weighted-0.7",
+        "--top-k", "10", "--output", str(out), "--cache-dir", str(tmp_path / "c"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = json.loads(out.read_text())
+    assert [(r["dataset"], r["mode"]) for r in records] == [
+        ("ZH", "sparse"), ("ZH", "dense"), ("ZH", "hybrid rrf-60"), ("ZH", "hybrid weighted-0.7"),
+    ]  # fmt: skip
+    sparse = records[0]
+    assert sparse["metrics"]["MRR@10"] == 1.0  # each query names a term of its document only
+    assert sparse["index_bytes"] > 0
+    assert records[2]["index_bytes"] == records[1]["index_bytes"] + sparse["index_bytes"]
+    assert result.stdout.count("| ZH | ") == 4
+
+
+def test_cli_sparse_alone_loads_no_model(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from baihua.cli.main import cli
+
+    folder = hand_written_beir(tmp_path / "beir" / "ZH")
+    result = CliRunner().invoke(cli, [
+        "eval-retrieval", "run", "--data-dir", str(folder), "--model", str(tmp_path / "no-model"),
+        "--mode", "sparse", "--top-k", "10",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("| ZH |")]
+    assert " sparse " in row and " bm25 " in row

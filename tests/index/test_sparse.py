@@ -140,16 +140,19 @@ def test_a_small_index_merges_on_every_write(segment: Segmenter) -> None:
     assert index._pending() == 0
 
 
-def test_a_large_index_merges_once_the_delta_is_a_share_of_it(
+def test_a_large_index_merges_in_the_background_once_the_delta_is_a_share_of_it(
     segment: Segmenter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sparse, "MERGE_MIN", 3)
     monkeypatch.setattr(sparse, "MERGE_SHARE", 0.2)
     index = filled(segment)  # 8 documents: merges past 1.6 pending
+    merges = index.merges
     index.upsert([20], ["甲"])
-    assert index._pending() == 1
+    assert index._pending() == 1 and index.merges == merges
     index.delete([1])
-    assert index._pending() == 0
+    assert index.wait_for_merge(timeout=30)
+    assert index._pending() == 0 and index.merges == merges + 1
+    assert [h.id for h in index.search("甲", 5)] == [20]
 
 
 def test_an_empty_index_finds_nothing(segment: Segmenter) -> None:
