@@ -22,16 +22,27 @@ workers), and Milvus has no unique constraint and no compare-and-set, so:
   No process reads, increments and writes a shared counter; a restarted process claims a new
   range (the rest of its old one is never used: at most ``_BLOCK`` ids per start, of 2**53).
 - **Explicit ids above every claim are claimed too**, before they are written, so a range
-  claimed later never holds an id a caller gave. An explicit id given inside another process's
-  range is skipped by it if stored when it hands out ids there; written at that same moment, it
-  may be overwritten by the automatic one: give explicit ids always or never, or above the
-  automatic ones.
+  claimed later never holds an id a caller gave.
+- **Every write locks its ids** (``<collection>__locks``, one row per run of consecutive ids:
+  ``start``, ``stop``, a random ``token``, ``until``) the way ranges are claimed: the lock is
+  written, then every live lock overlapping it is read back; it holds only if it is alone, else
+  it is withdrawn and tried again after a random pause. So in every process together, ``add``'s
+  duplicate check and write are one step (the same id added twice at once: one
+  ``DuplicateIdError``); upserts of one id never interleave (milvus-lite's upsert is a delete and
+  then an insert, two steps: two interleaved upserts of one key left two rows, which
+  ``count(*)`` counts and queries deduplicate); ``set_payload`` never brings back a document
+  deleted meanwhile; ``delete_where`` deletes the matching documents as they are under the lock.
+- **Ids handed out stay locked until this process writes them** (``reserve_ids`` locks them,
+  skipping ids locked or stored): a write of one of them by another process waits for that
+  write, then replaces it (upsert) or is refused (add). A new range starts just above the
+  largest id given so far, where a caller's next ids often are: without these locks an id
+  handed out and the same id given at that moment were both acknowledged, and one of the two
+  documents was lost (tests/app/test_replicas.py).
+- A lock older than ``_LOCK_TTL_MS`` (a minute) is a stopped writer's and ignored: one write
+  must finish within it, and the writers' clocks must agree to well within it.
 - **Every write is an upsert** (Milvus replaces the row of a primary key, last writer wins),
-  never an insert that Milvus would keep beside an older row. (On milvus-lite's server,
-  concurrent upserts of one key have still left ``count`` above the distinct ids that reads
-  return: tests/index/test_milvus_shared.py.) ``add`` still refuses ids stored when it looks
-  (``DuplicateIdError``), but two processes adding one id at the same moment may both succeed:
-  the later one wins.
+  never an insert that Milvus would keep beside an older row; the locks make it the only writer
+  of its ids.
 - Every read is Strong: a read in any process sees every write acknowledged before it began.
 
 A store made before the ranges existed has a counter (``<collection>__next_id``); the first
@@ -41,6 +52,7 @@ claim starts above it and above every stored id. Filters become Milvus boolean e
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import json
@@ -48,8 +60,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Collection, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,17 +72,18 @@ from pymilvus import DataType, MilvusClient
 from baihua.core.iteration import chunked
 from baihua.core.spec import EmbeddingSpec
 from baihua.index.base import StoreBase, check_room
-from baihua.index.errors import StoreMismatchError, StoreSettingError
-from baihua.index.filters import Filter
+from baihua.index.errors import StoreInputError, StoreMismatchError, StoreSettingError
+from baihua.index.filters import Filter, parse_filter
 from baihua.index.milvus_filters import to_milvus
-from baihua.index.store import Document, Hit
-from baihua.index.validation import MAX_ID, Batch
+from baihua.index.store import Document, Hit, IdsLike
+from baihua.index.validation import MAX_ID, Batch, check_ids
 
 _MAX_TEXT_BYTES = 65535  # Milvus VARCHAR limit
 _ID_CHUNK = 1024  # ids per get/delete expression
 _CONSISTENCY = "Strong"
 _BLOCK = 1024  # automatic ids a process claims at a time
 _FIELDS = ["id", "payload", "text", "vector"]
+_LOCK_TTL_MS = 60_000  # a lock older than this is a stopped writer's, and ignored
 
 
 class MilvusStore(StoreBase):
@@ -126,6 +139,11 @@ class MilvusStore(StoreBase):
         self._ranges = f"{collection}__id_ranges"
         self._frontier: int | None = None  # the largest claimed stop seen; read on first use
         self._block = (0, 0)  # [next, stop): what is left of this process's claimed range
+        self._locks = f"{collection}__locks"
+        self._locks_open = False
+        # this process's reservations not written yet: lock token -> (lock keys, ids left)
+        self._reserved: dict[int, tuple[list[int], set[int]]] = {}
+        self._reserved_lock = threading.Lock()
         if is_local(uri):
             if not uri.endswith(".db"):
                 raise StoreSettingError(
@@ -183,6 +201,55 @@ class MilvusStore(StoreBase):
 
             server_manager_instance.release_server(self.uri)
 
+    # ---------------------------------------------------------------- writes under per-id locks
+
+    def add(
+        self,
+        ids: IdsLike,
+        vectors: npt.ArrayLike,
+        texts: Sequence[str],
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+    ) -> None:
+        locked = _lockable(ids)
+        try:
+            with self._locked(locked):
+                super().add(ids, vectors, texts, payloads)
+        finally:
+            self._settle_reserved(locked)
+
+    def upsert(
+        self,
+        ids: IdsLike,
+        vectors: npt.ArrayLike,
+        texts: Sequence[str],
+        payloads: Sequence[dict[str, Any] | None] | None = None,
+    ) -> None:
+        locked = _lockable(ids)
+        try:
+            with self._locked(locked):
+                super().upsert(ids, vectors, texts, payloads)
+        finally:
+            self._settle_reserved(locked)
+
+    def delete(self, ids: IdsLike) -> int:
+        with self._locked(_lockable(ids)):
+            return super().delete(ids)
+
+    def delete_where(self, filter: dict[str, Any]) -> int:
+        tree = parse_filter(filter)
+        if tree is None:
+            return super().delete_where(filter)  # refused there
+        found = self._ids_after(-1, None, tree)
+        with self._locked(found), self._writing():
+            doomed = self._matching(found, tree)  # a write between the two reads moved it
+            if doomed:
+                self._remove(doomed)
+        return len(doomed)
+
+    def set_payload(self, id: int, payload: dict[str, Any]) -> bool:
+        with self._locked(_lockable([id])):
+            return super().set_payload(id, payload)
+
     # ------------------------------------------------------------------------- the engine's part
 
     def _writing(self) -> AbstractContextManager[Any]:
@@ -223,6 +290,106 @@ class MilvusStore(StoreBase):
         self._client.upsert(self.collection, [row])
         return True
 
+    @contextmanager
+    def _locked(self, ids: Sequence[int]) -> Iterator[None]:
+        """Hold the lock of ``ids`` (sorted, distinct) while the block runs: no other writer
+        of one of them, in any process, holds it meanwhile. Waits for the holders (a
+        reservation of another process: until its documents are written)."""
+        if not ids:
+            yield
+            return
+        for attempt in itertools.count():
+            _, keys, contested = self._try_lock(ids)
+            if not contested:
+                break
+            _back_off(attempt)
+        try:
+            yield
+        finally:
+            self._client.delete(self._locks, ids=keys)
+
+    def _try_lock(self, ids: Sequence[int]) -> tuple[int, list[int], list[int]]:
+        """Write a lock of ``ids`` (sorted, distinct), then read every live lock overlapping
+        them, as ``_try_claim`` does: the lock's token and keys, and the ids another writer
+        locks too (then this lock is withdrawn already). This process's reservations are not
+        rivals: its writes of those ids are the ones they wait for."""
+        self._open_locks()
+        token = random.getrandbits(62)
+        until = _now_ms() + _LOCK_TTL_MS
+        rows = [
+            {"start": start, "stop": stop, "token": token, "until": until, "vector": [0.0, 0.0]}
+            for start, stop in _runs(ids)
+        ]
+        keys = [int(k) for k in self._client.insert(self._locks, rows)["ids"]]
+        live = self._client.query(
+            self._locks,
+            filter=f"start <= {ids[-1]} and stop > {ids[0]}",
+            output_fields=["key", "start", "stop", "token", "until"],
+            consistency_level=_CONSISTENCY,
+        )
+        with self._reserved_lock:
+            own = set(self._reserved)
+        now, contested, stale = _now_ms(), set[int](), list[int]()
+        for lock in live:
+            if int(lock["until"]) < now:
+                stale.append(int(lock["key"]))
+            elif int(lock["token"]) not in {token, *own}:
+                low = bisect.bisect_left(ids, int(lock["start"]))
+                high = bisect.bisect_left(ids, int(lock["stop"]))
+                contested.update(ids[low:high])
+        if contested:
+            stale += keys
+        if stale:
+            self._client.delete(self._locks, ids=stale)
+        return token, keys, sorted(contested)
+
+    def _settle_reserved(self, ids: Sequence[int]) -> None:
+        """After a write of ``ids`` (done or failed): unlock this process's reservations that
+        have none of their ids left to write."""
+        settled = []
+        with self._reserved_lock:
+            for token, (keys, left) in list(self._reserved.items()):
+                left.difference_update(ids)
+                if not left:
+                    settled += keys
+                    del self._reserved[token]
+        if settled:
+            self._client.delete(self._locks, ids=settled)
+
+    def _open_locks(self) -> None:
+        """Create the locks' collection when missing (another process may at the same moment:
+        creating one of the same schema twice is allowed)."""
+        if self._locks_open:
+            return
+        if not self._client.has_collection(self._locks):
+            schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
+            schema.add_field("key", DataType.INT64, is_primary=True)
+            schema.add_field("start", DataType.INT64)
+            schema.add_field("stop", DataType.INT64)
+            schema.add_field("token", DataType.INT64)
+            schema.add_field("until", DataType.INT64)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one
+            index = self._client.prepare_index_params()
+            index.add_index("vector", index_type="FLAT", metric_type="IP")
+            self._client.create_collection(
+                self._locks, schema=schema, index_params=index, consistency_level=_CONSISTENCY
+            )
+        self._client.load_collection(self._locks)
+        self._locks_open = True
+
+    def _matching(self, ids: Sequence[int], tree: Filter) -> list[int]:
+        """Those of ``ids`` stored and matching ``tree`` now."""
+        found: list[int] = []
+        for chunk in chunked(ids, _ID_CHUNK):
+            rows = self._client.query(
+                self.collection,
+                filter=f"id in {list(chunk)} and ({to_milvus(tree)})",
+                output_fields=["id"],
+                consistency_level=_CONSISTENCY,
+            )
+            found += [int(r["id"]) for r in rows]
+        return sorted(found)
+
     def _reserve(self, n: int, first: int) -> int:
         """From this process's range, or a new one claimed above every claim; ids another
         process stored there (explicit ids given inside this range) are skipped."""
@@ -231,10 +398,16 @@ class MilvusStore(StoreBase):
             if max(start, first) + n > stop:
                 start, stop = self._claim(first, max(n, _BLOCK), need=n)
             start = max(start, first)
-            taken = self._stored(range(start, start + n))
+            wanted = range(start, start + n)
+            token, keys, contested = self._try_lock(wanted)
+            taken = sorted({*contested, *(self._stored(wanted) if not contested else [])})
             self._block = ((taken[-1] if taken else start + n - 1) + 1, stop)
             if not taken:
+                with self._reserved_lock:
+                    self._reserved[token] = (keys, set(wanted))
                 return start
+            if not contested:
+                self._client.delete(self._locks, ids=keys)
 
     def _cover(self, top: int) -> None:
         """Claim up to ``top`` (an id about to be written) when it is above every claim, so no
@@ -470,6 +643,30 @@ def is_local(uri: str) -> bool:
 def _back_off(attempt: int) -> None:
     """A random pause after a lost claim, so the rivals' next claims spread out."""
     time.sleep(random.uniform(0, 0.01 * min(attempt + 1, 10)))
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _runs(ids: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted distinct ids as [start, stop) runs of consecutive ids."""
+    runs: list[tuple[int, int]] = []
+    for i in ids:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def _lockable(ids: IdsLike) -> list[int]:
+    """The distinct ids of a write, sorted; none when they are invalid (the write refuses
+    them before it locks anything)."""
+    try:
+        return sorted(set(check_ids(ids).tolist()))
+    except StoreInputError:
+        return []
 
 
 def _claim_row(start: int, stop: int) -> dict[str, Any]:

@@ -317,9 +317,9 @@ class DocumentIndex:
         payloads: Sequence[dict[str, Any]],
         upsert: bool,
     ) -> list[int]:
-        assigned = self._assign_ids(ids)
         write = self.store.upsert if upsert else self.store.add
-        with self._writes:
+        with self._writes:  # new ids are written before another write of this process starts
+            assigned = self._assign_ids(ids)
             write(assigned, vectors, texts, payloads)
             if self.sparse is not None:
                 self.sparse.upsert(assigned, texts)

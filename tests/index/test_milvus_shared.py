@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from baihua.index.errors import DuplicateIdError
 from baihua.index.milvus_store import MilvusStore
 from tests.index.support import unit_vectors
 
@@ -75,12 +76,6 @@ def test_an_explicit_id_above_every_claim_is_never_reserved_later(open_replica: 
     assert given not in first.reserve_ids(20_000)  # past its own range: a new claim
 
 
-@pytest.mark.xfail(
-    reason="milvus-lite's server: after concurrent upserts of one id from two clients, count(*) "
-    "(filtered or not) has read 51-53 where scans and searches return the 50 ids once each, "
-    "seen on a fresh server's first collection; upserting the ids again did not clear it",
-    strict=False,
-)
 def test_the_same_id_added_through_two_stores_at_once_is_one_document(open_replica: Open) -> None:
     first, second = open_replica(), open_replica()
     vectors = unit_vectors(2 * 50, DIM)
@@ -103,3 +98,59 @@ def test_the_same_id_added_through_two_stores_at_once_is_one_document(open_repli
         assert {d.text.split()[1] for d in store.get_many(list(range(50)))} == {
             str(i) for i in range(50)
         }
+
+
+def test_the_same_ids_upserted_through_two_stores_at_once_are_one_row_each(
+    open_replica: Open,
+) -> None:
+    first, second = open_replica(), open_replica()
+    vectors = unit_vectors(2 * 50, DIM)
+
+    def upsert(store: MilvusStore, offset: int) -> Callable[[], None]:
+        def work() -> None:
+            for i in range(50):
+                store.upsert([i], vectors[offset + i : offset + i + 1], [f"{offset} {i}"])
+
+        return work
+
+    run_together(upsert(first, 0), upsert(second, 50))
+    for store in (first, second):
+        assert store.count() == len(store.ids()) == len(set(store.ids().tolist())) == 50
+
+
+def test_an_id_handed_out_by_one_store_is_upserted_by_another_only_after_it_is_written(
+    open_replica: Open,
+) -> None:
+    first, second = open_replica(), open_replica()
+    (id,) = first.reserve_ids(1)
+    vectors = unit_vectors(2, DIM)
+    given = threading.Thread(target=lambda: second.upsert([id], vectors[1:], ["given"]))
+    given.start()
+    given.join(timeout=1.0)
+    assert given.is_alive(), "the upsert waits while the id is handed out and not written"
+    first.add([id], vectors[:1], ["automatic"])
+    given.join(timeout=30)
+    assert not given.is_alive()
+    assert [d.text for d in first.get_many([id])] == ["given"]
+    assert first.count() == 1
+
+
+def test_an_id_handed_out_by_one_store_cannot_be_added_by_another(open_replica: Open) -> None:
+    first, second = open_replica(), open_replica()
+    (id,) = first.reserve_ids(1)
+    vectors = unit_vectors(2, DIM)
+    refused: list[BaseException] = []
+
+    def add() -> None:
+        try:
+            second.add([id], vectors[1:], ["given"])
+        except DuplicateIdError as error:
+            refused.append(error)
+
+    given = threading.Thread(target=add)
+    given.start()
+    given.join(timeout=1.0)
+    first.add([id], vectors[:1], ["automatic"])
+    given.join(timeout=30)
+    assert len(refused) == 1
+    assert [d.text for d in second.get_many([id])] == ["automatic"]
