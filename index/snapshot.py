@@ -30,7 +30,7 @@ MANIFEST = "snapshot.json"
 
 @dataclass(frozen=True)
 class Snapshot:
-    index: Any  # a CPU FAISS index, or its bytes from faiss.serialize_index
+    index: Any  # a CPU FAISS index
     labels: npt.NDArray[np.int64]
     generation: int
     exact_fallback: bool
@@ -71,13 +71,10 @@ def write_snapshot(path: Path, snapshot: Snapshot, store_id: str) -> None:
 
 
 def _write_index(index: Any, path: Path) -> None:
-    """The index's bytes, or ``faiss.write_index``, through a Python file: a full disk raises
-    ``OSError`` (ENOSPC), which callers can tell apart, instead of FAISS's RuntimeError."""
+    """``faiss.write_index`` through a Python file: a full disk raises ``OSError`` (ENOSPC),
+    which callers can tell apart, instead of FAISS's RuntimeError."""
     with open(path, "wb") as file:
-        if isinstance(index, np.ndarray):
-            file.write(index.data)
-        else:
-            faiss.write_index(index, faiss.PyCallbackIOWriter(file.write))  # type: ignore[attr-defined]
+        faiss.write_index(index, faiss.PyCallbackIOWriter(file.write))  # type: ignore[attr-defined]
 
 
 def read_manifest(path: Path) -> Manifest | None:
