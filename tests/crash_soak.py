@@ -8,7 +8,9 @@ invariants are checked against the log:
   back, no id is listed twice, and no id appears that no request named (a phantom); the one
   request in flight at a kill may or may not have applied, so its ids may be in either state;
 - `count` = a full `GET /documents` scan = the index's size (`baihua_index_documents`);
-- every stored vector equals re-encoding its text (cosine >= 0.9999);
+- every stored vector equals re-encoding its text (cosine >= 0.9999): on FAISS read from its
+  SQLite database while the server runs, on the embedded Milvus engine from its file just
+  before the restart (one process owns it);
 - search recall@10 against exact search over the re-encoded vectors is 1 (Flat indexes).
 
 Used by tests/app/test_crash_soak.py (short) and bench/crash_soak.py (long).
@@ -353,6 +355,17 @@ def sqlite_vectors(database: Path) -> Callable[[], dict[int, np.ndarray]]:
     return read
 
 
+def milvus_vectors(database: Path, dim: int) -> dict[int, np.ndarray]:
+    """The vectors the embedded Milvus engine's file holds, read by opening it in this process:
+    one process owns the file, so call it while no server runs (the soak reads them before each
+    restart; nothing writes documents between that and the check)."""
+    from baihua.index.milvus_store import MilvusStore
+
+    with MilvusStore(str(database), dim) as store:
+        ids = store.ids()
+        return dict(zip(ids.tolist(), store.vectors(ids), strict=True)) if len(ids) else {}
+
+
 def _repeated(ids: list[int]) -> list[int]:
     seen: set[int] = set()
     return sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
@@ -382,7 +395,17 @@ def soak(
     checker = Checker(tiny_pipeline(model), report)
     env = {"BAIHUA_INDEX_BACKEND": engine} if engine != "faiss" else {}
     data = work / "data"
-    vectors = sqlite_vectors(data / "index" / "documents.sqlite") if engine == "faiss" else None
+    pipeline = checker.pipeline
+
+    def stored_before_start() -> Callable[[], dict[int, np.ndarray]]:
+        """What the check compares with re-encoding: on FAISS the database, read while the
+        server runs; on Milvus the file, read now, before the server takes it."""
+        if engine == "faiss":
+            return sqlite_vectors(data / "index" / "documents.sqlite")
+        database = data / "index" / "milvus.db"
+        stored = milvus_vectors(database, pipeline.dim) if database.exists() else {}
+        return lambda: stored
+
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     cycle = 0
@@ -401,6 +424,7 @@ def soak(
             server.kill()
             report.kills += 1
             continue
+        vectors = stored_before_start()
         server.start()
         checker.check(server.url, expected, vectors)
         if report.failures:
@@ -424,6 +448,7 @@ def soak(
         report.kills += 1
         log(f"kill {report.kills}: {report.acknowledged} acknowledged, "
             f"{len(expected.docs)} documents")  # fmt: skip
+    vectors = stored_before_start()
     server = ServeProcess(model, data, logs / "serve-final.log", **env).start()
     try:
         checker.check(server.url, expected, vectors)
