@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
 from baihua.encoder import EmbeddingPipeline
 from baihua.serving.components import build_pipeline
@@ -71,6 +72,7 @@ class Report:
     unacknowledged: int = 0  # in flight at a kill
     checked_documents: int = 0  # documents compared after restarts, summed
     checked_vectors: int = 0
+    engine_exit_s: float = 0.0  # the longest wait for a killed server's engine to exit
     failures: list[str] = field(default_factory=list)
 
     def line(self, engine: str) -> str:
@@ -79,6 +81,7 @@ class Report:
             f"snapshot, {self.kills_in_startup} during a restart's load); "
             f"{self.acknowledged} acknowledged writes, {self.unacknowledged} in flight at a kill; "
             f"{self.checked_documents} documents and {self.checked_vectors} vectors checked; "
+            f"killed engines exited within {self.engine_exit_s:.1f} s; "
             f"{len(self.failures)} failures"
         )
 
@@ -371,6 +374,24 @@ def _repeated(ids: list[int]) -> list[int]:
     return sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
 
 
+def kill(server: ServeProcess, report: Report) -> None:
+    """SIGKILL the server, then wait for the processes it started (the embedded Milvus
+    engine's binary, which stops about a second after its parent dies): a restart that opens
+    the file while the old binary still runs can hang for minutes."""
+    assert server.process is not None
+    try:
+        children = psutil.Process(server.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    server.kill()
+    start = time.monotonic()
+    _, alive = psutil.wait_procs(children, timeout=60)
+    report.engine_exit_s = max(report.engine_exit_s, time.monotonic() - start)
+    for process in alive:
+        report.failures.append(f"process {process.pid} outlived its killed server by 60 s")
+        process.kill()
+
+
 def tiny_pipeline(model: Path) -> EmbeddingPipeline:
     """The pipeline `baihua serve` builds from tests/serve_process.tiny_env, in this process."""
     settings = load_settings(
@@ -416,16 +437,21 @@ def soak(
             server.start(ready=False)
             time.sleep(rng.uniform(0.5, 4.0))
             if not server.ready():
-                server.kill()
+                kill(server, report)
                 report.kills += 1
                 report.kills_in_startup += 1
                 log(f"kill {report.kills}: during start-up")
                 continue
-            server.kill()
+            kill(server, report)
             report.kills += 1
             continue
         vectors = stored_before_start()
-        server.start()
+        try:
+            server.start()
+        except (TimeoutError, RuntimeError) as error:  # never ready, or exited
+            server.kill()
+            report.failures.append(f"restart after kill {report.kills}: {error}")
+            return report
         checker.check(server.url, expected, vectors)
         if report.failures:
             server.kill()
@@ -441,7 +467,7 @@ def soak(
             server.process.send_signal(15)  # type: ignore[union-attr]
             time.sleep(rng.uniform(0.0, 0.6))
             report.kills_in_snapshot += 1
-        server.kill()
+        kill(server, report)
         stop.set()
         writer.join(timeout=60)
         client.close()
