@@ -7,7 +7,8 @@ rename, a removal, a tree removal, a directory made, a file opened for writing, 
 connection), or the look-up of a foreign file-system call (renameat2, called through ctypes
 right after; Python audits no foreign call itself). Each step is appended to STEPS_LOG (number,
 event, path) before it runs. Steps are counted from the first one whose "event<TAB>path"
-matches the regular expression FROM ("" matches the first step); at the K-th the process sends
+matches the regular expression FROM ("" matches the first step; "A>>B": the first step matching B
+after one matching A); at the K-th the process sends
 itself SIGKILL, so that step does not run and nothing after it either: a crash at an exact
 point of the program, with none of its code changed. K = 0 never kills (a run that lists its
 steps); a FROM that never matches never kills.
@@ -58,12 +59,12 @@ def _is_step(event: str, args: tuple[Any, ...]) -> bool:
     return isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
 
 
-def install(kill_at: int, start: re.Pattern[str], log_fd: int, root: str) -> None:
-    count = counted = 0
+def install(kill_at: int, start: list[re.Pattern[str]], log_fd: int, root: str) -> None:
+    count = counted = matched = 0
     busy = False
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        nonlocal count, counted, busy
+        nonlocal count, counted, matched, busy
         if busy or not _is_step(event, args):
             return
         path = _path(args)
@@ -74,7 +75,9 @@ def install(kill_at: int, start: re.Pattern[str], log_fd: int, root: str) -> Non
             count += 1
             step = f"{event}\t{path}"
             os.write(log_fd, f"{count}\t{step}\n".encode())
-            if counted or start.search(step):
+            if matched < len(start) and start[matched].search(step):
+                matched += 1
+            if matched == len(start):
                 counted += 1
             if counted == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -85,7 +88,8 @@ def install(kill_at: int, start: re.Pattern[str], log_fd: int, root: str) -> Non
 
 
 def main() -> None:
-    kill_at, start, log = int(sys.argv[1]), re.compile(sys.argv[2]), sys.argv[3]
+    kill_at, log = int(sys.argv[1]), sys.argv[3]
+    start = [re.compile(pattern) for pattern in sys.argv[2].split(">>")]
     root = os.path.abspath(sys.argv[4])
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     from baihua.cli.main import main as baihua

@@ -37,10 +37,11 @@ from tests.crash_soak import Checker, Client, Expected, Report, sqlite_vectors
 from tests.serve_process import ROOT, ServeProcess, run_baihua, tiny_env
 
 KILL_AT_STEP = ROOT / "tests" / "kill_at_step.py"
-# the switch's steps, counted from the new index's snapshot (written once, just before it):
-# snapshot, switching record, exchange (renameat2), old index to index.previous, progress gone
-SWITCH_STARTS = r"index\.reembed/\.snapshot"
-SWITCH_STEPS = 8
+# the switch's steps, counted from the switching record, the first progress write after the
+# old index's lock is taken: record, exchange (renameat2), old index to index.previous (its
+# removal first), progress gone
+SWITCH_STARTS = r"open\t.*/index/lock$>>reembed-progress\.tmp"
+SWITCH_STEPS = 7
 
 
 @dataclass
