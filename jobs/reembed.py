@@ -10,6 +10,11 @@ To switch, the job needs the old index to itself: it takes the index's lock (a s
 holds it is named, and a rerun after stopping it only catches up), re-embeds the documents added,
 changed or deleted since, and exchanges the two folders atomically. The old index stays in
 `<data>/index.previous` until the next switch.
+
+A run killed after announcing its switch but before the exchange leaves the old index in place,
+where a restarted server may write again: the rerun sees that (by the store ids the announcement
+recorded) and catches up once more before it switches. The new index never hands out an id the
+old one handed out (its id counter starts at the old one's).
 """
 
 from __future__ import annotations
@@ -96,16 +101,18 @@ class ReembedJob:
         holds the old index.
         """
         record = self._progress()
-        if record is not None and record["state"] == "switching":
-            # An earlier run stopped in the middle of its switch: finish it.
+        if record is not None and record["state"] == "switching" and self._switch_begun(record):
+            # An earlier run stopped after the switch moved a folder: finish it.
             lock = (
                 self._lock_source(int(record["documents_done"])) if self.source.exists() else None
             )
             try:
-                return self._switch()
+                return self._switch(record)
             finally:
                 if lock is not None:
                     lock.close()
+        # Otherwise the old index is still in place and may have taken writes since (a server
+        # started after a run stopped): catch up again, then switch.
         self._check_source()
         if self._source_spec() == self.pipeline.spec.to_dict():
             raise UsageError(
@@ -127,8 +134,9 @@ class ReembedJob:
                 lock.close()
                 raise
         try:
-            self._record("switching", last, done)
-            return self._switch()
+            stores = {"old_store": _store_id(self.source), "new_store": _store_id(self.target)}
+            record = self._record("switching", last, done, **stores)
+            return self._switch(record)
         finally:
             lock.close()
 
@@ -158,14 +166,38 @@ class ReembedJob:
         )
         return dict(record)
 
-    def _record(self, state: str, last: int, done: int) -> None:
+    def _record(self, state: str, last: int, done: int, **stores: str) -> dict[str, Any]:
+        """Write the progress; a switch records the store ids of the old and the new index
+        (``old_store``, ``new_store``), which tell a rerun how far it got."""
         record = {
             "spec": self.pipeline.spec.to_dict(),
             "state": state,
             "last_id": last,
             "documents_done": done,
-        }
+        } | stores
         write_atomic(self.progress_file, json.dumps(record).encode())
+        return record
+
+    def _switch_begun(self, record: dict[str, Any]) -> bool:
+        """Whether the switch ``record`` announced moved a folder already: the old index is no
+        longer at `<data>/index`. A record without store ids (an older version's) is judged by
+        the space of what is there."""
+        if not (self.source / _DOCUMENTS).is_file():
+            return True  # a two-rename switch stopped between its renames
+        if "old_store" not in record:
+            return self._source_spec() == self.pipeline.spec.to_dict()
+        there = _store_id(self.source)
+        if there == record["new_store"]:
+            return True
+        if there == record["old_store"]:
+            return False
+        raise UsageError(
+            f"{self.source} holds another index than the one `baihua index reembed` was "
+            f"switching from or to (store {there}; expected {record['old_store']} or "
+            f"{record['new_store']}): it was created while the switch was stopped halfway. "
+            f"The re-embedded index is in {self.target}, the old one in {self.previous}; move "
+            f"the index to keep to {self.source} and delete {self.progress_file}"
+        )
 
     def _open_target(self) -> FaissStore:
         if self._progress() is None:
@@ -204,12 +236,16 @@ class ReembedJob:
             store.delete(gone)
         for start in range(0, len(stale), self.chunk_size):
             self._embed_into(store, stale[start : start + self.chunk_size], None)
+        # ids the old index handed out, deleted ones included, are never handed out again
+        used = int(read_meta(self.source / _DOCUMENTS).get("next_id", 0))
+        if used:
+            store.reserve_ids(1, after=used - 2)
 
-    def _switch(self) -> int:
+    def _switch(self, record: dict[str, Any]) -> int:
         """Exchange the folders (or finish a switch an earlier run began), keep the old index as
         `index.previous`, forget the progress; the caller holds the old index's lock."""
         if self.target.exists():
-            if self.source.exists() and self._source_spec() == self.pipeline.spec.to_dict():
+            if self.source.exists() and self._switch_begun(record):
                 _replace(self.target, self.previous)  # exchanged already: target is the old one
             elif self.source.exists():
                 if _exchange(self.target, self.source):
@@ -222,6 +258,10 @@ class ReembedJob:
         fsync_dir(self.data_dir)
         self.progress_file.unlink(missing_ok=True)
         return _count(self.source)
+
+
+def _store_id(folder: Path) -> str:
+    return read_meta(folder / _DOCUMENTS)["store_id"]
 
 
 def _count(folder: Path) -> int:

@@ -6,6 +6,10 @@ full", ...); ``storage_errors`` turns those into ``StorageFullError`` and
 answer 507 or 503 and the CLI print one line. ``DataDirectory`` checks before and after each
 write that the directory the store opened is still there and writable: a store whose files were
 deleted keeps writing into unlinked files, and a write that went there must not be acknowledged.
+It also refuses a write when less than ``RESERVE`` bytes are free: the embedded Milvus engine
+(milvus-lite 2.5.1) acknowledges inserts it could not persist on a full disk ("database or disk
+is full" goes to its log only; the rows are served from memory and gone after a restart), and
+its deletes retry for minutes there; so no write is tried on a disk that is (nearly) full.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from baihua.core.errors import StorageError, StorageFullError, StorageUnavailabl
 _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 8, 10, 13, 14
 
 _FULL = {errno.ENOSPC: "full", errno.EDQUOT: "quota"}
+RESERVE = 1 << 20  # bytes a write needs free beyond its own size (journals, segments)
 
 
 # what the refused operation was, and what it leaves: for the message
@@ -128,12 +133,16 @@ class DataDirectory:
 
     def check(self) -> None:
         """Raise ``StorageUnavailableError`` when the directory is gone, another one, read-only
-        or not writable: what a write must not be acknowledged in."""
+        or not writable: what a write must not be acknowledged in; ``StorageFullError`` when
+        less than ``RESERVE`` bytes are free there."""
         problem = directory_problem(self.path)
         if problem is not None:
             raise problem
         if _identity(self.path) != self._identity:
             raise unavailable_error(self.path, "replaced")
+        stat = os.statvfs(self.path)
+        if stat.f_bavail * stat.f_frsize < RESERVE:
+            raise full_error(self.path)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -8,7 +8,9 @@ invariants are checked against the log:
   back, no id is listed twice, and no id appears that no request named (a phantom); the one
   request in flight at a kill may or may not have applied, so its ids may be in either state;
 - `count` = a full `GET /documents` scan = the index's size (`baihua_index_documents`);
-- every stored vector equals re-encoding its text (cosine >= 0.9999);
+- every stored vector equals re-encoding its text (cosine >= 0.9999): on FAISS read from its
+  SQLite database while the server runs, on the embedded Milvus engine from its file just
+  before the restart (one process owns it);
 - search recall@10 against exact search over the re-encoded vectors is 1 (Flat indexes).
 
 Used by tests/app/test_crash_soak.py (short) and bench/crash_soak.py (long).
@@ -28,6 +30,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
 from baihua.encoder import EmbeddingPipeline
 from baihua.serving.components import build_pipeline
@@ -69,6 +72,7 @@ class Report:
     unacknowledged: int = 0  # in flight at a kill
     checked_documents: int = 0  # documents compared after restarts, summed
     checked_vectors: int = 0
+    engine_exit_s: float = 0.0  # the longest wait for a killed server's engine to exit
     failures: list[str] = field(default_factory=list)
 
     def line(self, engine: str) -> str:
@@ -77,6 +81,7 @@ class Report:
             f"snapshot, {self.kills_in_startup} during a restart's load); "
             f"{self.acknowledged} acknowledged writes, {self.unacknowledged} in flight at a kill; "
             f"{self.checked_documents} documents and {self.checked_vectors} vectors checked; "
+            f"killed engines exited within {self.engine_exit_s:.1f} s; "
             f"{len(self.failures)} failures"
         )
 
@@ -353,9 +358,38 @@ def sqlite_vectors(database: Path) -> Callable[[], dict[int, np.ndarray]]:
     return read
 
 
+def milvus_vectors(database: Path, dim: int) -> dict[int, np.ndarray]:
+    """The vectors the embedded Milvus engine's file holds, read by opening it in this process:
+    one process owns the file, so call it while no server runs (the soak reads them before each
+    restart; nothing writes documents between that and the check)."""
+    from baihua.index.milvus_store import MilvusStore
+
+    with MilvusStore(str(database), dim) as store:
+        ids = store.ids()
+        return dict(zip(ids.tolist(), store.vectors(ids), strict=True)) if len(ids) else {}
+
+
 def _repeated(ids: list[int]) -> list[int]:
     seen: set[int] = set()
     return sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+
+
+def kill(server: ServeProcess, report: Report) -> None:
+    """SIGKILL the server, then wait for the processes it started (the embedded Milvus
+    engine's binary, which stops about a second after its parent dies): a restart that opens
+    the file while the old binary still runs can hang for minutes."""
+    assert server.process is not None
+    try:
+        children = psutil.Process(server.process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    server.kill()
+    start = time.monotonic()
+    _, alive = psutil.wait_procs(children, timeout=60)
+    report.engine_exit_s = max(report.engine_exit_s, time.monotonic() - start)
+    for process in alive:
+        report.failures.append(f"process {process.pid} outlived its killed server by 60 s")
+        process.kill()
 
 
 def tiny_pipeline(model: Path) -> EmbeddingPipeline:
@@ -382,7 +416,17 @@ def soak(
     checker = Checker(tiny_pipeline(model), report)
     env = {"BAIHUA_INDEX_BACKEND": engine} if engine != "faiss" else {}
     data = work / "data"
-    vectors = sqlite_vectors(data / "index" / "documents.sqlite") if engine == "faiss" else None
+    pipeline = checker.pipeline
+
+    def stored_before_start() -> Callable[[], dict[int, np.ndarray]]:
+        """What the check compares with re-encoding: on FAISS the database, read while the
+        server runs; on Milvus the file, read now, before the server takes it."""
+        if engine == "faiss":
+            return sqlite_vectors(data / "index" / "documents.sqlite")
+        database = data / "index" / "milvus.db"
+        stored = milvus_vectors(database, pipeline.dim) if database.exists() else {}
+        return lambda: stored
+
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     cycle = 0
@@ -393,15 +437,21 @@ def soak(
             server.start(ready=False)
             time.sleep(rng.uniform(0.5, 4.0))
             if not server.ready():
-                server.kill()
+                kill(server, report)
                 report.kills += 1
                 report.kills_in_startup += 1
                 log(f"kill {report.kills}: during start-up")
                 continue
-            server.kill()
+            kill(server, report)
             report.kills += 1
             continue
-        server.start()
+        vectors = stored_before_start()
+        try:
+            server.start()
+        except (TimeoutError, RuntimeError) as error:  # never ready, or exited
+            server.kill()
+            report.failures.append(f"restart after kill {report.kills}: {error}")
+            return report
         checker.check(server.url, expected, vectors)
         if report.failures:
             server.kill()
@@ -417,13 +467,14 @@ def soak(
             server.process.send_signal(15)  # type: ignore[union-attr]
             time.sleep(rng.uniform(0.0, 0.6))
             report.kills_in_snapshot += 1
-        server.kill()
+        kill(server, report)
         stop.set()
         writer.join(timeout=60)
         client.close()
         report.kills += 1
         log(f"kill {report.kills}: {report.acknowledged} acknowledged, "
             f"{len(expected.docs)} documents")  # fmt: skip
+    vectors = stored_before_start()
     server = ServeProcess(model, data, logs / "serve-final.log", **env).start()
     try:
         checker.check(server.url, expected, vectors)
