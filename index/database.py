@@ -160,9 +160,9 @@ class DocumentDatabase:
     def matching_among(self, filter: Filter, ids: Iterable[int]) -> set[int]:
         """Which of ``ids`` match: a look-up per id and condition, whatever the filter keeps."""
         found: set[int] = set()
+        sql, params = payload_index.to_sql(filter, among="among")
         with self._lock:
             for chunk in chunked(sorted(ids), _SQL_CHUNK):
-                sql, params = payload_index.to_sql(filter, among="among")
                 rows = self._db.execute(
                     f"WITH among(id) AS (VALUES {', '.join(['(?)'] * len(chunk))}) "
                     f"SELECT * FROM ({sql})",

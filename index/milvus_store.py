@@ -210,12 +210,8 @@ class MilvusStore(StoreBase):
         texts: Sequence[str],
         payloads: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
-        locked = _lockable(ids)
-        try:
-            with self._locked(locked):
-                super().add(ids, vectors, texts, payloads)
-        finally:
-            self._settle_reserved(locked)
+        with self._locked_write(ids):
+            super().add(ids, vectors, texts, payloads)
 
     def upsert(
         self,
@@ -224,12 +220,8 @@ class MilvusStore(StoreBase):
         texts: Sequence[str],
         payloads: Sequence[dict[str, Any] | None] | None = None,
     ) -> None:
-        locked = _lockable(ids)
-        try:
-            with self._locked(locked):
-                super().upsert(ids, vectors, texts, payloads)
-        finally:
-            self._settle_reserved(locked)
+        with self._locked_write(ids):
+            super().upsert(ids, vectors, texts, payloads)
 
     def delete(self, ids: IdsLike) -> int:
         with self._locked(_lockable(ids)):
@@ -289,6 +281,16 @@ class MilvusStore(StoreBase):
         }
         self._client.upsert(self.collection, [row])
         return True
+
+    @contextmanager
+    def _locked_write(self, ids: IdsLike) -> Iterator[None]:
+        """``_locked`` for a write of documents, then settle the reservations it filled."""
+        locked = _lockable(ids)
+        try:
+            with self._locked(locked):
+                yield
+        finally:
+            self._settle_reserved(locked)
 
     @contextmanager
     def _locked(self, ids: Sequence[int]) -> Iterator[None]:
