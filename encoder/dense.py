@@ -1,18 +1,38 @@
 """Dense: a sentence-transformers `Dense` module (a linear layer and an activation) read from its
-folder (`config.json` and `model.safetensors` or `pytorch_model.bin`) and run on pooled vectors."""
+folder (`config.json` and `model.safetensors` or `pytorch_model.bin`) and run on pooled vectors,
+in numpy (the activations as torch.nn defines them), so serving needs no torch."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
+from scipy.special import erf, expit
 
 from baihua.core.errors import UsageError
 
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    """torch's Softplus (beta 1, threshold 20): linear above the threshold."""
+    return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
+
+
 # The activations a Dense module may name: torch.nn classes without parameters of their own.
-ACTIVATIONS = ("Identity", "Tanh", "ReLU", "GELU", "Sigmoid", "SiLU", "Softplus", "ELU", "Mish")
+ACTIVATION_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Identity": lambda x: x,
+    "Tanh": np.tanh,
+    "ReLU": lambda x: np.maximum(x, 0),
+    "GELU": lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))),
+    "Sigmoid": expit,
+    "SiLU": lambda x: x * expit(x),
+    "Softplus": _softplus,
+    "ELU": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+    "Mish": lambda x: x * np.tanh(_softplus(x)),
+}
+ACTIVATIONS = tuple(ACTIVATION_FUNCTIONS)
 _INPUT = "sentence_embedding"  # a Dense on token embeddings (ColBERT-style) is another model
 
 
@@ -27,10 +47,10 @@ class Dense:
     residual : None, or True for ``x`` itself, or a (out_features, in_features) projection.
     """
 
-    weight: torch.Tensor
-    bias: torch.Tensor | None
+    weight: np.ndarray
+    bias: np.ndarray | None
     activation: str = "Identity"
-    residual: torch.Tensor | bool | None = None
+    residual: np.ndarray | bool | None = None
 
     @property
     def in_features(self) -> int:
@@ -40,15 +60,16 @@ class Dense:
     def out_features(self) -> int:
         return int(self.weight.shape[0])
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = getattr(torch.nn, self.activation)()(
-            torch.nn.functional.linear(x, self.weight, self.bias)
-        )
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        linear = x @ self.weight.T
+        if self.bias is not None:
+            linear = linear + self.bias
+        out = ACTIVATION_FUNCTIONS[self.activation](linear)
         if self.residual is True:
             out = out + x
-        elif isinstance(self.residual, torch.Tensor):
-            out = out + torch.nn.functional.linear(x, self.residual)
-        return out
+        elif isinstance(self.residual, np.ndarray):
+            out = out + x @ self.residual.T
+        return np.asarray(out, dtype=np.float32)
 
 
 def activation_name(qualified: str, where: Path) -> str:
@@ -63,13 +84,16 @@ def activation_name(qualified: str, where: Path) -> str:
     return name
 
 
-def _weights(folder: Path) -> dict[str, torch.Tensor]:
+def _weights(folder: Path) -> dict[str, np.ndarray]:
     if (folder / "model.safetensors").is_file():
-        from safetensors.torch import load_file
+        from safetensors.numpy import load_file
 
         return load_file(folder / "model.safetensors")
     if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        import torch  # a pickled checkpoint needs torch to read
+
+        tensors = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return {name: tensor.float().numpy() for name, tensor in tensors.items()}
     raise UsageError(f"{folder}: a Dense module without model.safetensors or pytorch_model.bin")
 
 
@@ -82,11 +106,11 @@ def load_dense(folder: Path) -> Dense:
                 f"{folder}: a Dense module on {config[key]!r}; baihua runs Dense layers on the "
                 f"pooled sentence embedding only"
             )
-    weights = {k.removeprefix("linear."): v.float() for k, v in _weights(folder).items()}
+    weights = {k.removeprefix("linear."): v.astype(np.float32) for k, v in _weights(folder).items()}
     weight = weights["weight"]
     if tuple(weight.shape) != (config["out_features"], config["in_features"]):
         raise UsageError(f"{folder}: Dense weight {tuple(weight.shape)} does not match its config")
-    residual: torch.Tensor | bool | None = None
+    residual: np.ndarray | bool | None = None
     if config.get("use_residual", False):
         residual = weights.get("residual.weight", True)
     return Dense(

@@ -271,19 +271,17 @@ class Encoder:
         ids = self.tokenizer(prefix)["input_ids"]
         return len(ids) - (1 if ids and ids[-1] in self.tokenizer.all_special_ids else 0)
 
-    @torch.inference_mode()
     def _forward(
         self, ids: list[list[int]], poolings: Sequence[str], need_first: bool, prompt_length: int
     ) -> dict[str, np.ndarray]:
         input_ids, attention_mask = pad(ids, self.tokenizer.pad_token_id or 0)
         states = self.runner.forward(input_ids, attention_mask, need_first=need_first)
-        mask = torch.from_numpy(attention_mask).to(states.last.device)
         out = {}
         for name in poolings:
-            vectors = pool(states, mask, name, prompt_length).float().cpu()
+            vectors = pool(states, attention_mask, name, prompt_length)
             for step in self.st.steps if self.st else ():
                 vectors = step(vectors)
-            out[name] = vectors.numpy()
+            out[name] = vectors
         return out
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 
 class Normalize:
-    """Scale each vector to unit length (a zero vector stays zero)."""
+    """Scale each vector to unit length (a zero vector stays zero), as torch's `normalize`
+    does: divided by max(norm, 1e-12)."""
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(x, p=2, dim=-1)
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(x, axis=-1, keepdims=True)
+        return (x / np.maximum(norms, 1e-12)).astype(x.dtype, copy=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from baihua.core.errors import UsageError
 
@@ -41,13 +41,14 @@ ST_MODES = {
 
 @dataclass
 class HiddenStates:
-    """What the poolings read from one batch, whichever backend computed it: the last layer,
-    the first Transformer layer's output (`hidden_states[1]`, not the embedding layer at index 0:
-    a known pitfall of ports of BERT-whitening) and the pooler's output where the model has one."""
+    """What the poolings read from one batch, whichever backend computed it (float32 arrays on
+    the CPU): the last layer, the first Transformer layer's output (`hidden_states[1]`, not the
+    embedding layer at index 0: a known pitfall of ports of BERT-whitening) and the pooler's
+    output where the model has one."""
 
-    last: torch.Tensor
-    first: torch.Tensor | None = None
-    pooler: torch.Tensor | None = None
+    last: np.ndarray
+    first: np.ndarray | None = None
+    pooler: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -87,47 +88,48 @@ def check_poolings(poolings: Sequence[str]) -> None:
         parse_pooling(name)
 
 
-def masked_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(states: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     """Average the token states that the attention mask keeps (padding excluded)."""
-    mask = attention_mask.unsqueeze(-1).to(states.dtype)
-    return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    mask = attention_mask[..., None].astype(states.dtype)
+    return (states * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
 
 
-def _mean_sqrt_len(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    mask = attention_mask.unsqueeze(-1).to(states.dtype)
-    return (states * mask).sum(dim=1) / torch.sqrt(mask.sum(dim=1).clamp(min=1e-9))
+def _mean_sqrt_len(states: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    mask = attention_mask[..., None].astype(states.dtype)
+    return (states * mask).sum(axis=1) / np.sqrt(np.maximum(mask.sum(axis=1), 1e-9))
 
 
-def _max(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    keep = attention_mask.unsqueeze(-1).expand_as(states).bool()
-    return states.masked_fill(~keep, float("-inf")).max(dim=1).values
+def _max(states: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    keep = attention_mask[..., None].astype(bool)
+    return np.where(keep, states, -np.inf).max(axis=1).astype(states.dtype)
 
 
-def _weighted_mean(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def _weighted_mean(states: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     """Token i (from 1, counted from the first token, prompt included) weighs i: later tokens
     count more (sentence-transformers' `weightedmean`, for causal models)."""
-    positions = torch.arange(1, states.shape[1] + 1, device=states.device, dtype=states.dtype)
-    weights = attention_mask.to(states.dtype) * positions.view(1, -1)
-    summed = (states * weights.unsqueeze(-1)).sum(dim=1)
-    return summed / weights.sum(dim=1, keepdim=True).clamp(min=1e-9)
+    positions = np.arange(1, states.shape[1] + 1, dtype=states.dtype)
+    weights = attention_mask.astype(states.dtype) * positions[None, :]
+    summed = (states * weights[..., None]).sum(axis=1)
+    return summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
 
 
-def _last_token(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def _last_token(states: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     """The state of the last position the mask keeps (the closing special token for BERT)."""
     width = attention_mask.shape[1]
-    kept, from_end = attention_mask.flip(1).max(dim=1)
-    last = torch.where(kept == 0, width - 1, width - 1 - from_end)
-    masked = states * attention_mask.unsqueeze(-1).to(states.dtype)
-    return masked[torch.arange(states.shape[0], device=states.device), last]
+    flipped = attention_mask[:, ::-1]
+    kept, from_end = flipped.max(axis=1), flipped.argmax(axis=1)
+    last = np.where(kept == 0, width - 1, width - 1 - from_end)
+    masked = states * attention_mask[..., None].astype(states.dtype)
+    return masked[np.arange(states.shape[0]), last]
 
 
-def _first_kept(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def _first_kept(states: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     """The first position the mask keeps: [CLS], or the first token after an excluded prompt."""
-    first = attention_mask.to(torch.int).argmax(dim=1)
-    return states[torch.arange(states.shape[0], device=states.device), first]
+    first = attention_mask.argmax(axis=1)
+    return states[np.arange(states.shape[0]), first]
 
 
-def _pool_mode(states: HiddenStates, mask: torch.Tensor, mode: str) -> torch.Tensor:
+def _pool_mode(states: HiddenStates, mask: np.ndarray, mode: str) -> np.ndarray:
     last = states.last
     if mode == "cls":
         return _first_kept(last, mask)
@@ -151,17 +153,18 @@ def _pool_mode(states: HiddenStates, mask: torch.Tensor, mode: str) -> torch.Ten
 
 
 def pool(
-    states: HiddenStates, attention_mask: torch.Tensor, pooling: str, prompt_length: int = 0
-) -> torch.Tensor:
-    """Pool one right-padded batch; `first-last-avg` averages the first Transformer layer and
-    the last. With `:no-prompt`, the first `prompt_length` positions ([CLS] and the prompt's
-    tokens) are masked out of the pool, as sentence-transformers does."""
+    states: HiddenStates, attention_mask: np.ndarray, pooling: str, prompt_length: int = 0
+) -> np.ndarray:
+    """Pool one right-padded batch into float32 vectors; `first-last-avg` averages the first
+    Transformer layer and the last. With `:no-prompt`, the first `prompt_length` positions ([CLS]
+    and the prompt's tokens) are masked out of the pool, as sentence-transformers does."""
     parsed = parse_pooling(pooling)
     mask = attention_mask
     if not parsed.include_prompt and prompt_length:
-        mask = attention_mask.clone()
+        mask = attention_mask.copy()
         mask[:, :prompt_length] = 0
-    return torch.cat([_pool_mode(states, mask, mode) for mode in parsed.modes], dim=-1)
+    parts = [_pool_mode(states, mask, mode) for mode in parsed.modes]
+    return np.concatenate(parts, axis=-1).astype(np.float32, copy=False)
 
 
 def needs_first_layer(poolings: Sequence[str]) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-import torch
+import numpy as np
 
 from baihua.core.errors import UsageError
 from baihua.encoder.dense import load_dense
@@ -38,7 +38,7 @@ _LEGACY_MODES = {
     "pooling_mode_lasttoken": "lasttoken",
 }
 
-Step = Callable[[torch.Tensor], torch.Tensor]
+Step = Callable[[np.ndarray], np.ndarray]
 
 
 class UnsupportedModuleError(UsageError):

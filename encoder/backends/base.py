@@ -3,6 +3,7 @@ every pooling needs out."""
 
 from __future__ import annotations
 
+import os
 from typing import Protocol
 
 import numpy as np
@@ -11,6 +12,11 @@ from baihua.encoder.pooling import HiddenStates
 
 BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
+
+
+def default_threads() -> int:
+    """Intra-op threads when none are named: the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0))
 
 
 class Backend(Protocol):

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from baihua.encoder.backends.base import Backend
 from baihua.encoder.batching import length_sorted_batches, pad
@@ -65,22 +64,21 @@ def tokenized_batches(tokenizer: Any, prefix: str = "") -> list[tuple[np.ndarray
     ]
 
 
-def _pooled(backend: Backend, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
+def _pooled(backend: Backend, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Every pooling's vectors side by side, so one cosine bound covers them all."""
     parts = []
     for input_ids, attention_mask in batches:
         states = backend.forward(input_ids, attention_mask, need_first=True)
         assert states.first is not None
-        mask = torch.from_numpy(attention_mask)
         vectors = [
             states.last[:, 0],
-            masked_mean(states.last, mask),
-            masked_mean((states.first + states.last) / 2, mask),
+            masked_mean(states.last, attention_mask),
+            masked_mean((states.first + states.last) / 2, attention_mask),
         ]
         if states.pooler is not None:
             vectors.append(states.pooler)
-        parts.append(torch.stack([v.float() for v in vectors], dim=1))
-    return torch.cat(parts)
+        parts.append(np.stack(vectors, axis=1))
+    return np.concatenate(parts).astype(np.float64)
 
 
 @dataclass
@@ -97,7 +95,8 @@ def agreement(
 ) -> Agreement:
     """Cosine between the backend's and the reference's vectors, over texts × poolings."""
     ours, theirs = _pooled(backend, batches), _pooled(reference, batches)
-    cos = torch.nn.functional.cosine_similarity(ours, theirs, dim=-1).flatten()
+    norms = np.linalg.norm(ours, axis=-1) * np.linalg.norm(theirs, axis=-1)
+    cos = (ours * theirs).sum(axis=-1) / np.maximum(norms, 1e-8)
     return Agreement(float(cos.min()), float(cos.mean()))
 
 

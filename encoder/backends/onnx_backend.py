@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from baihua.encoder.backends.base import default_threads
 from baihua.encoder.backends.export import MODEL_FILE, read_meta
 from baihua.encoder.pooling import HiddenStates
 
@@ -32,7 +32,7 @@ class OnnxBackend:
         self.folder = folder
         self.calibration: dict[str, Any] | None = meta.get("calibration")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads or torch.get_num_threads()
+        options.intra_op_num_threads = num_threads or default_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(
@@ -50,11 +50,7 @@ class OnnxBackend:
             values = self._run(input_ids, attention_mask, wanted)
         first = values.get("first_hidden_state")
         pooler = values.get("pooler_output")
-        return HiddenStates(
-            torch.from_numpy(values["last_hidden_state"]),
-            None if first is None else torch.from_numpy(first),
-            None if pooler is None else torch.from_numpy(pooler),
-        )
+        return HiddenStates(values["last_hidden_state"], first, pooler)
 
     def _run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, wanted: list[str]

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from baihua.core.errors import UsageError
+from baihua.encoder.backends.base import default_threads
 from baihua.encoder.backends.export import read_meta
 from baihua.encoder.pooling import HiddenStates
 
@@ -56,7 +56,7 @@ class OpenVinoBackend:
         self.outputs: list[str] = meta["outputs"]
         config = {
             "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
-            "INFERENCE_NUM_THREADS": num_threads or torch.get_num_threads(),
+            "INFERENCE_NUM_THREADS": num_threads or default_threads(),
             "PERFORMANCE_HINT": "LATENCY",
         }
         core = ov.Core()
@@ -76,9 +76,9 @@ class OpenVinoBackend:
         first = values.get("first_hidden_state") if need_first else None
         pooler = values.get("pooler_output")
         return HiddenStates(
-            torch.from_numpy(np.asarray(values["last_hidden_state"], dtype=np.float32)),
-            None if first is None else torch.from_numpy(np.asarray(first, dtype=np.float32)),
-            None if pooler is None else torch.from_numpy(np.asarray(pooler, dtype=np.float32)),
+            np.asarray(values["last_hidden_state"], dtype=np.float32),
+            None if first is None else np.asarray(first, dtype=np.float32),
+            None if pooler is None else np.asarray(pooler, dtype=np.float32),
         )
 
 

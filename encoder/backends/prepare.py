@@ -28,16 +28,15 @@ from baihua.encoder.backends.calibration import (
 from baihua.encoder.backends.export import (
     QUANTIZATION,
     build_atomically,
-    export_fp32,
     export_key,
     exports_root,
     key_digest,
-    quantize_int8,
     read_meta,
     remove_stale,
     update_meta,
 )
 from baihua.encoder.backends.onnx_backend import INT8_RUN, OnnxBackend
+from baihua.encoder.backends.onnx_export import export_fp32, quantize_int8
 from baihua.encoder.backends.openvino_backend import OpenVinoBackend, default_precision
 from baihua.encoder.backends.openvino_export import (
     OV_QUANTIZATION,

@@ -67,13 +67,20 @@ class TorchBackend:
         mask = torch.from_numpy(attention_mask).to(self.device)
         with self._autocast():
             output = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=need_first)
-        first = output.hidden_states[1].float() if need_first else None
+        first = output.hidden_states[1] if need_first else None
         pooler = getattr(output, "pooler_output", None)
         return HiddenStates(
-            output.last_hidden_state.float(), first, None if pooler is None else pooler.float()
+            _array(output.last_hidden_state),
+            None if first is None else _array(first),
+            None if pooler is None else _array(pooler),
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.dtype == "bfloat16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def _array(states: torch.Tensor) -> np.ndarray:
+    """float32 on the CPU, where every pooling runs."""
+    return states.float().cpu().numpy()

@@ -158,13 +158,13 @@ def test_a_new_onnxruntime_version_rebuilds_the_export(
 KILLED_EXPORT = """
 import os, signal, sys
 from baihua.encoder import Encoder
-from baihua.encoder.backends import export
+from baihua.encoder.backends import export, onnx_export
 
 def killed_while_writing(fp32, out):
     (out / export.MODEL_FILE).write_bytes(b"half an onnx file")
     os.kill(os.getpid(), signal.SIGKILL)
 
-export.quantize_int8 = killed_while_writing
+onnx_export.quantize_int8 = killed_while_writing
 import baihua.encoder.backends.prepare as prepare
 prepare.quantize_int8 = killed_while_writing
 Encoder(sys.argv[1], device="cpu", backend="onnx-int8", cache_dir=sys.argv[2])
