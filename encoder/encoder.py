@@ -6,11 +6,10 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
 
 from baihua.core.errors import UsageError
 from baihua.core.progress import Progress
@@ -27,6 +26,7 @@ from baihua.encoder.models import (
 )
 from baihua.encoder.pooling import check_poolings, needs_first_layer, parse_pooling, pool
 from baihua.encoder.st_folder import StFolder, is_st_folder, read_st_folder
+from baihua.encoder.tokenizer import TextTokenizer
 
 TextType = Literal["query", "passage"]
 TruncationSide = Literal["right", "left"]
@@ -118,14 +118,14 @@ class Encoder:
         self._path, self._cache_dir = path, Path(cache_dir) if cache_dir else default_cache_dir()
         transformer = str(self.st.transformer) if self.st else path
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(transformer)
+            self.tokenizer = TextTokenizer.from_pretrained(transformer)
         except OSError as err:
             raise ModelLoadError(
                 f"cannot load model {self.spec.name!r} from {path!r}: it is not a preset, not a "
                 f"local folder, and the hub could not provide it ({err.__class__.__name__})"
             ) from err
         if self.st and self.st.lower_case:
-            lower_case(self.tokenizer)
+            self.tokenizer.lower_case()
         backends = Backends(
             self.spec.name,
             transformer,
@@ -225,15 +225,7 @@ class Encoder:
 
     def _tokenize(self, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
         """Token ids cut to max_length, and each text's untruncated token count."""
-        if not texts:
-            return [], np.zeros(0, dtype=np.int64)
-        ids = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        n_tokens = np.array([len(i) for i in ids])
-        at_limit = np.flatnonzero(n_tokens >= max_length)
-        if len(at_limit):
-            full = self.tokenizer([texts[i] for i in at_limit])["input_ids"]
-            n_tokens[at_limit] = [len(i) for i in full]
-        return ids, n_tokens
+        return self.tokenizer.encode(texts, max_length)
 
     def _cut_starts(
         self,
@@ -249,10 +241,10 @@ class Encoder:
         long = np.flatnonzero(n_tokens > max_length).tolist()
         if not long:
             return ids
-        full = self.tokenizer([prefix + texts[i] for i in long], return_offsets_mapping=True)
         ids = list(ids)
-        for i, tokens, offsets in zip(long, full["input_ids"], full["offset_mapping"], strict=True):
-            special = [start == end == 0 for start, end in offsets]
+        for i in long:
+            full = self.tokenizer.encode_one(prefix + texts[i])
+            tokens, offsets, special = full.ids, full.offsets, full.special_tokens_mask
             head = 0
             while head < len(tokens) and (special[head] or offsets[head][0] < len(prefix)):
                 head += 1
@@ -268,13 +260,13 @@ class Encoder:
         prefix tokenised alone, less a closing special token), as sentence-transformers counts."""
         if not prefix:
             return 0
-        ids = self.tokenizer(prefix)["input_ids"]
-        return len(ids) - (1 if ids and ids[-1] in self.tokenizer.all_special_ids else 0)
+        ids = self.tokenizer.encode_one(prefix).ids
+        return len(ids) - (1 if ids and ids[-1] in self.tokenizer.special_ids else 0)
 
     def _forward(
         self, ids: list[list[int]], poolings: Sequence[str], need_first: bool, prompt_length: int
     ) -> dict[str, np.ndarray]:
-        input_ids, attention_mask = pad(ids, self.tokenizer.pad_token_id or 0)
+        input_ids, attention_mask = pad(ids, self.tokenizer.pad_id)
         states = self.runner.forward(input_ids, attention_mask, need_first=need_first)
         out = {}
         for name in poolings:
@@ -283,13 +275,3 @@ class Encoder:
                 vectors = step(vectors)
             out[name] = vectors
         return out
-
-
-def lower_case(tokenizer: Any) -> None:
-    """Lower-case texts before the tokenizer's own normaliser, as sentence-transformers does for
-    a Transformer module with `do_lower_case`."""
-    from tokenizers.normalizers import Lowercase, Sequence
-
-    backend = tokenizer.backend_tokenizer
-    current = backend.normalizer
-    backend.normalizer = Lowercase() if current is None else Sequence([Lowercase(), current])

@@ -27,6 +27,7 @@ from baihua.app.schemas.tei import (
     TeiError,
     TokenizeRequest,
 )
+from baihua.encoder.tokenizer import TextTokenizer
 
 router = APIRouter(tags=["tei"])
 public = APIRouter(tags=["tei"])
@@ -78,25 +79,21 @@ for path in ("/", "/invocations"):
     )
 
 
-def simple_tokens(tokenizer: Any, text: str, add_special_tokens: bool) -> list[SimpleToken]:
+def simple_tokens(
+    tokenizer: TextTokenizer, text: str, add_special_tokens: bool
+) -> list[SimpleToken]:
     """TEI's tokens of `text`: id, its span of the text with UTF-8 byte offsets, or for a
     special token its own text and no offsets."""
-    encoded = tokenizer(
-        text,
-        add_special_tokens=add_special_tokens,
-        return_offsets_mapping=True,
-        return_special_tokens_mask=True,
-    )
-    ids = encoded["input_ids"]
-    pieces = tokenizer.convert_ids_to_tokens(ids)
+    encoded = tokenizer.encode_one(text, add_special_tokens=add_special_tokens)
     byte_at = [0]
     for char in text:
         byte_at.append(byte_at[-1] + len(char.encode("utf-8")))
     tokens = []
-    for id_, piece, (start, stop), special in zip(
-        ids, pieces, encoded["offset_mapping"], encoded["special_tokens_mask"], strict=True
+    for id_, (start, stop), special in zip(
+        encoded.ids, encoded.offsets, encoded.special_tokens_mask, strict=True
     ):
         if special:
+            piece = tokenizer.id_to_token(id_)
             tokens.append(SimpleToken(id=id_, text=piece, special=True, start=None, stop=None))
         else:
             tokens.append(
@@ -149,7 +146,7 @@ async def decode(body: DecodeRequest, service: ServiceDep, settings: SettingsDep
             f"{settings.max_texts_per_request} (max_texts_per_request)"
         )
         raise RequestValidationError([{"type": "too_long", "loc": ("body", "ids"), "msg": message}])
-    tokenizer: Any = service.pipeline.encoder.tokenizer
+    tokenizer = service.pipeline.encoder.tokenizer
     vocabulary = len(tokenizer)
     errors = [
         {

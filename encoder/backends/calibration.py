@@ -8,13 +8,13 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
 from baihua.encoder.backends.base import Backend
 from baihua.encoder.batching import length_sorted_batches, pad
 from baihua.encoder.pooling import masked_mean
+from baihua.encoder.tokenizer import TextTokenizer
 
 CALIBRATION_SET = 1  # bump when the texts, the length limit or the measure change
 MIN_COSINE = 0.99  # auto's bar: every calibration vector this close to fp32 torch
@@ -51,15 +51,16 @@ def calibration_texts() -> list[str]:
     return picked + long + _ENGLISH
 
 
-def tokenized_batches(tokenizer: Any, prefix: str = "") -> list[tuple[np.ndarray, np.ndarray]]:
+def tokenized_batches(
+    tokenizer: TextTokenizer, prefix: str = ""
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The calibration set as padded, length-sorted batches, each text with the model's query
     prefix: checked as it is used (e5 without its prefix is off its training distribution, and
     int8 errors there are twice as large)."""
     texts = [prefix + text for text in calibration_texts()]
-    ids = tokenizer(texts, truncation=True, max_length=CALIBRATION_MAX_LENGTH)["input_ids"]
-    pad_id = tokenizer.pad_token_id or 0
+    ids, _ = tokenizer.encode(texts, CALIBRATION_MAX_LENGTH)
     return [
-        pad([ids[i] for i in batch], pad_id)
+        pad([ids[i] for i in batch], tokenizer.pad_id)
         for batch in length_sorted_batches([len(i) for i in ids], CALIBRATION_BATCH)
     ]
 

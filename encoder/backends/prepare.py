@@ -47,6 +47,7 @@ from baihua.encoder.backends.openvino_export import (
 )
 from baihua.encoder.backends.torch_backend import ModelLoadError, TorchBackend, load_transformer
 from baihua.encoder.fingerprint import model_folder
+from baihua.encoder.tokenizer import TextTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class Backends:
         path: str,
         *,
         cache_dir: Path,
-        tokenizer: Any,
+        tokenizer: TextTokenizer,
         device: torch.device,
         num_threads: int | None,
         prefix: str = "",
