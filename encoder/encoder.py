@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
 from baihua.core.errors import UsageError
 from baihua.core.progress import Progress
@@ -32,6 +32,7 @@ TextType = Literal["query", "passage"]
 TruncationSide = Literal["right", "left"]
 Dtype = Literal["float32", "bfloat16", "int8"]
 DEFAULT_MAX_LENGTH = 64  # when neither the caller nor the model names a token limit
+NVIDIA_GPUS = "/proc/driver/nvidia/gpus"  # one folder per GPU the driver sees
 
 
 @dataclass
@@ -43,11 +44,17 @@ class Encoded:
     n_tokens: np.ndarray
 
 
-def resolve_device(device: str) -> torch.device:
-    """`auto` picks CUDA when a GPU is visible, the CPU otherwise."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def resolve_device(device: str) -> str:
+    """`auto` picks CUDA when a GPU is visible, the CPU otherwise. torch is asked only where the
+    NVIDIA driver is loaded, so a CPU process serving an ONNX or OpenVINO backend never imports
+    it."""
+    if device != "auto":
+        return device
+    if not Path(NVIDIA_GPUS).is_dir() or importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class Encoder:
@@ -71,7 +78,8 @@ class Encoder:
         fixed calibration set (measured once, stored beside the model's exports).
     dtype : for `torch` and `openvino`, `float32` or `bfloat16`; None: the backend's own. Vectors
         are float32 either way.
-    num_threads : intra-op threads of torch, ONNX Runtime and OpenVINO; None leaves torch's default.
+    num_threads : intra-op threads of torch, ONNX Runtime and OpenVINO; None: the CPUs this
+        process may run on (torch keeps its own default).
 
     Attributes
     ----------
@@ -96,7 +104,7 @@ class Encoder:
         spec = model if isinstance(model, ModelSpec) else resolve_model(model)
         check_backend(backend, dtype, resolve_device(device))
         path = model_path(spec, cache_dir)
-        folder = model_folder(path)
+        self.folder = folder = model_folder(path)
         # a hub model's sentence-transformers files arrive with model_path
         self.spec = with_st_config(spec, folder)
         self.st: StFolder | None = read_st_folder(folder) if is_st_folder(folder) else None
@@ -113,8 +121,6 @@ class Encoder:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.device = resolve_device(device)
-        if num_threads:
-            torch.set_num_threads(num_threads)
         self._path, self._cache_dir = path, Path(cache_dir) if cache_dir else default_cache_dir()
         transformer = str(self.st.transformer) if self.st else path
         try:

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from baihua.core.files import write_atomic
+from baihua.encoder.serving_copy import read_serving_copy
 
 # What `from_pretrained` reads to build the tokenizer and the transformer.
 _HASHED = (
@@ -77,6 +78,9 @@ def model_fingerprint(source: str, cache_dir: Path) -> str:
     folder = model_folder(source)
     if folder is None:
         return f"unhashed:{source}"
+    serving_copy = read_serving_copy(folder)
+    if serving_copy is not None:
+        return serving_copy.fingerprint  # its weights were hashed before they were removed
     files = hashed_files(folder)
     stats = [[_name(f, folder), (s := f.stat()).st_size, s.st_mtime_ns] for f in files]
     record_file = (

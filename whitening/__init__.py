@@ -1,6 +1,9 @@
 """Post-hoc transforms of sentence vectors: BERT-whitening, BERT-flow, the random-projection
 baseline, streaming moments, artifacts."""
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 from baihua.whitening.artifact import (
     ArtifactError,
     ArtifactMismatchError,
@@ -16,10 +19,30 @@ from baihua.whitening.artifact import (
     save_artifact,
 )
 from baihua.whitening.base import NotFittedError, TransformBase
-from baihua.whitening.flow import Flow
 from baihua.whitening.moments import Moments, check_array
 from baihua.whitening.projection import RandomProjection
 from baihua.whitening.whitening import Whitening
+
+if TYPE_CHECKING:
+    from baihua.whitening.flow import Flow
+
+
+def __getattr__(name: str) -> Any:
+    """`Flow` is imported when first used: it needs torch, which serving does not."""
+    if name == "Flow":
+        from baihua.whitening.flow import Flow
+
+        return Flow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _load_flow(path: Path) -> Transform:
+    from baihua.whitening.flow import Flow
+
+    return Flow.from_pretrained(path)
+
+
+register_transform("flow", _load_flow)
 
 __all__ = [
     "ArtifactError",

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from baihua.core.errors import UsageError
-from baihua.whitening.artifact import FlowParams, TransformMetadata, register_transform
+from baihua.whitening.artifact import FlowParams, TransformMetadata
 from baihua.whitening.base import TransformBase
 from baihua.whitening.moments import BLOCK_ROWS
 
@@ -505,6 +505,3 @@ class Flow(TransformBase):
                 block = np.ascontiguousarray(X[start : start + BLOCK_ROWS], dtype=np.float32)
                 blocks.append(function(torch.from_numpy(block).to(device)).cpu().numpy())
         return np.concatenate(blocks)
-
-
-register_transform("flow", Flow.from_pretrained)

@@ -10,7 +10,6 @@ from baihua.app.deps import ServiceDep, SettingsDep
 from baihua.app.openapi import PROTECTED_ERRORS, error_responses
 from baihua.app.schemas.common import Info, TransformInfo
 from baihua.encoder import EmbeddingPipeline, VectorTransform
-from baihua.whitening import Flow
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +18,7 @@ def transform_info(transform: VectorTransform | None) -> TransformInfo | None:
     if transform is None:
         return None
     return TransformInfo(
-        method="flow" if isinstance(transform, Flow) else "whitening",
+        method="flow" if getattr(transform, "method", "") == "flow" else "whitening",
         n_components=transform.n_components_,
         beta=getattr(transform, "beta", None),
         gamma=getattr(transform, "gamma", None),

@@ -1,8 +1,7 @@
 """Execution backends behind the Encoder: torch (fp32, bf16 autocast), ONNX Runtime fp32 and
 int8, and `auto`, the fastest of them that keeps fp32 quality."""
 
-from baihua.encoder.backends.base import BACKEND_CHOICES, BACKENDS, Backend
+from baihua.encoder.backends.base import BACKEND_CHOICES, BACKENDS, Backend, ModelLoadError
 from baihua.encoder.backends.prepare import Backends, check_backend
-from baihua.encoder.backends.torch_backend import ModelLoadError
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "Backends", "ModelLoadError", "check_backend"]

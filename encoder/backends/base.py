@@ -8,10 +8,15 @@ from typing import Protocol
 
 import numpy as np
 
+from baihua.core.errors import BaihuaError
 from baihua.encoder.pooling import HiddenStates
 
 BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS)
+
+
+class ModelLoadError(BaihuaError, RuntimeError):
+    """The model could not be loaded; the message says from where and what to try."""
 
 
 def default_threads() -> int:

@@ -3,20 +3,19 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import platform
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path
-from typing import Any
-
-import torch
-from transformers import PreTrainedModel
+from typing import TYPE_CHECKING, Any
 
 from baihua.core.errors import UsageError
-from baihua.encoder.backends.base import BACKEND_CHOICES, Backend
+from baihua.encoder.backends.base import BACKEND_CHOICES, Backend, ModelLoadError, default_threads
 from baihua.encoder.backends.calibration import (
     CALIBRATION_SET,
     MIN_COSINE,
@@ -36,7 +35,6 @@ from baihua.encoder.backends.export import (
     update_meta,
 )
 from baihua.encoder.backends.onnx_backend import INT8_RUN, OnnxBackend
-from baihua.encoder.backends.onnx_export import export_fp32, quantize_int8
 from baihua.encoder.backends.openvino_backend import OpenVinoBackend, default_precision
 from baihua.encoder.backends.openvino_export import (
     OV_QUANTIZATION,
@@ -45,9 +43,14 @@ from baihua.encoder.backends.openvino_export import (
     openvino_versions,
     quantize_static_int8,
 )
-from baihua.encoder.backends.torch_backend import ModelLoadError, TorchBackend, load_transformer
 from baihua.encoder.fingerprint import model_folder
+from baihua.encoder.serving_copy import ServingCopy, read_serving_copy
 from baihua.encoder.tokenizer import TextTokenizer
+
+if TYPE_CHECKING:  # torch and transformers are imported only where a backend needs them
+    from transformers import PreTrainedModel
+
+    from baihua.encoder.backends.torch_backend import TorchBackend
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ DTYPES = {
 }
 
 
-def check_backend(backend: str, dtype: str | None, device: torch.device) -> None:
+def check_backend(backend: str, dtype: str | None, device: str) -> None:
     """Refuse combinations that cannot run rather than guess what was meant."""
     if backend not in BACKEND_CHOICES:
         raise UsageError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
@@ -75,7 +78,7 @@ def check_backend(backend: str, dtype: str | None, device: torch.device) -> None
         raise UsageError(
             f"backend {backend} runs dtype {' or '.join(DTYPES[backend])}, not {dtype!r}"
         )
-    if backend != "torch" and device.type != "cpu":
+    if backend != "torch" and device != "cpu":
         raise UsageError(f"backend {backend} runs on the CPU; use device cpu or backend torch")
 
 
@@ -90,7 +93,7 @@ class Backends:
         *,
         cache_dir: Path,
         tokenizer: TextTokenizer,
-        device: torch.device,
+        device: str,
         num_threads: int | None,
         prefix: str = "",
     ) -> None:
@@ -105,17 +108,60 @@ class Backends:
 
     def open(self, backend: str, dtype: str | None = None) -> Backend:
         check_backend(backend, dtype, self.device)
+        if self.serving_copy is not None:
+            return self.open_serving_copy(self.serving_copy, backend)
         if backend == "auto":
             return self.auto()
         if backend == "torch":
+            from baihua.encoder.backends.torch_backend import TorchBackend
+
             return TorchBackend(self.model(), self.device, dtype or "float32")
         if backend.startswith("openvino"):
             precision = dtype if dtype in ("float32", "bfloat16") else None
             return OpenVinoBackend(self.prepare(backend), backend, self.num_threads, precision)
         return OnnxBackend(self.prepare(backend), backend, self.num_threads)
 
+    @functools.cached_property
+    def serving_copy(self) -> ServingCopy | None:
+        return read_serving_copy(model_folder(self.path))
+
+    def open_serving_copy(self, copy: ServingCopy, backend: str) -> Backend:
+        """The one backend a serving copy keeps; `auto` is the choice recorded when it was made
+        (it cannot measure: the fp32 reference is gone)."""
+        if backend not in ("auto", copy.backend):
+            raise ModelLoadError(
+                f"{model_folder(self.path)} is a serving copy of {self.model_name} for backend "
+                f"{copy.backend} (its weights were removed): use backend {copy.backend} or auto, "
+                "or remove the folder and prepare the model again"
+            )
+        runner = self._open_export(copy.backend, copy.dtype)
+        return chosen(runner, copy.chosen_by) if backend == "auto" else runner
+
+    def _open_export(self, backend: str, dtype: str) -> Backend:
+        target = self.export_dir() / backend
+        if read_meta(target) is None:
+            raise ModelLoadError(
+                f"{target} is missing or incomplete: this serving copy cannot rebuild it; remove "
+                f"{model_folder(self.path)} and prepare the model again"
+            )
+        if backend.startswith("openvino"):
+            precision = dtype if dtype in ("float32", "bfloat16") else None
+            return OpenVinoBackend(target, backend, self.num_threads, precision)
+        return OnnxBackend(target, backend, self.num_threads)
+
     def model(self) -> PreTrainedModel:
         if self._model is None:
+            if importlib.util.find_spec("torch") is None:
+                raise ModelLoadError(
+                    f"{self.model_name}: backend torch, and building an export, need torch, "
+                    "which is not installed here (pip install torch==2.13.0)"
+                )
+            import torch
+
+            from baihua.encoder.backends.torch_backend import load_transformer
+
+            if self.num_threads:
+                torch.set_num_threads(self.num_threads)
             self._model = load_transformer(self.path, self.model_name)
         return self._model
 
@@ -132,7 +178,16 @@ class Backends:
     def export_dir(self) -> Path:
         """`<cache>/models/<model>.onnx/<key>`: one folder per model version × library versions."""
         folder = self.folder()
-        key = export_key(folder, self.cache_dir)
+        if self.serving_copy is not None:
+            return exports_root(self.cache_dir, self.model_name, folder) / self.serving_copy.export
+        try:
+            key = export_key(folder, self.cache_dir)
+        except PackageNotFoundError as err:
+            raise ModelLoadError(
+                f"{self.model_name}: its exports are named by the versions of the libraries that "
+                f"build them, and {err.name} is not installed here: install it, or serve a "
+                "serving copy (`baihua models prepare --serving-only`)"
+            ) from err
         return exports_root(self.cache_dir, self.model_name, folder) / key_digest(key)
 
     def prepare(self, backend: str) -> Path:
@@ -149,11 +204,15 @@ class Backends:
             built = read_meta(target) is not None
             built = built and (not backend.startswith("openvino") or is_current(target, int8))
         if not built and read_meta(fp32) is None:
+            from baihua.encoder.backends.onnx_export import export_fp32
+
             logger.info("exporting %s to ONNX in %s", self.model_name, fp32)
             key = export_key(self.folder(), self.cache_dir)
             build_atomically(fp32, lambda tmp: {**export_fp32(self.model(), tmp), "key": key})
             remove_stale(key_dir.parent, keep=key_dir.name)
         if not built and backend == "onnx-int8":
+            from baihua.encoder.backends.onnx_export import quantize_int8
+
             logger.info("quantising %s to int8 in %s", self.model_name, target)
             build_atomically(target, lambda tmp: quantize_int8(fp32, tmp))
         elif not built and backend.startswith("openvino"):
@@ -189,14 +248,16 @@ class Backends:
         return f"{check}, {INT8_RUN}" if backend == "onnx-int8" else check
 
     def reference(self) -> TorchBackend:
-        return TorchBackend(self.model(), torch.device("cpu"), "float32")
+        from baihua.encoder.backends.torch_backend import TorchBackend
+
+        return TorchBackend(self.model(), "cpu", "float32")
 
     def auto(self) -> Backend:
         """The stored choice for this machine; else one stored on another machine for the same
         calibration and recipes (an image built elsewhere: no minutes of measuring at start);
         else measure every backend and store the choice. The runner's `chosen_by` says which."""
-        if self.device.type != "cpu":
-            return TorchBackend(self.model(), self.device, "float32")  # ONNX backends are CPU-only
+        if self.device != "cpu":
+            return self.open("torch", "float32")  # ONNX backends are CPU-only
         recipes = auto_recipes()
         key = machine_key(self.num_threads, f"{self.check_id()}; {recipes}")
         choice_file = self.export_dir() / f"auto-{key}.json"
@@ -226,7 +287,7 @@ class Backends:
         """Time every backend on the calibration set; the fastest within MIN_COSINE wins."""
         batches = tokenized_batches(self.tokenizer, self.prefix)
         reference = self.reference()
-        bf16 = TorchBackend(self.model(), self.device, "bfloat16")
+        bf16 = self.open("torch", "bfloat16")
         candidates: list[tuple[Backend, Agreement]] = [
             (reference, Agreement(1.0, 1.0)),
             (bf16, agreement(bf16, reference, batches)),
@@ -288,7 +349,7 @@ def machine_description(num_threads: int | None) -> str:
                 break
     except OSError:
         pass
-    return f"{model}; flags {flags}; threads {num_threads or torch.get_num_threads()}"
+    return f"{model}; flags {flags}; threads {num_threads or default_threads()}"
 
 
 def machine_key(num_threads: int | None, check: str) -> str:

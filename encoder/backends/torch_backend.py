@@ -10,12 +10,9 @@ import torch
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
-from baihua.core.errors import BaihuaError, UsageError
+from baihua.core.errors import UsageError
+from baihua.encoder.backends.base import ModelLoadError
 from baihua.encoder.pooling import HiddenStates
-
-
-class ModelLoadError(BaihuaError, RuntimeError):
-    """The model could not be loaded; the message says from where and what to try."""
 
 
 @contextlib.contextmanager
@@ -50,11 +47,11 @@ class TorchBackend:
     name = "torch"
     variant = ""
 
-    def __init__(self, model: PreTrainedModel, device: torch.device, dtype: str) -> None:
+    def __init__(self, model: PreTrainedModel, device: str, dtype: str) -> None:
         if dtype not in ("float32", "bfloat16"):
             raise UsageError(f"the torch backend runs float32 or bfloat16, not {dtype!r}")
-        self.model: PreTrainedModel = model.to(device)  # type: ignore[arg-type]
-        self.device = device
+        self.device = torch.device(device)
+        self.model: PreTrainedModel = model.to(self.device)  # type: ignore[arg-type]
         self.dtype = dtype
         self.dim: int = model.config.hidden_size
         self.has_pooler = getattr(model, "pooler", None) is not None

@@ -141,6 +141,16 @@ def test_decode_refuses_an_id_outside_the_vocabulary(client: httpx.Client, token
 # TEI's clients, unchanged, given the server's base URL.
 
 
+@pytest.fixture
+def hub_client_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests run with HF_HUB_OFFLINE=1 (no internet); huggingface_hub then refuses every
+    URL, the local server's too, once it reads the variable at import."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.mark.usefixtures("hub_client_online")
 def test_huggingface_hub_inference_client_feature_extraction(
     server: str, pipeline: EmbeddingPipeline
 ) -> None:
@@ -155,6 +165,7 @@ def test_huggingface_hub_inference_client_feature_extraction(
     np.testing.assert_allclose(raw, expected, atol=1e-5)
 
 
+@pytest.mark.usefixtures("hub_client_online")
 def test_huggingface_hub_client_sends_the_api_key(
     start_server: StartServer, pipeline: EmbeddingPipeline
 ) -> None:
