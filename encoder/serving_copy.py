@@ -84,7 +84,11 @@ def make_serving_copy(encoder: Encoder, cache_dir: Path) -> tuple[ServingCopy, i
             f"--serving-only removes a model's weights, so it is for models prepared in the "
             f"cache ({cache_dir / 'models'}), not {folder}"
         )
-    chosen_by = str(getattr(encoder.runner, "chosen_by", f"backend {encoder.backend}, named"))
+    from baihua.encoder.backends.prepare import machine_description
+
+    how = getattr(encoder.runner, "chosen_by", f"backend {encoder.backend}, named")
+    machine = machine_description(None).split("; flags")[0]
+    chosen_by = f"{how}; recorded in a serving copy made on {machine}"
     copy = ServingCopy(
         encoder.fingerprint, export.parent.name, encoder.backend, encoder.dtype, chosen_by
     )

@@ -87,7 +87,9 @@ def test_the_server_runs_a_serving_copy_without_torch(cache: Path, tmp_path: Pat
         assert answer.status_code == 200, answer.text
         np.testing.assert_allclose(answer.json(), expected, atol=1e-6)
         assert httpx.get(f"{server.url}/info", timeout=30).json()["backend"] == "openvino"
-        assert "backend chosen by backend openvino, named" in server.output()
+        assert "backend chosen by backend openvino, named; recorded in a serving copy" in (
+            server.output()
+        )
     finally:
         assert server.stop() == 0
     assert "blocked in this test" not in server.output()
