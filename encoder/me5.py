@@ -28,6 +28,7 @@ from tokenizers.processors import TemplateProcessing
 
 from baihua.core.errors import BaihuaError
 from baihua.core.files import write_folder_atomic
+from baihua.core.progress import logged_step
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +405,6 @@ def prepare_me5_small(target: Path, source: Path | None = None) -> Path:
         )
     source = Path(source) if source is not None else bundled_source()
     target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("expanding %s into %s", source, target)
 
     def write(tmp: Path) -> None:
         model = read_e5_file(source)
@@ -415,5 +415,6 @@ def prepare_me5_small(target: Path, source: Path | None = None) -> Path:
         for name in MODEL_FILES:  # safetensors writes owner-only files; a cache is readable
             (tmp / name).chmod(0o644)
 
-    write_folder_atomic(target, write)  # a concurrent run that finished first: same content
+    with logged_step(logger, f"me5-small: expanding {source.name} into {target}"):
+        write_folder_atomic(target, write)  # a concurrent run that finished first: same content
     return target

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from baihua.core.errors import UsageError
+from baihua.core.progress import logged_step
 from baihua.encoder.backends.base import BACKEND_CHOICES, Backend, ModelLoadError, default_threads
 from baihua.encoder.backends.calibration import (
     CALIBRATION_SET,
@@ -206,24 +207,24 @@ class Backends:
         if not built and read_meta(fp32) is None:
             from baihua.encoder.backends.onnx_export import export_fp32
 
-            logger.info("exporting %s to ONNX in %s", self.model_name, fp32)
             key = export_key(self.folder(), self.cache_dir)
-            build_atomically(fp32, lambda tmp: {**export_fp32(self.model(), tmp), "key": key})
+            with logged_step(logger, f"{self.model_name}: exporting to ONNX (fp32) in {fp32}"):
+                build_atomically(fp32, lambda tmp: {**export_fp32(self.model(), tmp), "key": key})
             remove_stale(key_dir.parent, keep=key_dir.name)
         if not built and backend == "onnx-int8":
             from baihua.encoder.backends.onnx_export import quantize_int8
 
-            logger.info("quantising %s to int8 in %s", self.model_name, target)
-            build_atomically(target, lambda tmp: quantize_int8(fp32, tmp))
+            with logged_step(logger, f"{self.model_name}: quantising to onnx-int8 in {target}"):
+                build_atomically(target, lambda tmp: quantize_int8(fp32, tmp))
         elif not built and backend.startswith("openvino"):
-            logger.info("building %s for %s in %s", backend, self.model_name, target)
             batches = tokenized_batches(self.tokenizer, self.prefix)
             build = (
                 (lambda tmp: quantize_static_int8(fp32, tmp, batches))
                 if int8
                 else (lambda tmp: convert_fp32(fp32, tmp))
             )
-            build_atomically(target, build)
+            with logged_step(logger, f"{self.model_name}: building {backend} in {target}"):
+                build_atomically(target, build)
         meta = read_meta(target)
         assert meta is not None
         check = self.check_id(backend)
@@ -233,9 +234,10 @@ class Backends:
                 if backend.startswith("openvino")
                 else OnnxBackend(target, backend, self.num_threads)
             )
-            checked = agreement(
-                runner, self.reference(), tokenized_batches(self.tokenizer, self.prefix)
-            )
+            with logged_step(logger, f"{self.model_name}: checking {backend} against fp32"):
+                checked = agreement(
+                    runner, self.reference(), tokenized_batches(self.tokenizer, self.prefix)
+                )
             update_meta(target, calibration=checked.as_dict() | {"check": check})
         return target
 
@@ -272,7 +274,9 @@ class Backends:
             note = f"auto, measured on {machine}, not here (`baihua models prepare --backend auto`)"
             logger.warning("backend %s: %s", elsewhere["backend"], note)
             return chosen(self.open(elsewhere["backend"], elsewhere["dtype"]), note)
-        choice, candidates = self.measure()
+        what = f"{self.model_name}: backend auto measuring every backend here (once; stored)"
+        with logged_step(logger, what):
+            choice, candidates = self.measure()
         record: dict[str, Any] = {"backend": choice.name, "dtype": choice.dtype}
         record["candidates"] = candidates
         record |= {"min_cosine": MIN_COSINE, "calibration": self.check_id(), "recipes": recipes}
