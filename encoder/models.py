@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -222,17 +224,32 @@ def model_token_limit(spec: ModelSpec, cache_dir: Path | None = None) -> int:
     the sentence-transformers folder's) within its position embeddings, less the two that
     XLM-R-style models reserve for padding (512 for BERT and e5). BERT's 512 when the config
     cannot be read; loading the model then says why."""
-    from transformers import AutoConfig
-
     path = model_path(spec, cache_dir)
     spec = with_st_config(spec, _on_disk(path))
-    try:
-        config = AutoConfig.from_pretrained(_transformer_folder(path))
-    except OSError:
+    config = _model_config(_transformer_folder(path))
+    if not config.get("max_position_embeddings"):
         return spec.max_length or 512
-    padding_offset = 2 if config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
-    limit = int(config.max_position_embeddings) - padding_offset
+    padding_offset = 2 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0
+    limit = int(config["max_position_embeddings"]) - padding_offset
     return min(spec.max_length, limit) if spec.max_length else limit
+
+
+def _model_config(source: str) -> dict[str, Any]:
+    """The transformer's `config.json`: read from the folder when it is on disk (serving needs no
+    transformers), else through transformers (a hub id); empty when neither has it."""
+    folder = _on_disk(source)
+    if folder is not None:
+        try:
+            config: dict[str, Any] = json.loads((folder / "config.json").read_text("utf-8"))
+            return config
+        except (OSError, ValueError):
+            return {}
+    from transformers import AutoConfig
+
+    try:
+        return dict(AutoConfig.from_pretrained(source).to_dict())
+    except OSError:
+        return {}
 
 
 def _transformer_folder(path: str) -> str:

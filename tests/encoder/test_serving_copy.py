@@ -13,6 +13,7 @@ import pytest
 
 from baihua.core.errors import UsageError
 from baihua.encoder import Encoder, ModelLoadError, l2_normalize
+from baihua.encoder.models import model_token_limit, resolve_model
 from baihua.encoder.serving_copy import SERVING_COPY_FILE, make_serving_copy
 from tests.serve_process import ServeProcess
 
@@ -67,7 +68,8 @@ def test_only_a_model_prepared_in_the_cache_is_cut_down(tiny_bert: Path, tmp_pat
 
 def test_the_server_runs_a_serving_copy_without_torch(cache: Path, tmp_path: Path) -> None:
     folder = cache / "models" / "tiny"
-    full = Encoder(str(folder), device="cpu", backend="openvino", cache_dir=cache, max_length=16)
+    limit = model_token_limit(resolve_model(str(folder)), cache)  # what the server will use
+    full = Encoder(str(folder), device="cpu", backend="openvino", cache_dir=cache, max_length=limit)
     expected = l2_normalize(full.encode(TEXTS, pooling="last-avg"))  # /embed normalises
     make_serving_copy(full, cache)
     site = tmp_path / "site"
@@ -81,6 +83,7 @@ def test_the_server_runs_a_serving_copy_without_torch(cache: Path, tmp_path: Pat
         BAIHUA_CACHE_DIR=str(cache),
         PYTHONPATH=str(site),
     )
+    del server.env["BAIHUA_MAX_LENGTH"]  # the token limit comes from the model's config
     server.start()
     try:
         answer = httpx.post(f"{server.url}/embed", json={"inputs": TEXTS}, timeout=30)
