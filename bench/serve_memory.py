@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -49,11 +50,20 @@ def free_port() -> int:
 
 
 def post(url: str, body: dict) -> None:
+    """POST `body`; a 503 or 429 (the server shedding load on a busy machine) waits for its
+    Retry-After and tries again."""
     request = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        response.read()
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                response.read()
+                return
+        except urllib.error.HTTPError as error:
+            if error.code not in (429, 503):
+                raise
+            time.sleep(float(error.headers.get("Retry-After") or 1))
 
 
 def wait_ready(url: str, process: subprocess.Popen, limit_s: float = 900) -> float:
@@ -118,6 +128,7 @@ def measure(backend: str, minutes: float, clients: int) -> dict[str, float]:
         "idle_mb": idle,
         "soak_start_mb": samples[0],
         "soak_peak_mb": max(samples),
+        "soak_half_mb": samples[len(samples) // 2],
         "soak_end_mb": samples[-1],
         "after_mb": after,
     }
@@ -130,7 +141,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
     print(
-        "| backend | ready (s) | RSS ready | idle after 1st request | soak start / peak / end | "
+        "| backend | ready (s) | RSS ready | idle after 1st request | soak start / half-way / "
+        "peak / end | "
         "idle after soak |"
     )
     print("|---|---|---|---|---|---|")
@@ -138,7 +150,8 @@ def main() -> None:
         m = measure(backend, args.minutes, args.clients)
         print(
             f"| {backend} | {m['ready_s']:.1f} | {m['ready_mb']:.0f} | {m['idle_mb']:.0f} | "
-            f"{m['soak_start_mb']:.0f} / {m['soak_peak_mb']:.0f} / {m['soak_end_mb']:.0f} | "
+            f"{m['soak_start_mb']:.0f} / {m['soak_half_mb']:.0f} / {m['soak_peak_mb']:.0f} / "
+            f"{m['soak_end_mb']:.0f} | "
             f"{m['after_mb']:.0f} |",
             flush=True,
         )
