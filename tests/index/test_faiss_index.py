@@ -66,7 +66,7 @@ def test_index_that_needs_training_searches_exactly_until_enough_vectors() -> No
     assert_matches_brute_force(store.search(queries, 5), np.arange(100), vectors[:100], queries, 5)
 
     store.add(np.arange(100, 700), vectors[100:], ["t"] * 600)  # 39 per list x 16 lists = 624
-    assert store.is_trained
+    assert store.wait_trained()
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF4,Flat"])
@@ -109,7 +109,7 @@ def test_gpu_store_equals_brute_force_and_saves_a_cpu_copy(
     queries = unit_vectors(20, seed=1)
     store = FaissStore.open(tmp_path / "store", DIM, factory, use_gpu=True, search_params=params)
     store.add(np.arange(2000), vectors, ["t"] * 2000)
-    assert store.is_trained
+    assert store.wait_trained()
     assert store.on_gpu
     hits = store.search(queries, 10)
     assert_matches_brute_force(hits, np.arange(2000), vectors, queries, 10)

@@ -29,6 +29,7 @@ def test_reopened_store_returns_identical_results(
     store.add(
         np.arange(1000), vectors, [f"doc {i}" for i in range(1000)], [{"i": i} for i in range(1000)]
     )
+    store.wait_trained()
     store.delete(np.arange(0, 1000, 7))
     before = store.search(queries, 10)
     store.save()
