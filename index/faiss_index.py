@@ -218,6 +218,26 @@ class FaissIndex:
         allowed[found[found >= 0]] = True
         return allowed
 
+    def probes_lists(self) -> bool:
+        """An IVF index (not its exact stand-in): a search scans the probed lists whatever a
+        selector allows, where a graph walks ever further to find allowed nodes."""
+        index = faiss.downcast_index(self.index)
+        if isinstance(index, faiss.IndexPreTransform):
+            index = faiss.downcast_index(index.index)
+        return isinstance(index, faiss.IndexIVF)
+
+    def held_vectors(
+        self, ids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+        """The live ones of ``ids`` and their vectors exactly as added, read from the index's
+        memory; None where it keeps no such copy (PQ or IVF codes, transforms, a GPU index)."""
+        flat = None if self.on_gpu else _flat_storage(self.index)
+        if flat is None:
+            return None
+        found = self.positions.find(ids)
+        live = found >= 0
+        return np.asarray(ids, dtype=np.int64)[live], flat.reconstruct_batch(found[live])
+
     def ids_at(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Document ids at the given positions; -1 for none and for dead positions."""
         return np.where(positions >= 0, self.labels[np.maximum(positions, 0)], -1)
@@ -294,6 +314,14 @@ class FaissIndex:
                     f"use_gpu=True but FAISS has no GPU version of {self.factory!r}: {error}",
                 ) from None
             return index, False
+
+
+def _flat_storage(index: Any) -> Any:
+    """The IndexFlat holding the vectors as added: the index itself, or an HNSW's storage."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexHNSW):
+        index = faiss.downcast_index(index.storage)
+    return index if isinstance(index, faiss.IndexFlat) else None
 
 
 def _is_hnsw(index: Any) -> bool:
