@@ -20,7 +20,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # as scale.py's store process
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import scale  # noqa: E402
@@ -62,7 +61,8 @@ def main() -> None:
         ms = scale.latencies(store, queries, 1, args.searches)
         store.close()
         row = {"engine": args.engine, "n": args.size, "dim": args.dim, "efSearch": ef,
-               "recall_at_10": recall, "load_average": os.getloadavg()[0]} | scale.summary(ms)  # fmt: skip
+               "recall_at_10": recall, "load_average": os.getloadavg()[0]}  # fmt: skip
+        row |= scale.summary(ms)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:

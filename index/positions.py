@@ -23,6 +23,9 @@ class PositionMap:
     """Labels of the index positions and where each live id sits. Not thread-safe."""
 
     labels: Ids  # position -> id, -1 dead
+    _main: tuple[Ids, Ids]  # live ids ascending, their positions
+    _recent: tuple[Ids, Ids]  # ids appended since, ascending, their positions
+    _n_live: int
 
     def __init__(self, labels: Ids | None = None) -> None:
         self.reset(np.empty(0, dtype=np.int64) if labels is None else labels)
