@@ -742,6 +742,12 @@ def fmt(value: float | None, digits: int = 0) -> str:
     return "–" if value is None else f"{value:,.{digits}f}"
 
 
+def label(r: dict[str, Any]) -> str:
+    """The store's name, factory and search settings (recorded since the 1M runs)."""
+    settings = f", {r['search_params']}" if r.get("search_params") else ""
+    return f"{r['engine']} ({r['index']}{settings})"
+
+
 def tables(results: dict[str, Any]) -> Iterator[str]:
     rows = [r for by_size in results["runs"].values() for r in by_size.values()]
     for size in sorted({r["n"] for r in rows}):
@@ -755,7 +761,7 @@ def tables(results: dict[str, Any]) -> Iterator[str]:
         for r in at:
             snap = r["snapshot"]
             yield (
-                f"| {r['engine']} ({r['index']}) | {r['dim']} "
+                f"| {label(r)} | {r['dim']} "
                 f"| {fmt(r['load']['store_docs_per_s'])} "
                 f"| {fmt(r['load']['build_docs_per_s_estimated'])} "
                 f"| {fmt(r['rss_serving']['rss_mb'])} | {fmt(r['vector_bytes'] / MB)} "
@@ -773,7 +779,7 @@ def tables(results: dict[str, Any]) -> Iterator[str]:
             s, f = r["search"], r["filtered"]
             exact = "" if r["ready_clean"].get("trained", True) else " (untrained: exact)"
             yield (
-                f"| {r['engine']} ({r['index']}){exact} | {r['dim']} "
+                f"| {label(r)}{exact} | {r['dim']} "
                 f"| {r['recall']['recall_at_10']:.3f} "
                 f"| {fmt(s['1']['p50_ms'], 1)} / {fmt(s['1']['p99_ms'], 1)} "
                 f"| {fmt(s['8']['p99_ms'], 1)} | {fmt(s['32']['p99_ms'], 1)} "
