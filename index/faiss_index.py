@@ -35,10 +35,11 @@ _COMPACT_FRACTION = 0.25  # refill the index once this share of its positions is
 _KMEANS_POINTS_PER_CENTROID = 39  # below this faiss k-means warns that training is too thin
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit
 # An HNSW index's settings where search_params leave them out. FAISS's own (efConstruction 40,
-# efSearch 16) lose recall with size: HNSW32 x 128 dims at 100k gave recall@10 0.941 at efSearch
-# 64; a better graph (efConstruction 80) and a wider search keep it above 0.95 at 1M
-# (docs/results.md, "Scale"), for ~2x the build time and ~1 ms a search.
-HNSW_DEFAULTS = {"efConstruction": "80", "efSearch": "128"}
+# efSearch 16) lose recall with size. HNSW32 x 128 whitened dims at 1M (docs/results.md, "Scale"):
+# efConstruction 80 reached recall@10 0.82 at efSearch 128 and 0.94 at 1024; efConstruction 200
+# reaches 0.946 at 256, 0.960 at 384 (p99 8.5 ms, one client) and 0.969 at 512, for a build
+# ~2.5x slower than at 80.
+HNSW_DEFAULTS = {"efConstruction": "200", "efSearch": "384"}
 
 
 class FaissIndex:
