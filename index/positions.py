@@ -26,6 +26,7 @@ class PositionMap:
     _main: tuple[Ids, Ids]  # live ids ascending, their positions
     _recent: tuple[Ids, Ids]  # ids appended since, ascending, their positions
     _n_live: int
+    version: int  # counts changes, so that what is derived from the positions can be kept
 
     def __init__(self, labels: Ids | None = None) -> None:
         self.reset(np.empty(0, dtype=np.int64) if labels is None else labels)
@@ -33,11 +34,13 @@ class PositionMap:
     def reset(self, labels: Ids) -> None:
         """Take ``labels`` (copied) as the whole index's and sort its live ids."""
         self.labels = np.array(labels, dtype=np.int64)
+        self.version = 0
         self._sort_all()
 
     def append(self, ids: Ids) -> None:
         """Ids of vectors appended to the index, none of them live already."""
         start = len(self.labels)
+        self.version += 1
         self.labels = np.concatenate([self.labels, ids.astype(np.int64)])
         self._n_live += len(ids)
         positions = np.arange(start, start + len(ids), dtype=np.int64)
@@ -52,6 +55,7 @@ class PositionMap:
         positions = self.find(ids)
         if (positions < 0).any():
             raise KeyError(int(ids[np.argmax(positions < 0)]))
+        self.version += 1
         self.labels[positions] = -1
         self._n_live -= len(np.unique(positions))
 
