@@ -126,7 +126,7 @@ class StoreBase(ABC):
     def set_payload(self, id: int, payload: dict[str, Any]) -> bool:
         """Replace a document's payload, keeping its text and vector; whether it exists."""
         checked, encoded = check_id(id), payload_json(payload)
-        with self._writing():
+        with self._payload_writing():
             return self._replace_payload(checked, encoded)
 
     def reserve_ids(self, n: int, *, after: int = -1) -> list[int]:
@@ -261,6 +261,11 @@ class StoreBase(ABC):
     @abstractmethod
     def _reading(self) -> AbstractContextManager[Any]:
         """Held around every read."""
+
+    def _payload_writing(self) -> AbstractContextManager[Any]:
+        """Held around ``set_payload``: ``_writing()`` unless an engine's payloads live apart
+        from what its readers share."""
+        return self._writing()
 
     @abstractmethod
     def _stored(self, ids: Sequence[int]) -> list[int]:

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from baihua.index.errors import StoreSettingError
+from baihua.index.positions import PositionMap
 
 # faiss-cpu only uses BLAS for Flat search from 128000 queries per call (its default), which a
 # service never sends; at 20, batches of 256 queries ran 7x faster at 1M x 256.
@@ -33,6 +34,12 @@ _LOOKUPS_UP_TO = 0.125  # share of the positions below which ids are looked up o
 _COMPACT_FRACTION = 0.25  # refill the index once this share of its positions is dead
 _KMEANS_POINTS_PER_CENTROID = 39  # below this faiss k-means warns that training is too thin
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit
+# An HNSW index's settings where search_params leave them out. FAISS's own (efConstruction 40,
+# efSearch 16) lose recall with size. HNSW32 x 128 whitened dims at 1M (docs/results.md, "Scale"):
+# efConstruction 80 reached recall@10 0.82 at efSearch 128 and 0.94 at 1024; efConstruction 200
+# reaches 0.946 at 256, 0.960 at 384 (p99 8.5 ms, one client) and 0.969 at 512, for a build
+# ~2.5x slower than at 80.
+HNSW_DEFAULTS = {"efConstruction": "200", "efSearch": "384"}
 
 
 class FaissIndex:
@@ -45,19 +52,19 @@ class FaissIndex:
     index: Any
     on_gpu: bool
     exact_fallback: bool
-    labels: npt.NDArray[np.int64]  # position -> id, -1 dead
-    positions: dict[int, int]  # id -> position of the live ones
-    n_dead: int
+    positions: PositionMap  # position -> id (-1 dead) and id -> position of the live ones
     dirty: bool  # changed since the last snapshot
     _selects: bool | None  # whether the index takes an IDSelector; None: not tried yet
+    # the last allowed_positions: ids array, positions state, mask, the mask packed as bits
+    _last_mask: tuple[Any, tuple[int, int], npt.NDArray[np.bool_], npt.NDArray[np.uint8]] | None
 
     def __init__(self, dim: int, factory: str, *, use_gpu: bool | None, search_params: str) -> None:
         self.dim = dim
         self.factory = factory
         self.search_params = search_params
-        factory_index = self.new_factory_index()
-        self.min_train = _min_training_size(factory_index)
-        self._apply_search_params(factory_index, on_gpu=False)
+        self.min_train = _min_training_size(self.new_factory_index())
+        self._refills = 0  # counts index replacements, so a training aside knows it is stale
+        self._last_mask = None
         self._use_gpu = use_gpu
         self._gpu = _gpu_resources(use_gpu)
         self._gpu_lock = threading.Lock()  # FAISS GPU indexes do not allow concurrent searches
@@ -70,13 +77,15 @@ class FaissIndex:
                 f"factory {self.factory!r}: ids are managed by the store, drop the IDMap prefix",
             )
         try:
-            return faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as error:
             raise StoreSettingError(
                 "factory",
                 self.factory,
                 f"FAISS cannot build factory {self.factory!r} for dim={self.dim}: {error}",
             ) from None
+        self._apply_search_params(index, on_gpu=False)  # before any add: efConstruction counts
+        return index
 
     # -------------------------------------------------------------------------------- building
 
@@ -113,23 +122,58 @@ class FaissIndex:
 
     # --------------------------------------------------------------------------------- changes
 
+    @property
+    def labels(self) -> npt.NDArray[np.int64]:
+        """Position -> id, -1 dead."""
+        return self.positions.labels
+
+    @property
+    def n_dead(self) -> int:
+        return len(self.positions.labels) - len(self.positions)
+
     def add(self, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
-        start = len(self.labels)
         self.index.add(vectors)
-        self.labels = np.concatenate([self.labels, ids])
-        self.positions.update(zip(ids.tolist(), range(start, start + len(ids)), strict=True))
+        self.positions.append(ids)
         self.dirty = True
 
     def remove(self, ids: Sequence[int]) -> None:
-        for i in ids:
-            position = self.positions.pop(i)
-            self.labels[position] = -1
-            self.n_dead += 1
-        self.dirty = self.dirty or bool(ids)
+        """Mark the positions of these live ids dead (KeyError for one that is not live)."""
+        self.positions.kill(np.asarray(ids, dtype=np.int64))
+        self.dirty = self.dirty or bool(len(ids))
 
     def wants_training(self) -> bool:
         """The exact fallback serves and enough vectors are stored to train the factory index."""
         return self.exact_fallback and len(self.positions) >= self.min_train
+
+    def fallback_vectors(self, start: int) -> tuple[int, npt.NDArray[np.float32]]:
+        """A copy of the exact fallback's vectors from position ``start`` on (positions only grow
+        until the index is replaced), with the count of replacements they belong to."""
+        n = self.index.ntotal
+        if n <= start:
+            return self._refills, np.empty((0, self.dim), dtype=np.float32)
+        return self._refills, self.index.reconstruct_n(start, n - start)
+
+    def trained_aside(self, vectors: npt.NDArray[np.float32]) -> Any:
+        """A new factory index trained on ``vectors`` (a CPU index this one does not share,
+        so no lock is needed while its k-means runs)."""
+        index = self.new_factory_index()
+        index.train(vectors)
+        return index
+
+    def swap_trained(self, index: Any, refills: int) -> bool:
+        """Serve ``index`` (trained, holding the vector of every position) in place of the exact
+        fallback; False, changing nothing, when the fallback was replaced since ``refills``."""
+        if refills != self._refills or not self.exact_fallback:
+            return False
+        if index.ntotal != len(self.labels):
+            raise RuntimeError(f"trained index holds {index.ntotal} of {len(self.labels)} vectors")
+        index, on_gpu = self._to_device(index)
+        self._apply_search_params(index, on_gpu=on_gpu)
+        self.index, self.on_gpu, self.exact_fallback = index, on_gpu, False
+        self.dirty = True
+        self._selects = None
+        self._refills += 1
+        return True
 
     def wants_compaction(self) -> bool:
         return self.n_dead > _COMPACT_FRACTION * len(self.labels)
@@ -154,7 +198,11 @@ class FaissIndex:
         indexes, and types without selector support such as IndexPQ)."""
         if self.on_gpu or self._selects is False:
             return None
-        bits = np.packbits(allowed, bitorder="little")  # FAISS reads bit i of byte i >> 3
+        last = self._last_mask
+        if last is not None and last[2] is allowed:
+            bits = last[3]
+        else:
+            bits = np.packbits(allowed, bitorder="little")  # FAISS reads bit i of byte i >> 3
         selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
         params = _selection_parameters(self.index, selector)
         try:
@@ -170,13 +218,47 @@ class FaissIndex:
 
     def allowed_positions(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         """A mask over positions, true at the live positions of ``ids`` (ascending ids): a
-        look-up per id while they are few, one vectorised pass over the labels otherwise."""
+        look-up per id while they are few, one vectorised pass over the labels otherwise.
+
+        The last mask (read-only) is given again for the same ``ids`` array while no position
+        changed: the database hands out one array per filter until a write, and at 1M mapping
+        a 1 % filter's ids to a mask and packing it cost ~2 ms a query."""
+        last = self._last_mask
+        if last is not None and last[0] is ids and last[1] == self._positions_state():
+            return last[2]
         if len(ids) > _LOOKUPS_UP_TO * len(self.labels):
-            return np.isin(self.labels, ids)
-        allowed = np.zeros(len(self.labels), dtype=bool)
-        found = [p for p in map(self.positions.get, ids.tolist()) if p is not None]
-        allowed[np.array(found, dtype=np.int64)] = True
+            allowed = np.isin(self.labels, ids)
+        else:
+            allowed = np.zeros(len(self.labels), dtype=bool)
+            found = self.positions.find(ids)
+            allowed[found[found >= 0]] = True
+        allowed.flags.writeable = False
+        bits = np.packbits(allowed, bitorder="little")  # FAISS reads bit i of byte i >> 3
+        self._last_mask = (ids, self._positions_state(), allowed, bits)
         return allowed
+
+    def _positions_state(self) -> tuple[int, int]:
+        return id(self.positions), self.positions.version
+
+    def probes_lists(self) -> bool:
+        """An IVF index (not its exact stand-in): a search scans the probed lists whatever a
+        selector allows, where a graph walks ever further to find allowed nodes."""
+        index = faiss.downcast_index(self.index)
+        if isinstance(index, faiss.IndexPreTransform):
+            index = faiss.downcast_index(index.index)
+        return isinstance(index, faiss.IndexIVF)
+
+    def held_vectors(
+        self, ids: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+        """The live ones of ``ids`` and their vectors exactly as added, read from the index's
+        memory; None where it keeps no such copy (PQ or IVF codes, transforms, a GPU index)."""
+        flat = None if self.on_gpu else _flat_storage(self.index)
+        if flat is None:
+            return None
+        found = self.positions.find(ids)
+        live = found >= 0
+        return np.asarray(ids, dtype=np.int64)[live], flat.reconstruct_batch(found[live])
 
     def ids_at(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Document ids at the given positions; -1 for none and for dead positions."""
@@ -216,19 +298,24 @@ class FaissIndex:
         self.index = index
         self.on_gpu = on_gpu
         self.exact_fallback = exact_fallback
-        self.labels = labels.astype(np.int64)
-        self.positions = {i: p for p, i in enumerate(self.labels.tolist()) if i >= 0}
-        self.n_dead = len(self.labels) - len(self.positions)
+        self.positions = PositionMap(labels)
         self.dirty = True
         self._selects = None
+        self._refills += 1
+        self._last_mask = None
 
     def _apply_search_params(self, index: Any, *, on_gpu: bool) -> None:
-        if not self.search_params:
+        settings = dict(HNSW_DEFAULTS) if _is_hnsw(index) else {}
+        for part in filter(None, self.search_params.split(",")):
+            name, _, value = part.partition("=")
+            settings[name.strip()] = value.strip()
+        if not settings:
             return
         space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
         try:
             # faiss's stub lacks the overload taking a "name=value,..." string.
-            space.set_index_parameters(index, self.search_params)  # type: ignore[arg-type]
+            text = ",".join(f"{name}={value}" for name, value in settings.items())
+            space.set_index_parameters(index, text)  # type: ignore[arg-type]
         except RuntimeError as error:
             raise StoreSettingError(
                 "search_params",
@@ -250,6 +337,21 @@ class FaissIndex:
                     f"use_gpu=True but FAISS has no GPU version of {self.factory!r}: {error}",
                 ) from None
             return index, False
+
+
+def _flat_storage(index: Any) -> Any:
+    """The IndexFlat holding the vectors as added: the index itself, or an HNSW's storage."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexHNSW):
+        index = faiss.downcast_index(index.storage)
+    return index if isinstance(index, faiss.IndexFlat) else None
+
+
+def _is_hnsw(index: Any) -> bool:
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return isinstance(index, faiss.IndexHNSW)
 
 
 def _selection_parameters(index: Any, selector: Any) -> Any:

@@ -63,6 +63,10 @@ from baihua.index.validation import MAX_ID, Batch
 
 FORMAT = "1"
 DATABASE = "documents.sqlite"
+# Training aside: positions appended meanwhile are added outside the write lock in up to this many
+# rounds, until fewer than _SWAP_TAIL remain; those are added under the lock, with the swap.
+_CATCH_UP_ROUNDS = 8
+_SWAP_TAIL = 8192
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +129,8 @@ class FaissStore(StoreBase):
         self._save_lock = threading.Lock()
         self._lock_file: IO[bytes] | None = None
         self._db_inode: int | None = None
+        self._trainer: threading.Thread | None = None
+        self._closed = False
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
             _refuse_missing_database(self.path)
@@ -183,6 +189,13 @@ class FaissStore(StoreBase):
                     f"(about {self._index.min_train} are recommended): {error}",
                 ) from None
 
+    def wait_trained(self, timeout: float | None = None) -> bool:
+        """Wait for a training in progress (see ``is_trained``); whether the index is trained."""
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.join(timeout)
+        return self.is_trained
+
     def ids(self, filter: dict[str, Any] | None = None) -> npt.NDArray[np.int64]:
         """The stored ids whose payload matches ``filter``, ascending; all of them are read from
         the index's labels."""
@@ -207,7 +220,10 @@ class FaissStore(StoreBase):
 
     @property
     def is_trained(self) -> bool:
-        """False while an index that needs training waits for it (searches are exact meanwhile)."""
+        """False while an index that needs training waits for it (searches are exact meanwhile).
+
+        The first training starts on its own once enough vectors are stored, in a thread: its
+        k-means runs without the write lock, so searches and writes go on (``wait_trained``)."""
         return not self._index.exact_fallback
 
     @property
@@ -257,6 +273,7 @@ class FaissStore(StoreBase):
         rebuilds the index from them; call ``save()`` first to spare that rebuild.
         """
         with self._save_lock, self._lock.write():
+            self._closed = True  # a training aside still running is dropped
             self._release()
 
     # ------------------------------------------------------------------------- the engine's part
@@ -267,8 +284,15 @@ class FaissStore(StoreBase):
     def _reading(self) -> AbstractContextManager[None]:
         return self._lock.read()
 
+    def _payload_writing(self) -> AbstractContextManager[None]:
+        """The read side: a payload is a row of the database (which serialises its own
+        transactions), never part of the index, so a payload write need not wait for a snapshot's
+        clone of the index (HNSW32 1M x 128: ~1 s), nor make searches queue behind it."""
+        return self._lock.read()
+
     def _stored(self, ids: Sequence[int]) -> list[int]:
-        return sorted(i for i in ids if i in self._index.positions)
+        wanted = np.asarray(ids, dtype=np.int64)
+        return sorted(wanted[self._index.positions.find(wanted) >= 0].tolist())
 
     def _put(self, batch: Batch, *, replace: bool) -> None:
         self._write(remove=self._stored(batch.ids.tolist()) if replace else [], batch=batch)
@@ -277,6 +301,8 @@ class FaissStore(StoreBase):
         self._write(remove=ids, batch=None)
 
     def _replace_payload(self, id: int, payload: str) -> bool:
+        """Under the read lock (``_payload_writing``): deletes, which take the write lock,
+        cannot interleave."""
         if id not in self._index.positions:
             return False
         # the index holds no payloads: its snapshot (and generation) stays valid
@@ -421,7 +447,7 @@ class FaissStore(StoreBase):
         if generation == self._generation:
             return 0
         changed = self._db.changed_since(generation)
-        self._index.remove([i for i in changed if i in self._index.positions])
+        self._index.remove(self._stored(changed))
         stored = self._db.vectors(changed)
         if stored:
             ids = np.array(sorted(stored), dtype=np.int64)
@@ -523,9 +549,44 @@ class FaissStore(StoreBase):
     def _maintain(self) -> None:
         """Train once enough vectors are stored; refill once many positions are dead."""
         if self._index.wants_training():
-            self._index.build(*self._db.all_vectors(), train=True)
+            self._start_training()
         elif self._index.wants_compaction():
             self._index.refill(*self._db.all_vectors())
+
+    def _start_training(self) -> None:
+        """Train in a thread unless one is at it (caller holds the write lock)."""
+        if self._trainer is not None and self._trainer.is_alive():
+            return
+        self._trainer = threading.Thread(target=self._train_aside, name="faiss-train", daemon=True)
+        self._trainer.start()
+
+    def _train_aside(self) -> None:
+        """Train a new factory index on the exact fallback's vectors and fill it outside the
+        write lock (k-means of IVF1024,PQ32 on 40k vectors: tens of seconds that every search
+        and write used to wait for), then add the last positions and swap it in under the lock."""
+        try:
+            with self._lock.read():
+                refills, vectors = self._index.fallback_vectors(0)
+            index = self._index.trained_aside(vectors)
+            index.add(vectors)
+            done = len(vectors)
+            for _ in range(_CATCH_UP_ROUNDS):
+                with self._lock.read():
+                    now, tail = self._index.fallback_vectors(done)
+                if now != refills or len(tail) < _SWAP_TAIL:
+                    break
+                index.add(tail)
+                done += len(tail)
+            with self._lock.write():
+                if self._closed:
+                    return
+                now, tail = self._index.fallback_vectors(done)
+                if now == refills and len(tail):
+                    index.add(tail)
+                if self._index.swap_trained(index, refills):
+                    logger.info("%s trained on %d vectors", self.factory, len(vectors))
+        except RuntimeError as error:  # FAISS; the exact fallback keeps serving
+            logger.warning("training %s failed (%s); searches stay exact", self.factory, error)
 
     def _release(self) -> None:
         self._db.close()

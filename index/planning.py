@@ -10,7 +10,9 @@ positions through an IDSelector, so the top k it returns are the top k of the al
 as far as the index type finds them. Index types without selectors (GPU indexes, IndexPQ) fetch
 candidates in widening rounds instead. A query left with fewer hits than allowed documents and
 ``top_k`` (IVF lists not probed, a very selective filter on HNSW) is answered by an exact scan;
-so is every query when only a few documents are allowed (under 1,024 or 2 % of the positions).
+so is every query when only a few documents are allowed (under 1,024, or under 2 % of the
+positions except on an IVF index, which probes its lists through the selector as cheaply as
+without one: IVF1024,PQ32 at 1M, a 1 % filter answered exactly from SQLite took ~150 ms).
 """
 
 from __future__ import annotations
@@ -53,7 +55,11 @@ def search(
         return _search_allowed(index, database, queries, top_k, None)
     few = database.matching_ids(filter, limit=_EXACT_BELOW)
     if len(few) < _EXACT_BELOW:  # all of them: score them directly
-        return exact_search(database, queries, top_k, few)
+        return exact_search(database, queries, top_k, few, index)
+    known = database.known_matches(filter)
+    if known is not None and len(known) < _EXACT_SHARE * len(index.labels):
+        # selective, and its ids at hand: unfiltered candidates would hold too few of them
+        return _search_allowed(index, database, queries, top_k, filter)
     found = _post_filtered(index, database, queries, top_k, filter)
     short = [q for q, hits in enumerate(found) if hits is None]
     if short:
@@ -97,8 +103,9 @@ def _search_allowed(
     allowed: npt.NDArray[np.bool_] | None = None
     if filter is not None:
         allowed_ids = database.matching_ids(filter)
-        if len(allowed_ids) < max(_EXACT_BELOW, _EXACT_SHARE * len(index.labels)):
-            return exact_search(database, queries, top_k, allowed_ids)
+        share = len(allowed_ids) < _EXACT_SHARE * len(index.labels)
+        if len(allowed_ids) < _EXACT_BELOW or (share and not index.probes_lists()):
+            return exact_search(database, queries, top_k, allowed_ids, index)
         allowed = index.allowed_positions(allowed_ids)
     elif index.n_dead:
         allowed = index.labels >= 0
@@ -164,10 +171,18 @@ def exact_search(
     queries: npt.NDArray[np.float32],
     top_k: int,
     allowed_ids: npt.NDArray[np.int64] | None = None,
+    index: FaissIndex | None = None,
 ) -> Ranked:
-    """Score every stored document (or the allowed ones), in bounded steps."""
+    """Score every stored document (or the allowed ones), in bounded steps. A few allowed ones
+    are read from ``index`` where it holds their vectors as stored (Flat, HNSW over Flat): at
+    1M documents, 10,000 vectors read from SQLite by id took ~40 ms, from the index ~2 ms."""
     blocks: Iterable[Block]
-    if allowed_ids is not None and len(allowed_ids) < _BY_ID_BELOW:
+    held = None
+    if index is not None and allowed_ids is not None and len(allowed_ids) < _BY_ID_BELOW:
+        held = index.held_vectors(allowed_ids)
+    if held is not None:
+        blocks = [held] if len(held[0]) else []
+    elif allowed_ids is not None and len(allowed_ids) < _BY_ID_BELOW:
         blocks = _read(database, allowed_ids)
     else:
         blocks = _scan(database, allowed_ids)

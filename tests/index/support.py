@@ -26,6 +26,7 @@ def filled_store(n: int, factory: str = "Flat", **kwargs: Any) -> tuple[FaissSto
     store.add(
         np.arange(n), vectors, [f"doc {i}" for i in range(n)], [{"g": i % 5} for i in range(n)]
     )
+    store.wait_trained()  # an index that trains does so in a thread
     return store, vectors
 
 

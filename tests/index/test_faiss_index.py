@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import baihua.index.faiss_index
 from baihua.index import FaissStore
+from baihua.index.faiss_index import FaissIndex
 from tests.index.support import (
     DIM,
     HAS_GPU,
@@ -66,7 +69,7 @@ def test_index_that_needs_training_searches_exactly_until_enough_vectors() -> No
     assert_matches_brute_force(store.search(queries, 5), np.arange(100), vectors[:100], queries, 5)
 
     store.add(np.arange(100, 700), vectors[100:], ["t"] * 600)  # 39 per list x 16 lists = 624
-    assert store.is_trained
+    assert store.wait_trained()
 
 
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF4,Flat"])
@@ -109,7 +112,7 @@ def test_gpu_store_equals_brute_force_and_saves_a_cpu_copy(
     queries = unit_vectors(20, seed=1)
     store = FaissStore.open(tmp_path / "store", DIM, factory, use_gpu=True, search_params=params)
     store.add(np.arange(2000), vectors, ["t"] * 2000)
-    assert store.is_trained
+    assert store.wait_trained()
     assert store.on_gpu
     hits = store.search(queries, 10)
     assert_matches_brute_force(hits, np.arange(2000), vectors, queries, 10)
@@ -123,3 +126,44 @@ def test_gpu_store_equals_brute_force_and_saves_a_cpu_copy(
         assert [[h.id for h in row] for row in on_cpu.search(queries, 10)] == [
             [h.id for h in row] for row in hits
         ]
+
+
+def test_hnsw_with_the_store_defaults_has_recall_at_10_of_at_least_0_95() -> None:
+    store, vectors = filled_store(5000, "HNSW32")
+    queries = unit_vectors(100, seed=1)
+
+    hits = store.search(queries, 10)
+
+    expected_ids, _ = brute_force(np.arange(5000), vectors, queries, 10)
+    assert recall_at_k(hits, expected_ids) >= 0.95
+
+
+def test_searches_and_writes_proceed_while_the_index_trains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    training, release = threading.Event(), threading.Event()
+    trained_aside = FaissIndex.trained_aside
+
+    def held(self: FaissIndex, vectors: np.ndarray) -> Any:
+        training.set()
+        assert release.wait(30)
+        return trained_aside(self, vectors)
+
+    monkeypatch.setattr(FaissIndex, "trained_aside", held)
+    vectors = unit_vectors(1000)
+    queries = unit_vectors(10, seed=1)
+    store = FaissStore(DIM, "IVF16,Flat", search_params="nprobe=16")  # every list: exact
+    store.add(np.arange(700), vectors[:700], ["t"] * 700)  # past 39 x 16: training starts
+    assert training.wait(30)
+
+    store.add(np.arange(700, 1000), vectors[700:], ["t"] * 300)
+    store.delete([5, 800])
+    assert store.set_payload(3, {"x": 1})
+    kept = np.setdiff1d(np.arange(1000), [5, 800])
+    assert_matches_brute_force(store.search(queries, 5), kept, vectors[kept], queries, 5)
+    assert not store.is_trained
+
+    release.set()
+    assert store.wait_trained(30)
+    assert_matches_brute_force(store.search(queries, 5), kept, vectors[kept], queries, 5)
+    assert len(store) == 998

@@ -174,3 +174,30 @@ def test_dead_positions_are_excluded_through_the_selector() -> None:
 
     assert store._index.n_dead and store._index._selects is True
     assert_matches_brute_force(hits, kept, vectors[kept], queries, 10)
+
+
+@pytest.mark.parametrize("write", ["set_payload", "upsert", "delete"])
+@pytest.mark.parametrize(("factory", "params"), [("Flat", ""), ("IVF16,Flat", "nprobe=16")])
+def test_a_repeated_selective_filter_sees_every_write_in_between(
+    write: str, factory: str, params: str
+) -> None:
+    n, matching = 60_000, 1100  # at least 1,024 matches, under 2 %: their ids are listed
+    vectors = unit_vectors(n)
+    store = FaissStore(DIM, factory, search_params=params)
+    store.add(np.arange(n), vectors, ["t"] * n, [{"g": int(i < matching)} for i in range(n)])
+    assert store.wait_trained()
+    where = {"g": 1}
+    before = store.search(vectors[:3], 10, filter=where)
+    assert store.search(vectors[:3], 10, filter=where) == before  # from what the first kept
+    target = before[0][0].id
+
+    if write == "set_payload":
+        store.set_payload(target, {"g": 0})
+    elif write == "upsert":
+        store.upsert([target], vectors[target : target + 1], ["t"], [{"g": 0}])
+    else:
+        store.delete([target])
+    after = store.search(vectors[:3], 10, filter=where)
+
+    kept = np.setdiff1d(np.arange(matching), [target])
+    assert_matches_brute_force(after, kept, vectors[kept], vectors[:3], 10)

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from baihua.index import FaissStore
+from baihua.index.faiss_index import FaissIndex
 from tests.index.support import DIM, assert_matches_brute_force, unit_vectors
 
 
@@ -29,6 +31,7 @@ def test_reopened_store_returns_identical_results(
     store.add(
         np.arange(1000), vectors, [f"doc {i}" for i in range(1000)], [{"i": i} for i in range(1000)]
     )
+    store.wait_trained()
     store.delete(np.arange(0, 1000, 7))
     before = store.search(queries, 10)
     store.save()
@@ -152,3 +155,33 @@ def test_writes_a_journal_did_not_see_make_the_index_rebuild(
     with reopened:
         assert "caught up" not in caplog.text
         assert reopened.search(replacement, 1)[0][0].id == 5
+
+
+def test_payload_writes_and_searches_proceed_while_a_save_copies_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copying, release = threading.Event(), threading.Event()
+    cpu_copy = FaissIndex.cpu_copy
+
+    def held(self: FaissIndex) -> Any:
+        copying.set()
+        assert release.wait(30)
+        return cpu_copy(self)
+
+    monkeypatch.setattr(FaissIndex, "cpu_copy", held)
+    vectors = unit_vectors(200)
+    store = FaissStore.open(tmp_path / "store", DIM, "HNSW16")
+    store.add(np.arange(200), vectors, ["t"] * 200, [{"g": 0}] * 200)
+    saving = threading.Thread(target=store.save)
+    saving.start()
+    assert copying.wait(30)
+
+    try:
+        assert store.set_payload(7, {"g": 1})  # the index is not touched: no wait for the copy
+        assert [h.id for h in store.search(vectors[7:8], 1, filter={"g": 1})[0]] == [7]
+    finally:
+        release.set()
+        saving.join()
+    store.close()
+    with FaissStore.open(tmp_path / "store", DIM, "HNSW16") as reopened:
+        assert reopened.get(7).payload == {"g": 1}
