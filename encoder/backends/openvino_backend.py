@@ -15,6 +15,11 @@ from baihua.encoder.backends.export import read_meta
 from baihua.encoder.pooling import HiddenStates
 
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
+# Compiled primitives the CPU plugin keeps per input shape. Its default, 5,000, let a server's
+# memory grow ~3.5 MB with every new (batch, width) until then: me5-small int8, 400 random
+# shapes, RSS 198 → 1,694 MB; with 16, 588 MB, the same outputs bit for bit, and 6 repeated
+# shapes 5 % slower (0 kept: 25 % slower).
+RUNTIME_CACHE_CAPACITY = 16
 
 
 def cpu_has_bf16() -> bool:
@@ -58,6 +63,7 @@ class OpenVinoBackend:
             "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
             "INFERENCE_NUM_THREADS": num_threads or default_threads(),
             "PERFORMANCE_HINT": "LATENCY",
+            "CPU_RUNTIME_CACHE_CAPACITY": RUNTIME_CACHE_CAPACITY,
         }
         core = ov.Core()
         model = core.read_model(str(folder / meta["model_file"]))
