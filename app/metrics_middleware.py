@@ -6,6 +6,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from baihua.app.admission import REFUSED
 from baihua.app.edge import DISCONNECTED
 from baihua.serving.metrics import Metrics
 
@@ -42,6 +43,8 @@ class MetricsMiddleware:
             method = scope["method"] if scope["method"] in METHODS else "other"
             route = scope.get("route")
             template = getattr(route, "path_format", None) or getattr(route, "path", UNMATCHED)
+            if scope.get(REFUSED):  # refused before routing, on one of a few fixed paths
+                template = scope["path"]
             code = CLIENT_CLOSED if scope.get(DISCONNECTED) else str(status)
             labels = (method, template, code)
             self.metrics.requests.labels(*labels).inc()

@@ -87,6 +87,7 @@ class _Job:
     deadline: float
     client: str | None
     future: asyncio.Future[Embedded] = field(repr=False)
+    queued_at: float = 0.0
     state: _State = _State.QUEUED
 
 
@@ -120,6 +121,8 @@ class MicroBatcher:
     max_queued_texts_per_client : one client's share of the queue (429 above it); None: no share.
     observe_batch : called as `observe_batch(embedded, seconds)` after each encoder call.
     on_shed : called as `on_shed(reason, n_texts)` for work refused or dropped unencoded.
+    observe_stage : called as `observe_stage(stage, seconds)` for the time a job spent from
+        its request's arrival to the queue ("parse") and in the queue ("queue").
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class MicroBatcher:
         max_queued_texts_per_client: int | None = None,
         observe_batch: Callable[[Embedded, float], None] | None = None,
         on_shed: Callable[[str, int], None] | None = None,
+        observe_stage: Callable[[str, float], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.max_batch_size = max_batch_size
@@ -143,6 +147,7 @@ class MicroBatcher:
         self.rate = DrainRate()
         self._observe_batch = observe_batch
         self._on_shed = on_shed
+        self._observe_stage = observe_stage
         self._pending: collections.deque[_Job] = collections.deque()
         self._queued_texts = 0
         self._per_client: collections.Counter[str] = collections.Counter()
@@ -188,23 +193,33 @@ class MicroBatcher:
         return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(seconds))))
 
     async def embed(
-        self, texts: Sequence[str], options: EmbedOptions, *, client: str | None = None
+        self,
+        texts: Sequence[str],
+        options: EmbedOptions,
+        *,
+        client: str | None = None,
+        arrived: float | None = None,
     ) -> Embedded:
-        """Embed `texts` as part of some batch.
+        """Embed `texts` as part of some batch, within `deadline_s` of `arrived` (the event
+        loop's time when the request reached the server; None: now).
 
         Raises EncoderUnavailable (or ClientOverLimit), TextRejected or EncoderError. Cancelling
         the caller (a client that went away) drops the job if it has not reached the encoder.
         """
         loop = asyncio.get_running_loop()
-        self._admit(len(texts), client)
-        job = _Job(texts, options, loop.time() + self.deadline_s, client, loop.create_future())
+        now = loop.time()
+        arrived = now if arrived is None else arrived
+        deadline = arrived + self.deadline_s
+        self._admit(len(texts), client, deadline - now)
+        self._observe("parse", now - arrived)
+        job = _Job(texts, options, deadline, client, loop.create_future(), queued_at=now)
         self._pending.append(job)
         self._queued_texts += len(texts)
         if client is not None:
             self._per_client[client] += len(texts)
         self._wakeup.set()
         try:
-            done, _ = await asyncio.wait({job.future}, timeout=self.deadline_s)
+            done, _ = await asyncio.wait({job.future}, timeout=max(0.0, deadline - now))
         except asyncio.CancelledError:
             if job.state is _State.QUEUED:
                 self._finish_unencoded(job, "disconnected", None)
@@ -214,9 +229,12 @@ class MicroBatcher:
             self._finish_unencoded(job, "deadline", self._deadline_error())
         return await job.future  # encoding: it is almost done; done: its result or error
 
-    def _admit(self, n_texts: int, client: str | None) -> None:
+    def _admit(self, n_texts: int, client: str | None, remaining_s: float) -> None:
         if not self._accepting:
             raise EncoderUnavailable("the server is shutting down", self.retry_after_s())
+        if remaining_s <= 0:  # it waited out its deadline before reaching the queue
+            self._shed("deadline", n_texts)
+            raise self._deadline_error()
         queued = self._queued_texts
         if queued and queued + n_texts > self.max_queued_texts:  # alone, any request may wait
             self._shed("queue_full", n_texts)
@@ -226,11 +244,12 @@ class MicroBatcher:
                 self.retry_after_s(),
             )
         ahead = self.rate.seconds_for(queued)
-        if ahead > self.deadline_s:
+        if ahead > remaining_s:
             self._shed("queue_full", n_texts)
             raise QueueFullError(
                 f"the encoder queue holds about {ahead:.1f} s of work, more than the "
-                f"{self.deadline_s:g} s deadline (request_timeout_s)",
+                f"{max(0.0, remaining_s):.1f} s left of this request's {self.deadline_s:g} s "
+                "deadline (request_timeout_s)",
                 self.retry_after_s(),
             )
         share = self.max_queued_texts_per_client
@@ -249,8 +268,8 @@ class MicroBatcher:
 
     def _deadline_error(self) -> EncoderUnavailable:
         return EncoderUnavailable(
-            f"the request waited its whole deadline ({self.deadline_s:g} s, request_timeout_s) "
-            "for the encoder",
+            f"the request waited its whole deadline ({self.deadline_s:g} s from its arrival, "
+            "request_timeout_s) for the encoder",
             self.retry_after_s(),
         )
 
@@ -275,6 +294,10 @@ class MicroBatcher:
             job.future.cancel()
         else:
             job.future.set_exception(error)
+
+    def _observe(self, stage: str, seconds: float) -> None:
+        if self._observe_stage is not None:
+            self._observe_stage(stage, seconds)
 
     def _shed(self, reason: str, n_texts: int) -> None:
         if self._on_shed is not None:
@@ -305,6 +328,7 @@ class MicroBatcher:
                 continue
             self._dequeue(job)
             job.state = _State.ENCODING
+            self._observe("queue", loop.time() - job.queued_at)
             return job
         return None
 
