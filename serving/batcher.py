@@ -2,7 +2,9 @@
 
 One worker task drains the queue (up to `max_batch_size` texts or `max_wait_ms`, whichever comes
 first) and runs `pipeline.embed` on a single dedicated thread, so torch's own intra-op threads are
-the only parallelism and concurrent requests never oversubscribe the CPU.
+the only parallelism and concurrent requests never oversubscribe the CPU. The next batch is handed
+to that thread while the current one is encoded, so the encoder never idles waiting for a busy
+event loop to collect, answer and hand over work.
 
 The queue is bounded in texts, not requests, and every job has a deadline: work that cannot be
 served in time is refused at the door (503 with a `Retry-After` from the measured drain rate), and
@@ -19,6 +21,7 @@ import contextlib
 import enum
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from baihua.encoder.encoder import TextType, TruncationSide
 
 logger = logging.getLogger(__name__)
 
+BATCHES_AHEAD = 2  # batches handed to the encoder thread at once: one encoding, one waiting
 PROBE_TEXT = "ok"  # encoded when every text of a failed batch fails alone: is the encoder broken?
 MAX_RETRY_AFTER_S = 60
 
@@ -154,7 +158,9 @@ class MicroBatcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._worker: asyncio.Task[None] | None = None
-        self._in_flight: list[_Job] = []
+        self._in_flight: set[_Job] = set()
+        self._batches: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(BATCHES_AHEAD)
         self._accepting = True
 
     def start(self) -> None:
@@ -178,6 +184,8 @@ class MicroBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        for batch in self._batches:
+            batch.cancel()
         self.fail_queued("the server is shutting down")
         for job in self._in_flight:
             self._fail(job, EncoderUnavailable("the server is shutting down"))
@@ -305,13 +313,28 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         while True:
-            self._in_flight = await self._collect()
+            await self._slots.acquire()
+            try:
+                jobs = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
+            self._in_flight.update(jobs)
+            batch = asyncio.get_running_loop().create_task(self._encode_batch(jobs))
+            self._batches.add(batch)
+            batch.add_done_callback(self._batches.discard)
+
+    async def _encode_batch(self, jobs: list[_Job]) -> None:
+        """Encode one collected batch, an encoder call per distinct options."""
+        try:
             groups: dict[EmbedOptions, list[_Job]] = {}
-            for job in self._in_flight:
+            for job in jobs:
                 groups.setdefault(job.options, []).append(job)
-            for options, jobs in groups.items():
-                await self._encode(options, jobs)
-            self._in_flight = []
+            for options, group in groups.items():
+                await self._encode(options, group)
+        finally:
+            self._in_flight.difference_update(jobs)
+            self._slots.release()
 
     def _take(self) -> _Job | None:
         """The next job still worth encoding, marked as encoding; None when none is queued."""
@@ -358,21 +381,42 @@ class MicroBatcher:
         return jobs
 
     async def _encode(self, options: EmbedOptions, jobs: list[_Job]) -> None:
-        """One encoder call for jobs with equal options; on failure, each job on its own."""
-        jobs = [job for job in jobs if not job.future.done()]  # clients that went away
-        if not jobs:
-            return
-        texts = [text for job in jobs for text in job.texts]
+        """One encoder call for jobs with equal options; on failure, each job on its own.
+        Jobs whose clients left before the encoder thread got to them are not encoded."""
+        loop = asyncio.get_running_loop()
         try:
-            embedded = await self._call(texts, options)
+            live, texts, result = await loop.run_in_executor(
+                self._executor, self._embed_live, jobs, options
+            )
         except Exception as err:
-            logger.warning("encoder failed on a batch of %d texts (%r); isolating", len(texts), err)
+            logger.warning("encoder failed on a batch of %d jobs (%r); isolating", len(jobs), err)
             for job in jobs:
-                await self._encode_alone(job)
+                if not job.future.done():
+                    await self._encode_alone(job)
             return
-        offsets = np.cumsum([0] + [len(job.texts) for job in jobs])
-        for job, begin, end in zip(jobs, offsets[:-1], offsets[1:], strict=True):
+        for job in jobs:
+            if job not in live:  # its client left, or its deadline passed, while it waited
+                gone = job.future.done()
+                self._shed("disconnected" if gone else "deadline", len(job.texts))
+                self._fail(job, self._deadline_error())
+        if result is None:
+            return
+        embedded, seconds = result
+        self._observe_call(len(texts), embedded, seconds)
+        offsets = np.cumsum([0] + [len(job.texts) for job in live])
+        for job, begin, end in zip(live, offsets[:-1], offsets[1:], strict=True):
             self._answer(job, _slice(embedded, begin, end))
+
+    def _embed_live(
+        self, jobs: list[_Job], options: EmbedOptions
+    ) -> tuple[list[_Job], list[str], tuple[Embedded, float] | None]:
+        """On the encoder thread: the jobs still awaited and within their deadlines (a cancelled
+        future reads as done from any thread; the event loop's clock is `time.monotonic`), their
+        texts, and their vectors with the call's seconds (None: no text)."""
+        now = time.monotonic()
+        live = [job for job in jobs if not job.future.done() and now < job.deadline]
+        texts = [text for job in live for text in job.texts]
+        return live, texts, self._embed(texts, options) if texts else None
 
     async def _encode_alone(self, job: _Job) -> None:
         """Encode a job from a failed batch text by text: it fails alone, naming its bad texts,
@@ -400,13 +444,14 @@ class MicroBatcher:
 
     async def _call(self, texts: list[str], options: EmbedOptions) -> Embedded:
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        embedded = await loop.run_in_executor(self._executor, self._embed, texts, options)
-        seconds = loop.time() - start
-        self.rate.observe(len(texts), seconds)
+        embedded, seconds = await loop.run_in_executor(self._executor, self._embed, texts, options)
+        self._observe_call(len(texts), embedded, seconds)
+        return embedded
+
+    def _observe_call(self, n_texts: int, embedded: Embedded, seconds: float) -> None:
+        self.rate.observe(n_texts, seconds)
         if self._observe_batch is not None:
             self._observe_batch(embedded, seconds)
-        return embedded
 
     def _answer(self, job: _Job, embedded: Embedded) -> None:
         job.state = _State.DONE
@@ -418,8 +463,11 @@ class MicroBatcher:
         if not job.future.done():
             job.future.set_exception(error)
 
-    def _embed(self, texts: list[str], options: EmbedOptions) -> Embedded:
-        return self.pipeline.embed(
+    def _embed(self, texts: list[str], options: EmbedOptions) -> tuple[Embedded, float]:
+        """The vectors and the seconds the call took, timed on the encoder thread (not the
+        wait behind the batch before it)."""
+        start = time.perf_counter()
+        embedded = self.pipeline.embed(
             texts,
             text_type=options.text_type,
             whiten=options.whiten,
@@ -427,6 +475,7 @@ class MicroBatcher:
             dimensions=options.dimensions,
             truncation_side=options.truncation_side,
         )
+        return embedded, time.perf_counter() - start
 
 
 def _slice(embedded: Embedded, begin: int, end: int) -> Embedded:
