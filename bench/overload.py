@@ -132,7 +132,27 @@ async def server_stages(http: httpx.AsyncClient, route: str) -> dict[str, tuple[
             for line in text.splitlines():
                 if line.startswith(prefix):
                     found.setdefault(stage, [0.0, 0.0])[i] = float(line.split()[-1])
+    buckets = f'method="POST",route="{route}",status="200"}}'
+    for line in text.splitlines():  # the app's own latency of 200s, as cumulative buckets
+        if line.startswith("baihua_http_request_duration_seconds_bucket{") and buckets in line:
+            le = line.split('le="')[1].split('"')[0]
+            found[f"le_{le}"] = [float(line.split()[-1])] * 2
     return {stage: (total, count) for stage, (total, count) in found.items()}
+
+
+def server_p99(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> str:
+    """The bucket bound under which the app answered 99 % of the phase's 200s ("+Inf": above
+    the largest bucket)."""
+    counts = [
+        (float(name[3:]), name[3:], after[name][0] - before.get(name, (0.0, 0.0))[0])
+        for name in after
+        if name.startswith("le_")
+    ]
+    counts.sort()
+    total = counts[-1][2] if counts else 0.0
+    return next((le for _, le, n in counts if n >= 0.99 * total), "n/a")
 
 
 def stage_means(
@@ -142,6 +162,8 @@ def stage_means(
     means = {}
     for name, (total, count) in after.items():
         total0, count0 = before.get(name, (0.0, 0.0))
+        if name.startswith("le_"):
+            continue
         if name.startswith("shed_"):  # a counter: texts shed during the phase
             means[name] = total - total0
         elif count > count0:
@@ -282,6 +304,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     after = await server_stages(probe, route)
                 summary = phase.summary(peak)
                 summary["server_mean_s"] = stage_means(before, after)
+                summary["server_app_p99_under_s"] = server_p99(before, after)
                 summary["peak_texts_per_s"] = round(peak, 1)
                 summary["queue_depth_over_time"] = phase.queue_depth
                 summary["rss_mb_over_time"] = [round(x) for x in phase.rss_mb]

@@ -4,10 +4,11 @@ Under overload the queue that matters is not the encoder's: requests wait in soc
 event loop and in body parsing before the batcher can refuse them, and a request refused only
 after it has waited its deadline out is work spent for nothing. So a request is admitted, or
 refused at once, when it arrives: at most as many may be in progress as the server finishes in
-half the deadline at its measured rate (the other half absorbs the waits it cannot see, before
-it is called), never fewer than `MIN_IN_FLIGHT` (what a few clients keep in progress at light
-load, when the rate is measured at low concurrency) and never more than `max_in_flight`. A
-refused request costs a few microseconds and a short answer.
+a quarter of the deadline at its measured rate (plenty to keep batches full; the rest of the
+deadline absorbs the variance and the waits it cannot see, before it is called), never fewer
+than `MIN_IN_FLIGHT` (what a few clients keep in progress at light load, when the rate is
+measured at low concurrency) and never more than `max_in_flight`. A refused request costs a few
+microseconds and a short answer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from baihua.serving.batcher import MAX_RETRY_AFTER_S
 
 MIN_IN_FLIGHT = 16
-QUEUE_SHARE_OF_DEADLINE = 0.5  # work admitted at most: this share of the deadline, at the rate
+QUEUE_SHARE_OF_DEADLINE = 0.25  # work admitted at most: this share of the deadline, at the rate
 RATE_WINDOW_S = 0.5  # busy seconds per rate sample
 RATE_SMOOTHING = 0.3  # weight of the newest sample in the moving average
 
@@ -73,7 +74,7 @@ class AdmissionControl:
         if self.in_flight >= limit:
             raise Overloaded(
                 f"the server has {self.in_flight} requests in progress, as many as it finishes "
-                f"within half the {self.deadline_s:g} s deadline (request_timeout_s); "
+                f"within a quarter of the {self.deadline_s:g} s deadline (request_timeout_s); "
                 "retry later",
                 self.retry_after_s(),
             )

@@ -64,7 +64,8 @@ class Metrics:
         )
         self.admission_limit = Gauge(
             "baihua_admission_limit",
-            "Encoding requests admitted at most at once now (measured rate x half the deadline).",
+            "Encoding requests admitted at most at once now (the measured rate times a quarter "
+            "of the deadline).",
             registry=self.registry,
         )
         self.stage_seconds = Histogram(

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     max_queued_texts_per_client: int | None = Field(None, ge=1)  # one API key's or host's (429)
     request_timeout_s: float = Field(10.0, gt=0)  # deadline from arrival to vectors (503)
     # encoding requests in progress at most (503/429 on arrival above it, or above what the
-    # measured rate finishes within half of request_timeout_s)
+    # measured rate finishes within a quarter of request_timeout_s)
     max_in_flight: int = Field(512, ge=1)
     shutdown_grace_s: float = Field(20.0, ge=0, le=300)  # SIGTERM: in-flight work, then exit
 
