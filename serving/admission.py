@@ -60,7 +60,7 @@ class AdmissionControl:
         if self.completed_per_s is None:
             return self.max_in_flight
         budget = self.completed_per_s * self.deadline_s * QUEUE_SHARE_OF_DEADLINE
-        return min(self.max_in_flight, max(MIN_IN_FLIGHT, int(budget)))
+        return min(self.max_in_flight, max(MIN_IN_FLIGHT, round(budget)))
 
     def retry_after_s(self) -> int:
         """Seconds until what is in progress now is done at the measured rate (1 to 60)."""

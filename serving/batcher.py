@@ -382,7 +382,8 @@ class MicroBatcher:
 
     async def _encode(self, options: EmbedOptions, jobs: list[_Job]) -> None:
         """One encoder call for jobs with equal options; on failure, each job on its own.
-        Jobs whose clients left before the encoder thread got to them are not encoded."""
+        Jobs whose clients left, or whose deadlines passed, before the encoder thread got to
+        them (a batch may wait there behind another) are not encoded."""
         loop = asyncio.get_running_loop()
         try:
             live, texts, result = await loop.run_in_executor(
