@@ -6,8 +6,9 @@ after it has waited its deadline out is work spent for nothing. So a request is 
 refused at once, when it arrives: at most as many may be in progress as the server finishes in
 a quarter of the deadline at its measured rate (plenty to keep batches full; the rest of the
 deadline absorbs the variance and the waits it cannot see, before it is called), never fewer
-than `MIN_IN_FLIGHT` (what a few clients keep in progress at light load, when the rate is
-measured at low concurrency) and never more than `max_in_flight`. A refused request costs a few
+than `MIN_IN_FLIGHT` (a few are let in even when one request alone takes longer than that; a
+low floor, since on a slow machine it, not the rate, would set the latency) and never more than
+`max_in_flight`. A refused request costs a few
 microseconds and a short answer.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from baihua.serving.batcher import MAX_RETRY_AFTER_S
 
-MIN_IN_FLIGHT = 16
+MIN_IN_FLIGHT = 4
 QUEUE_SHARE_OF_DEADLINE = 0.25  # work admitted at most: this share of the deadline, at the rate
 RATE_WINDOW_S = 0.5  # busy seconds per rate sample
 RATE_SMOOTHING = 0.3  # weight of the newest sample in the moving average
