@@ -21,7 +21,8 @@ from baihua.serving.batcher import MAX_RETRY_AFTER_S
 
 MIN_IN_FLIGHT = 4
 QUEUE_SHARE_OF_DEADLINE = 0.25  # work admitted at most: this share of the deadline, at the rate
-RATE_WINDOW_S = 0.5  # busy seconds per rate sample
+RATE_WINDOW_S = 0.5  # busy seconds per rate sample, at least
+RATE_WINDOW_COMPLETIONS = 16  # completions per rate sample, at least: batches answer in bursts
 RATE_SMOOTHING = 0.3  # weight of the newest sample in the moving average
 
 
@@ -44,8 +45,9 @@ class AdmissionControl:
     finishes them all within `QUEUE_SHARE_OF_DEADLINE` of `deadline_s`.
 
     The rate is requests completed per busy second (while at least one is in progress), a
-    moving average over windows of `RATE_WINDOW_S` busy seconds, so idle time does not lower
-    it. Times are the caller's clock (`loop.time()`), in seconds.
+    moving average over windows of at least `RATE_WINDOW_S` busy seconds and
+    `RATE_WINDOW_COMPLETIONS` completions, so idle time does not lower it. Times are the
+    caller's clock (`loop.time()`), in seconds.
     """
 
     def __init__(self, deadline_s: float, *, max_in_flight: int) -> None:
@@ -89,7 +91,8 @@ class AdmissionControl:
         self.in_flight -= 1
         if completed:
             self._window.completed += 1
-        if self._window.busy_s >= RATE_WINDOW_S:
+        window = self._window
+        if window.busy_s >= RATE_WINDOW_S and window.completed >= RATE_WINDOW_COMPLETIONS:
             self._sample()
 
     def _add_busy_time(self, now: float) -> None:

@@ -46,7 +46,7 @@ def test_idle_time_does_not_lower_the_rate() -> None:
 
 def test_a_slow_rate_still_admits_a_few_and_max_in_flight_caps_a_fast_one() -> None:
     slow = AdmissionControl(1.0, max_in_flight=1000)
-    serve_at(slow, per_s=2, n=10)
+    serve_at(slow, per_s=2, n=40)
     assert slow.limit() == MIN_IN_FLIGHT
     fast = AdmissionControl(60.0, max_in_flight=50)
     serve_at(fast, per_s=1000, n=2000)
@@ -56,8 +56,9 @@ def test_a_slow_rate_still_admits_a_few_and_max_in_flight_caps_a_fast_one() -> N
 def test_requests_that_fail_early_do_not_count_toward_the_rate() -> None:
     control = AdmissionControl(8.0, max_in_flight=1000)
     now = serve_at(control, per_s=100, n=200)
-    for _ in range(1000):  # fast 4xx answers
+    for _ in range(1000):  # fast 4xx answers: a second busy without a completion
         control.enter(now)
         now += 0.001
         control.leave(now, completed=False)
+    serve_at(control, per_s=100, n=20, start=now)
     assert control.limit() < 200
