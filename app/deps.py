@@ -1,4 +1,8 @@
-"""Dependencies that hand the app's shared resources to routes."""
+"""Dependencies that hand the app's shared resources to routes.
+
+All are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a queue of its own
+under load and a thread hop per dependency for what takes microseconds.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,16 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 
+from baihua.app.admission import ARRIVED
 from baihua.serving.service import Service
 from baihua.serving.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     """The loaded service, or 503 while the model and index are still loading (or failed to)."""
     service: Service | None = request.app.state.service
     if service is None:
@@ -27,7 +32,7 @@ def get_service(request: Request) -> Service:
     return service
 
 
-def get_client(request: Request) -> str:
+async def get_client(request: Request) -> str:
     """Who sends this request, for per-client shares of the queue: a digest of its bearer
     token, else its address."""
     authorization = request.headers.get("authorization")
@@ -36,12 +41,20 @@ def get_client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+async def get_arrived(request: Request) -> float | None:
+    """When the request reached the app (the event loop's time), which its deadline counts
+    from; None on routes the admission gate does not watch."""
+    arrived: float | None = request.scope.get(ARRIVED)
+    return arrived
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ArrivedDep = Annotated[float | None, Depends(get_arrived)]
 ServiceDep = Annotated[Service, Depends(get_service)]
 ClientDep = Annotated[str, Depends(get_client)]
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """415 for a body sent as anything but JSON (FastAPI would report it as a 422)."""
     content_type = request.headers.get("content-type")
     has_body = request.headers.get("content-length", "0") != "0" or (

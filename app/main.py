@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from baihua.app.admission import AdmissionGate
 from baihua.app.docs import install_docs
 from baihua.app.edge import RequestGuard
 from baihua.app.errors import install_error_handlers
@@ -19,6 +20,7 @@ from baihua.app.openapi import install_openapi
 from baihua.app.routes import api_router
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import Store
+from baihua.serving.admission import AdmissionControl
 from baihua.serving.metrics import Metrics
 from baihua.serving.service import load_service
 from baihua.serving.settings import Settings
@@ -47,12 +49,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(_load(app, settings, metrics, pipeline, store))
+        lag = asyncio.create_task(metrics.watch_loop_lag())
         try:
             yield
         finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            for task in (loading, lag):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if app.state.service is not None:
                 await app.state.service.close()
 
@@ -70,6 +74,9 @@ def create_app(
     app.state.not_ready_reason = app.state.not_ready_summary = "the model and index are loading"
     app.state.draining = False
     app.add_middleware(RequestGuard, max_request_bytes=settings.max_request_bytes)
+    admission = AdmissionControl(settings.request_timeout_s, max_in_flight=settings.max_in_flight)
+    metrics.track_admission(admission)
+    app.add_middleware(AdmissionGate, control=admission)  # before the body is read
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it sees 413s and 499s
     install_error_handlers(app)
     app.include_router(api_router)

@@ -31,7 +31,7 @@ def has_api_key(request: Request) -> bool:
     return _key_matches(request, token if scheme.lower() == "bearer" else None)
 
 
-def require_api_key(
+async def require_api_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:

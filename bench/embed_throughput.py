@@ -65,6 +65,32 @@ SHAPES: dict[str, tuple[str, Callable[[list[str]], dict[str, Any]]]] = {
 }
 
 
+def encoder_counters(url: str) -> tuple[float, float, float]:
+    """The server's encoder totals so far: seconds in encoder calls, calls, texts encoded."""
+    wanted = {
+        "baihua_encoder_seconds_sum": 0,
+        "baihua_encoder_seconds_count": 1,
+        "baihua_encoder_batch_size_sum": 2,
+    }
+    totals = [0.0, 0.0, 0.0]
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            totals[wanted[name]] = float(value)
+    return totals[0], totals[1], totals[2]
+
+
+def where_time_went(
+    before: tuple[float, float, float], after: tuple[float, float, float], wall_s: float
+) -> str:
+    """The encoder's share of the wall time, its texts per call and its own rate while busy."""
+    seconds, calls, texts = (b - a for a, b in zip(before, after, strict=True))
+    return (
+        f"encoder busy {seconds / wall_s:.0%} of the time, {texts / max(calls, 1):.0f} texts "
+        f"per call, {texts / max(seconds, 1e-9):.0f} sentences/s while encoding"
+    )
+
+
 def http_seconds(url: str, work: list[list[str]], clients: int, shape: str = "native") -> float:
     """Wall time for `clients` threads, each with its own keep-alive connection, to post all."""
     shares = [work[i::clients] for i in range(clients)]
@@ -121,11 +147,15 @@ def main() -> None:
         for round in range(args.rounds):
             for b in names:
                 local[b].append(n / in_process_seconds(pipelines[b], work))
-                http[b].append(n / http_seconds(urls[b], work, args.clients))
+                before = encoder_counters(urls[b])
+                wall = http_seconds(urls[b], work, args.clients)
+                http[b].append(n / wall)
+                spent = where_time_went(before, encoder_counters(urls[b]), wall)
                 encoder = pipelines[b].encoder
                 print(f"round {round + 1}, {b} ({encoder.backend} {encoder.dtype}): in process "
                       f"{local[b][-1]:7.1f} sentences/s, /embed with {args.clients} clients "
-                      f"{http[b][-1]:7.1f} sentences/s")  # fmt: skip
+                      f"{http[b][-1]:7.1f} sentences/s ({http[b][-1] / local[b][-1]:.2f}); "
+                      f"server: {spent}")  # fmt: skip
             for shape, ratios in shapes.items():  # the first backend's server, this round
                 speed = n / http_seconds(urls[names[0]], work, args.clients, shape)
                 ratios.append(speed / http[names[0]][-1])

@@ -2,7 +2,9 @@
 
 One worker task drains the queue (up to `max_batch_size` texts or `max_wait_ms`, whichever comes
 first) and runs `pipeline.embed` on a single dedicated thread, so torch's own intra-op threads are
-the only parallelism and concurrent requests never oversubscribe the CPU.
+the only parallelism and concurrent requests never oversubscribe the CPU. The next batch is handed
+to that thread while the current one is encoded, so the encoder never idles waiting for a busy
+event loop to collect, answer and hand over work.
 
 The queue is bounded in texts, not requests, and every job has a deadline: work that cannot be
 served in time is refused at the door (503 with a `Retry-After` from the measured drain rate), and
@@ -19,6 +21,7 @@ import contextlib
 import enum
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from baihua.encoder.encoder import TextType, TruncationSide
 
 logger = logging.getLogger(__name__)
 
+BATCHES_AHEAD = 2  # batches handed to the encoder thread at once: one encoding, one waiting
 PROBE_TEXT = "ok"  # encoded when every text of a failed batch fails alone: is the encoder broken?
 MAX_RETRY_AFTER_S = 60
 
@@ -87,6 +91,7 @@ class _Job:
     deadline: float
     client: str | None
     future: asyncio.Future[Embedded] = field(repr=False)
+    queued_at: float = 0.0
     state: _State = _State.QUEUED
 
 
@@ -120,6 +125,8 @@ class MicroBatcher:
     max_queued_texts_per_client : one client's share of the queue (429 above it); None: no share.
     observe_batch : called as `observe_batch(embedded, seconds)` after each encoder call.
     on_shed : called as `on_shed(reason, n_texts)` for work refused or dropped unencoded.
+    observe_stage : called as `observe_stage(stage, seconds)` for the time a job spent from
+        its request's arrival to the queue ("parse") and in the queue ("queue").
     """
 
     def __init__(
@@ -133,6 +140,7 @@ class MicroBatcher:
         max_queued_texts_per_client: int | None = None,
         observe_batch: Callable[[Embedded, float], None] | None = None,
         on_shed: Callable[[str, int], None] | None = None,
+        observe_stage: Callable[[str, float], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.max_batch_size = max_batch_size
@@ -143,13 +151,16 @@ class MicroBatcher:
         self.rate = DrainRate()
         self._observe_batch = observe_batch
         self._on_shed = on_shed
+        self._observe_stage = observe_stage
         self._pending: collections.deque[_Job] = collections.deque()
         self._queued_texts = 0
         self._per_client: collections.Counter[str] = collections.Counter()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._worker: asyncio.Task[None] | None = None
-        self._in_flight: list[_Job] = []
+        self._in_flight: set[_Job] = set()
+        self._batches: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(BATCHES_AHEAD)
         self._accepting = True
 
     def start(self) -> None:
@@ -173,6 +184,8 @@ class MicroBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        for batch in self._batches:
+            batch.cancel()
         self.fail_queued("the server is shutting down")
         for job in self._in_flight:
             self._fail(job, EncoderUnavailable("the server is shutting down"))
@@ -188,23 +201,33 @@ class MicroBatcher:
         return int(min(MAX_RETRY_AFTER_S, max(1, math.ceil(seconds))))
 
     async def embed(
-        self, texts: Sequence[str], options: EmbedOptions, *, client: str | None = None
+        self,
+        texts: Sequence[str],
+        options: EmbedOptions,
+        *,
+        client: str | None = None,
+        arrived: float | None = None,
     ) -> Embedded:
-        """Embed `texts` as part of some batch.
+        """Embed `texts` as part of some batch, within `deadline_s` of `arrived` (the event
+        loop's time when the request reached the server; None: now).
 
         Raises EncoderUnavailable (or ClientOverLimit), TextRejected or EncoderError. Cancelling
         the caller (a client that went away) drops the job if it has not reached the encoder.
         """
         loop = asyncio.get_running_loop()
-        self._admit(len(texts), client)
-        job = _Job(texts, options, loop.time() + self.deadline_s, client, loop.create_future())
+        now = loop.time()
+        arrived = now if arrived is None else arrived
+        deadline = arrived + self.deadline_s
+        self._admit(len(texts), client, deadline - now)
+        self._observe("parse", now - arrived)
+        job = _Job(texts, options, deadline, client, loop.create_future(), queued_at=now)
         self._pending.append(job)
         self._queued_texts += len(texts)
         if client is not None:
             self._per_client[client] += len(texts)
         self._wakeup.set()
         try:
-            done, _ = await asyncio.wait({job.future}, timeout=self.deadline_s)
+            done, _ = await asyncio.wait({job.future}, timeout=max(0.0, deadline - now))
         except asyncio.CancelledError:
             if job.state is _State.QUEUED:
                 self._finish_unencoded(job, "disconnected", None)
@@ -214,9 +237,12 @@ class MicroBatcher:
             self._finish_unencoded(job, "deadline", self._deadline_error())
         return await job.future  # encoding: it is almost done; done: its result or error
 
-    def _admit(self, n_texts: int, client: str | None) -> None:
+    def _admit(self, n_texts: int, client: str | None, remaining_s: float) -> None:
         if not self._accepting:
             raise EncoderUnavailable("the server is shutting down", self.retry_after_s())
+        if remaining_s <= 0:  # it waited out its deadline before reaching the queue
+            self._shed("deadline", n_texts)
+            raise self._deadline_error()
         queued = self._queued_texts
         if queued and queued + n_texts > self.max_queued_texts:  # alone, any request may wait
             self._shed("queue_full", n_texts)
@@ -226,11 +252,12 @@ class MicroBatcher:
                 self.retry_after_s(),
             )
         ahead = self.rate.seconds_for(queued)
-        if ahead > self.deadline_s:
+        if ahead > remaining_s:
             self._shed("queue_full", n_texts)
             raise QueueFullError(
                 f"the encoder queue holds about {ahead:.1f} s of work, more than the "
-                f"{self.deadline_s:g} s deadline (request_timeout_s)",
+                f"{max(0.0, remaining_s):.1f} s left of this request's {self.deadline_s:g} s "
+                "deadline (request_timeout_s)",
                 self.retry_after_s(),
             )
         share = self.max_queued_texts_per_client
@@ -249,8 +276,8 @@ class MicroBatcher:
 
     def _deadline_error(self) -> EncoderUnavailable:
         return EncoderUnavailable(
-            f"the request waited its whole deadline ({self.deadline_s:g} s, request_timeout_s) "
-            "for the encoder",
+            f"the request waited its whole deadline ({self.deadline_s:g} s from its arrival, "
+            "request_timeout_s) for the encoder",
             self.retry_after_s(),
         )
 
@@ -276,19 +303,38 @@ class MicroBatcher:
         else:
             job.future.set_exception(error)
 
+    def _observe(self, stage: str, seconds: float) -> None:
+        if self._observe_stage is not None:
+            self._observe_stage(stage, seconds)
+
     def _shed(self, reason: str, n_texts: int) -> None:
         if self._on_shed is not None:
             self._on_shed(reason, n_texts)
 
     async def _run(self) -> None:
         while True:
-            self._in_flight = await self._collect()
+            await self._slots.acquire()
+            try:
+                jobs = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
+            self._in_flight.update(jobs)
+            batch = asyncio.get_running_loop().create_task(self._encode_batch(jobs))
+            self._batches.add(batch)
+            batch.add_done_callback(self._batches.discard)
+
+    async def _encode_batch(self, jobs: list[_Job]) -> None:
+        """Encode one collected batch, an encoder call per distinct options."""
+        try:
             groups: dict[EmbedOptions, list[_Job]] = {}
-            for job in self._in_flight:
+            for job in jobs:
                 groups.setdefault(job.options, []).append(job)
-            for options, jobs in groups.items():
-                await self._encode(options, jobs)
-            self._in_flight = []
+            for options, group in groups.items():
+                await self._encode(options, group)
+        finally:
+            self._in_flight.difference_update(jobs)
+            self._slots.release()
 
     def _take(self) -> _Job | None:
         """The next job still worth encoding, marked as encoding; None when none is queued."""
@@ -305,6 +351,7 @@ class MicroBatcher:
                 continue
             self._dequeue(job)
             job.state = _State.ENCODING
+            self._observe("queue", loop.time() - job.queued_at)
             return job
         return None
 
@@ -334,21 +381,43 @@ class MicroBatcher:
         return jobs
 
     async def _encode(self, options: EmbedOptions, jobs: list[_Job]) -> None:
-        """One encoder call for jobs with equal options; on failure, each job on its own."""
-        jobs = [job for job in jobs if not job.future.done()]  # clients that went away
-        if not jobs:
-            return
-        texts = [text for job in jobs for text in job.texts]
+        """One encoder call for jobs with equal options; on failure, each job on its own.
+        Jobs whose clients left, or whose deadlines passed, before the encoder thread got to
+        them (a batch may wait there behind another) are not encoded."""
+        loop = asyncio.get_running_loop()
         try:
-            embedded = await self._call(texts, options)
+            live, texts, result = await loop.run_in_executor(
+                self._executor, self._embed_live, jobs, options
+            )
         except Exception as err:
-            logger.warning("encoder failed on a batch of %d texts (%r); isolating", len(texts), err)
+            logger.warning("encoder failed on a batch of %d jobs (%r); isolating", len(jobs), err)
             for job in jobs:
-                await self._encode_alone(job)
+                if not job.future.done():
+                    await self._encode_alone(job)
             return
-        offsets = np.cumsum([0] + [len(job.texts) for job in jobs])
-        for job, begin, end in zip(jobs, offsets[:-1], offsets[1:], strict=True):
+        for job in jobs:
+            if job not in live:  # its client left, or its deadline passed, while it waited
+                gone = job.future.done()
+                self._shed("disconnected" if gone else "deadline", len(job.texts))
+                self._fail(job, self._deadline_error())
+        if result is None:
+            return
+        embedded, seconds = result
+        self._observe_call(len(texts), embedded, seconds)
+        offsets = np.cumsum([0] + [len(job.texts) for job in live])
+        for job, begin, end in zip(live, offsets[:-1], offsets[1:], strict=True):
             self._answer(job, _slice(embedded, begin, end))
+
+    def _embed_live(
+        self, jobs: list[_Job], options: EmbedOptions
+    ) -> tuple[list[_Job], list[str], tuple[Embedded, float] | None]:
+        """On the encoder thread: the jobs still awaited and within their deadlines (a cancelled
+        future reads as done from any thread; the event loop's clock is `time.monotonic`), their
+        texts, and their vectors with the call's seconds (None: no text)."""
+        now = time.monotonic()
+        live = [job for job in jobs if not job.future.done() and now < job.deadline]
+        texts = [text for job in live for text in job.texts]
+        return live, texts, self._embed(texts, options) if texts else None
 
     async def _encode_alone(self, job: _Job) -> None:
         """Encode a job from a failed batch text by text: it fails alone, naming its bad texts,
@@ -376,13 +445,14 @@ class MicroBatcher:
 
     async def _call(self, texts: list[str], options: EmbedOptions) -> Embedded:
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        embedded = await loop.run_in_executor(self._executor, self._embed, texts, options)
-        seconds = loop.time() - start
-        self.rate.observe(len(texts), seconds)
+        embedded, seconds = await loop.run_in_executor(self._executor, self._embed, texts, options)
+        self._observe_call(len(texts), embedded, seconds)
+        return embedded
+
+    def _observe_call(self, n_texts: int, embedded: Embedded, seconds: float) -> None:
+        self.rate.observe(n_texts, seconds)
         if self._observe_batch is not None:
             self._observe_batch(embedded, seconds)
-        return embedded
 
     def _answer(self, job: _Job, embedded: Embedded) -> None:
         job.state = _State.DONE
@@ -394,8 +464,11 @@ class MicroBatcher:
         if not job.future.done():
             job.future.set_exception(error)
 
-    def _embed(self, texts: list[str], options: EmbedOptions) -> Embedded:
-        return self.pipeline.embed(
+    def _embed(self, texts: list[str], options: EmbedOptions) -> tuple[Embedded, float]:
+        """The vectors and the seconds the call took, timed on the encoder thread (not the
+        wait behind the batch before it)."""
+        start = time.perf_counter()
+        embedded = self.pipeline.embed(
             texts,
             text_type=options.text_type,
             whiten=options.whiten,
@@ -403,6 +476,7 @@ class MicroBatcher:
             dimensions=options.dimensions,
             truncation_side=options.truncation_side,
         )
+        return embedded, time.perf_counter() - start
 
 
 def _slice(embedded: Embedded, begin: int, end: int) -> Embedded:

@@ -111,13 +111,15 @@ class DocumentIndex:
         *,
         upsert: bool = False,
         client: str | None = None,
+        arrived: float | None = None,
     ) -> Written:
         """Embed the texts as passages and store them; `None` ids get new ones.
 
         Raises `index.DuplicateIdError` when an id exists and `upsert` is false. `client` names
-        the sender for its share of the encoder queue.
+        the sender for its share of the encoder queue; `arrived` is when the request arrived,
+        which the encoder's deadline counts from (as in `MicroBatcher.embed`).
         """
-        embedded = await self.batcher.embed(texts, PASSAGE, client=client)
+        embedded = await self.batcher.embed(texts, PASSAGE, client=client, arrived=arrived)
         assigned = await asyncio.to_thread(
             self._on_disk, self._write, ids, embedded.vectors, texts, payloads, upsert
         )
@@ -133,6 +135,7 @@ class DocumentIndex:
         mode: Mode = "dense",
         fusion: Fusion | None = None,
         client: str | None = None,
+        arrived: float | None = None,
     ) -> Found:
         """The ``top_k`` best documents per query in ``mode``; ``fusion`` for "hybrid" (RRF,
         k = 60, when None). Sparse and hybrid raise ``SparseUnavailableError`` without a BM25
@@ -154,7 +157,7 @@ class DocumentIndex:
         if mode == "sparse":
             ranked = await asyncio.to_thread(self._search_sparse, queries, top_k, filter)
             return Found(ranked, [False] * len(queries))
-        embedded = await self.batcher.embed(queries, QUERY, client=client)
+        embedded = await self.batcher.embed(queries, QUERY, client=client, arrived=arrived)
         if mode == "hybrid":
             fused = await asyncio.to_thread(
                 self._search_hybrid,

@@ -119,6 +119,7 @@ async def load_service(
         max_queued_texts_per_client=settings.max_queued_texts_per_client,
         observe_batch=metrics.observe_batch,
         on_shed=metrics.observe_shed,
+        observe_stage=metrics.observe_stage,
     )
     batcher.start()
     reranker = GeodesicReranker(

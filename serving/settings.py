@@ -80,7 +80,10 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(32 * 2**20, ge=1024)  # one /search response (422)
     max_queued_texts: int = Field(4096, ge=1)  # texts waiting for the encoder (503)
     max_queued_texts_per_client: int | None = Field(None, ge=1)  # one API key's or host's (429)
-    request_timeout_s: float = Field(10.0, gt=0)  # deadline to be served by the encoder (503)
+    request_timeout_s: float = Field(10.0, gt=0)  # deadline from arrival to vectors (503)
+    # encoding requests in progress at most (503/429 on arrival above it, or above what the
+    # measured rate finishes within a quarter of request_timeout_s)
+    max_in_flight: int = Field(512, ge=1)
     shutdown_grace_s: float = Field(20.0, ge=0, le=300)  # SIGTERM: in-flight work, then exit
 
     # geodesic re-ranking (`"rerank": "geodesic"` in /search)

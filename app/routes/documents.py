@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.exceptions import RequestValidationError
 
-from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
+from baihua.app.deps import JSON_BODY, ArrivedDep, ClientDep, ServiceDep, SettingsDep
 from baihua.app.filter_schema import FILTER_REF, check_filter_scope
 from baihua.app.openapi import (
     BODY_ERRORS,
@@ -87,7 +87,11 @@ FilterDep = Annotated[Filter | None, Depends(payload_filter)]
     ),
 )
 async def add_documents(
-    body: DocumentsRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
+    body: DocumentsRequest,
+    service: ServiceDep,
+    settings: SettingsDep,
+    client: ClientDep,
+    arrived: ArrivedDep,
 ) -> DocumentsResponse:
     """Embed (as passages) and store documents; omitted ids are assigned and returned.
     An existing id is a 409 unless `upsert` is true.
@@ -108,6 +112,7 @@ async def add_documents(
             [doc.id for doc in docs],
             upsert=body.upsert,
             client=client,
+            arrived=arrived,
         )
     return DocumentsResponse(ids=written.ids, truncated=written.truncated)
 

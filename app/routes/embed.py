@@ -3,7 +3,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 
-from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
+from baihua.app.deps import JSON_BODY, ArrivedDep, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.responses import NumpyJSONResponse
 from baihua.app.schemas.common import check_dimensions
@@ -40,7 +40,11 @@ def check_not_truncated(body: EmbedRequest, embedded: Embedded, max_length: int)
     responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS),
 )
 async def embed(
-    body: EmbedRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
+    body: EmbedRequest,
+    service: ServiceDep,
+    settings: SettingsDep,
+    client: ClientDep,
+    arrived: ArrivedDep,
 ) -> NumpyJSONResponse:
     """Embed texts; `truncated` flags texts cut at the model's token limit.
 
@@ -55,7 +59,9 @@ async def embed(
         "left" if body.truncation_direction.lower() == "left" else "right",
     )
     with body.naming_rejected_texts():
-        embedded = await service.batcher.embed(body.texts_to_embed(), options, client=client)
+        embedded = await service.batcher.embed(
+            body.texts_to_embed(), options, client=client, arrived=arrived
+        )
     if body.truncate is False:
         check_not_truncated(body, embedded, service.pipeline.encoder.max_length)
     if body.inputs is not None:

@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, HTTPException, status
 
-from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
+from baihua.app.deps import JSON_BODY, ArrivedDep, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import PROTECTED_ERRORS, error_responses
 from baihua.app.responses import NumpyJSONResponse, openai_embeddings_body
 from baihua.app.schemas.common import check_dimensions
@@ -26,7 +26,11 @@ router = APIRouter(prefix="/v1", tags=["openai"])
     responses=error_responses(*PROTECTED_ERRORS, 400, 413, 415, 429, 500, openai=True),
 )
 async def create_embeddings(
-    body: OpenAIEmbeddingRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
+    body: OpenAIEmbeddingRequest,
+    service: ServiceDep,
+    settings: SettingsDep,
+    client: ClientDep,
+    arrived: ArrivedDep,
 ) -> NumpyJSONResponse:
     """OpenAI-compatible embeddings (whitened and normalised, as `/embed`'s defaults); any
     `model` name is answered by the served model, named in the response. `input_type:
@@ -35,7 +39,9 @@ async def create_embeddings(
     check_dimensions(body.dimensions, service.pipeline.dim)
     options = EmbedOptions(text_type=body.text_type, dimensions=body.dimensions)
     with body.naming_rejected_texts():
-        embedded = await service.batcher.embed(body.texts_to_embed(), options, client=client)
+        embedded = await service.batcher.embed(
+            body.texts_to_embed(), options, client=client, arrived=arrived
+        )
     return NumpyJSONResponse(
         openai_embeddings_body(
             embedded,

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
+from baihua.app.deps import JSON_BODY, ArrivedDep, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.responses import ResponseTooLarge, search_body
 from baihua.app.schemas.native import FusionRequest, SearchRequest, SearchResponse
@@ -21,7 +21,11 @@ router = APIRouter(tags=["search"])
     responses=error_responses(*PROTECTED_ERRORS, *BODY_ERRORS, *ENCODING_ERRORS),
 )
 async def search(
-    body: SearchRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
+    body: SearchRequest,
+    service: ServiceDep,
+    settings: SettingsDep,
+    client: ClientDep,
+    arrived: ArrivedDep,
 ) -> Response:
     """The `top_k` documents nearest to the query (or to each of `queries`), best first."""
     body.check_limits(settings)
@@ -46,6 +50,7 @@ async def search(
                 mode=mode,
                 fusion=Fusion(fusion.method, k=fusion.k, weight=fusion.weight),
                 client=client,
+                arrived=arrived,
             )
     except RerankUnavailable as err:
         raise _invalid("rerank", str(err)) from None

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from baihua.app.deps import JSON_BODY, ClientDep, ServiceDep, SettingsDep
+from baihua.app.deps import JSON_BODY, ArrivedDep, ClientDep, ServiceDep, SettingsDep
 from baihua.app.openapi import BODY_ERRORS, ENCODING_ERRORS, PROTECTED_ERRORS, error_responses
 from baihua.app.responses import NumpyJSONResponse
 from baihua.app.routes import embed
@@ -57,13 +57,17 @@ for path in ("/", "/ping"):
 
 
 async def tei_embed(
-    body: TeiEmbedRequest, service: ServiceDep, settings: SettingsDep, client: ClientDep
+    body: TeiEmbedRequest,
+    service: ServiceDep,
+    settings: SettingsDep,
+    client: ClientDep,
+    arrived: ArrivedDep,
 ) -> NumpyJSONResponse:
     """TEI's embed: the bare list of vectors, one per input (a single string gets a list of
     one). The options of `POST /embed` apply; `prompt_name` is TEI's name for `text_type`."""
     if body.prompt_name is not None:
         body = body.model_copy(update={"text_type": body.prompt_name})
-    return await embed.embed(body, service, settings, client)
+    return await embed.embed(body, service, settings, client, arrived)
 
 
 for path in ("/", "/invocations"):
