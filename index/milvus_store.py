@@ -625,7 +625,7 @@ class MilvusStore(StoreBase):
                 {"fields": _FIELDS},
                 "It is not baihua's: use another collection name.",
             )
-        index_type = self._client.describe_index(self.collection, "vector").get("index_type")
+        index_type = (self._vector_index() or {}).get("index_type")
         recorded = {"dim": int(dim), "index_type": index_type}
         if recorded != {"dim": self.dim, "index_type": self.index_type}:
             raise StoreMismatchError(
@@ -634,6 +634,17 @@ class MilvusStore(StoreBase):
                 {"dim": self.dim, "index_type": self.index_type},
                 "Use its own dim and index type, or another collection.",
             )
+
+    def _vector_index(self, wait_s: float = 10.0) -> dict[str, Any] | None:
+        """The vector field's index description. A collection another replica is creating has
+        none for a moment (Milvus makes the collection, then its index): wait for it; None
+        when it never comes."""
+        deadline = time.monotonic() + wait_s
+        while (index := self._client.describe_index(self.collection, "vector")) is None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+        return dict(index)
 
 
 def is_local(uri: str) -> bool:

@@ -5,6 +5,7 @@ ids are never reserved later, and one id never has two rows."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -154,3 +155,35 @@ def test_an_id_handed_out_by_one_store_cannot_be_added_by_another(open_replica: 
     given.join(timeout=30)
     assert len(refused) == 1
     assert [d.text for d in second.get_many([id])] == ["automatic"]
+
+
+def test_a_replica_waits_for_the_index_of_a_collection_another_is_creating(
+    milvus_server: str,
+) -> None:
+    """Milvus makes a collection, then its index: a replica opening in between must wait for
+    the index, not fail (two servers starting together hit it)."""
+    collection = f"shared_{uuid.uuid4().hex}"
+    first = MilvusStore(milvus_server, DIM, collection=collection)
+    client = first._client
+    client.release_collection(collection)
+    client.drop_index(collection, "vector")  # as it is before the creator adds the index
+
+    def index_later() -> None:
+        time.sleep(0.5)
+        index = client.prepare_index_params()
+        index.add_index(
+            "vector", index_type=first.index_type, metric_type="IP", params=first.index_params
+        )
+        client.create_index(collection, index)
+        client.load_collection(collection)
+
+    creator = threading.Thread(target=index_later)
+    creator.start()
+    second = MilvusStore(milvus_server, DIM, collection=collection)
+    creator.join()
+    try:
+        second.add([7], unit_vectors(1, DIM, seed=3), ["after"])
+        assert second.count() == 1
+    finally:
+        second.close()
+        first.close()
