@@ -213,7 +213,7 @@ class Encoder:
                 f"model {self.name!r} has no pooler layer; use cls, last-avg or first-last-avg"
             )
         prefix = self.prefix(text_type)
-        ids, n_tokens = self._tokenize([prefix + text for text in texts], max_length)
+        ids, n_tokens = self.tokenizer.encode([prefix + text for text in texts], max_length)
         if truncation_side == "left":
             ids = self._cut_starts(texts, prefix, ids, n_tokens, max_length)
         out = {p: np.empty((len(texts), self.output_dim(p)), dtype=np.float32) for p in poolings}
@@ -228,10 +228,6 @@ class Encoder:
             if progress:
                 progress(len(batch))
         return Encoded(out, n_tokens > max_length, n_tokens)
-
-    def _tokenize(self, texts: list[str], max_length: int) -> tuple[list[list[int]], np.ndarray]:
-        """Token ids cut to max_length, and each text's untruncated token count."""
-        return self.tokenizer.encode(texts, max_length)
 
     def _cut_starts(
         self,

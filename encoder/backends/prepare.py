@@ -117,10 +117,14 @@ class Backends:
             from baihua.encoder.backends.torch_backend import TorchBackend
 
             return TorchBackend(self.model(), self.device, dtype or "float32")
+        return self._runner(self.prepare(backend), backend, dtype)
+
+    def _runner(self, folder: Path, backend: str, dtype: str | None = None) -> Backend:
+        """The ONNX Runtime or OpenVINO backend over the export in `folder`."""
         if backend.startswith("openvino"):
             precision = dtype if dtype in ("float32", "bfloat16") else None
-            return OpenVinoBackend(self.prepare(backend), backend, self.num_threads, precision)
-        return OnnxBackend(self.prepare(backend), backend, self.num_threads)
+            return OpenVinoBackend(folder, backend, self.num_threads, precision)
+        return OnnxBackend(folder, backend, self.num_threads)
 
     @functools.cached_property
     def serving_copy(self) -> ServingCopy | None:
@@ -135,20 +139,14 @@ class Backends:
                 f"{copy.backend} (its weights were removed): use backend {copy.backend} or auto, "
                 "or remove the folder and prepare the model again"
             )
-        runner = self._open_export(copy.backend, copy.dtype)
-        return chosen(runner, copy.chosen_by) if backend == "auto" else runner
-
-    def _open_export(self, backend: str, dtype: str) -> Backend:
-        target = self.export_dir() / backend
+        target = self.export_dir() / copy.backend
         if read_meta(target) is None:
             raise ModelLoadError(
                 f"{target} is missing or incomplete: this serving copy cannot rebuild it; remove "
                 f"{model_folder(self.path)} and prepare the model again"
             )
-        if backend.startswith("openvino"):
-            precision = dtype if dtype in ("float32", "bfloat16") else None
-            return OpenVinoBackend(target, backend, self.num_threads, precision)
-        return OnnxBackend(target, backend, self.num_threads)
+        runner = self._runner(target, copy.backend, copy.dtype)
+        return chosen(runner, copy.chosen_by) if backend == "auto" else runner
 
     def model(self) -> PreTrainedModel:
         if self._model is None:
@@ -229,11 +227,7 @@ class Backends:
         assert meta is not None
         check = self.check_id(backend)
         if meta.get("calibration", {}).get("check") != check:
-            runner: Backend = (
-                OpenVinoBackend(target, backend, self.num_threads)
-                if backend.startswith("openvino")
-                else OnnxBackend(target, backend, self.num_threads)
-            )
+            runner = self._runner(target, backend)
             with logged_step(logger, f"{self.model_name}: checking {backend} against fp32"):
                 checked = agreement(
                     runner, self.reference(), tokenized_batches(self.tokenizer, self.prefix)
