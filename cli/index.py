@@ -80,7 +80,7 @@ def index_build(
         dtype=dtype,
     )
     settings, _ = resolve_max_length(settings)
-    pipeline = build_pipeline(settings)
+    pipeline = build_pipeline(settings, bulk=True)
     index_dir = settings.data_dir / "index"
     with (
         open_held_store(settings, pipeline) as store,
@@ -149,7 +149,9 @@ def index_reembed(
         batch_size=batch_size,
     )
     settings, _ = resolve_max_length(settings, index=False)  # the new space: not the index's
-    job = ReembedJob(settings.data_dir, build_pipeline(settings), factory=settings.index_factory)
+    job = ReembedJob(
+        settings.data_dir, build_pipeline(settings, bulk=True), factory=settings.index_factory
+    )
     total, done = job.total(), job.done()
     if done:
         typer.echo(f"resuming: {done}/{total} documents already re-embedded", err=True)

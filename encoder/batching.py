@@ -38,6 +38,19 @@ def length_sorted_batches(
     return batches
 
 
+def split_for_streams(batches: Sequence[list[int]], streams: int) -> list[list[int]]:
+    """`batches`, the largest halved until there are `streams` of them (or each holds one text),
+    so that streams encoding one call side by side each get work."""
+    batches = list(batches)
+    while batches and len(batches) < streams:
+        largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+        batch = batches[largest]
+        if len(batch) < 2:
+            break
+        batches[largest : largest + 1] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+    return batches
+
+
 def pad(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad to the longest sequence of this batch only: (input_ids, attention_mask) int64."""
     width = max(len(i) for i in ids)

@@ -1,10 +1,11 @@
 """Micro-batching: concurrent requests share encoder calls through one bounded queue.
 
 One worker task drains the queue (up to `max_batch_size` texts or `max_wait_ms`, whichever comes
-first) and runs `pipeline.embed` on a single dedicated thread, so torch's own intra-op threads are
-the only parallelism and concurrent requests never oversubscribe the CPU. The next batch is handed
-to that thread while the current one is encoded, so the encoder never idles waiting for a busy
-event loop to collect, answer and hand over work.
+first) and runs `pipeline.embed` on dedicated threads, one per request the backend runs at once
+(OpenVINO streams; else one), so the backend's own intra-op threads are the only parallelism and
+concurrent requests never oversubscribe the CPU. One more batch is handed over while those are
+encoded, so the encoder never idles waiting for a busy event loop to collect, answer and hand
+over work.
 
 The queue is bounded in texts, not requests, and every job has a deadline: work that cannot be
 served in time is refused at the door (503 with a `Retry-After` from the measured drain rate), and
@@ -33,7 +34,7 @@ from baihua.encoder.encoder import TextType, TruncationSide
 
 logger = logging.getLogger(__name__)
 
-BATCHES_AHEAD = 2  # batches handed to the encoder thread at once: one encoding, one waiting
+BATCHES_WAITING = 1  # batches handed to the encoder threads beyond those being encoded
 PROBE_TEXT = "ok"  # encoded when every text of a failed batch fails alone: is the encoder broken?
 MAX_RETRY_AFTER_S = 60
 
@@ -96,14 +97,16 @@ class _Job:
 
 
 class DrainRate:
-    """Texts per second the encoder gets through, an exponential moving average over calls."""
+    """Texts per second the encoder gets through, an exponential moving average over calls;
+    `parallel` calls run at once, each at the rate observed."""
 
-    def __init__(self, smoothing: float = 0.2) -> None:
+    def __init__(self, smoothing: float = 0.2, parallel: int = 1) -> None:
         self.smoothing = smoothing
+        self.parallel = parallel
         self.texts_per_s: float | None = None
 
     def observe(self, n_texts: int, seconds: float) -> None:
-        rate = n_texts / max(seconds, 1e-6)
+        rate = self.parallel * n_texts / max(seconds, 1e-6)
         previous = self.texts_per_s
         self.texts_per_s = (
             rate if previous is None else previous + self.smoothing * (rate - previous)
@@ -148,7 +151,8 @@ class MicroBatcher:
         self.max_queued_texts = max_queued_texts
         self.deadline_s = deadline_s
         self.max_queued_texts_per_client = max_queued_texts_per_client
-        self.rate = DrainRate()
+        self.parallel = pipeline.encoder.runner.parallel_requests
+        self.rate = DrainRate(parallel=self.parallel)
         self._observe_batch = observe_batch
         self._on_shed = on_shed
         self._observe_stage = observe_stage
@@ -156,11 +160,11 @@ class MicroBatcher:
         self._queued_texts = 0
         self._per_client: collections.Counter[str] = collections.Counter()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._executor = ThreadPoolExecutor(self.parallel, thread_name_prefix="encoder")
         self._worker: asyncio.Task[None] | None = None
         self._in_flight: set[_Job] = set()
         self._batches: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(BATCHES_AHEAD)
+        self._slots = asyncio.Semaphore(self.parallel + BATCHES_WAITING)
         self._accepting = True
 
     def start(self) -> None:

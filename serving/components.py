@@ -54,8 +54,10 @@ def resolve_max_length(settings: Settings, *, index: bool = True) -> tuple[Setti
     return settings.model_copy(update={"max_length": length}), why
 
 
-def build_encoder(settings: Settings) -> Encoder:
-    """Unset `max_length` is the model's own limit: the service reads whole documents."""
+def build_encoder(settings: Settings, *, bulk: bool = False) -> Encoder:
+    """Unset `max_length` is the model's own limit: the service reads whole documents. Unset
+    `streams` is 1 for serving (latency, memory) and OpenVINO's throughput choice for `bulk`
+    work (a command that encodes a corpus)."""
     spec = resolve_model(settings.model)
     return Encoder(
         spec,
@@ -67,17 +69,18 @@ def build_encoder(settings: Settings) -> Encoder:
         backend=settings.backend,
         dtype=settings.dtype,
         num_threads=settings.num_threads,
+        streams=settings.streams if settings.streams is not None else (0 if bulk else 1),
         cache_dir=settings.cache_dir,
     )
 
 
-def build_pipeline(settings: Settings) -> EmbeddingPipeline:
-    """The encoder plus the configured transform artifact, checked against each other (the
-    artifact first, so a bad path fails before the model loads)."""
+def build_pipeline(settings: Settings, *, bulk: bool = False) -> EmbeddingPipeline:
+    """The encoder (see `build_encoder`) plus the configured transform artifact, checked against
+    each other (the artifact first, so a bad path fails before the model loads)."""
     from baihua.whitening import check_compatible, load_transform
 
     transform = load_transform(settings.whitening) if settings.whitening else None
-    encoder = build_encoder(settings)
+    encoder = build_encoder(settings, bulk=bulk)
     if transform is not None:
         check_compatible(transform.metadata, encoder_spec(encoder), path=settings.whitening)
     return EmbeddingPipeline(encoder, transform)

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     backend: BackendName = "auto"
     dtype: DtypeName | None = None  # None: the backend's own
     num_threads: int | None = Field(None, ge=1)
+    # OpenVINO requests run at once (0: OpenVINO's throughput choice); None: 1 for `serve` (each
+    # request fastest, one set of buffers), 0 for bulk commands (index build, embed, fit)
+    streams: int | None = Field(None, ge=0)
     cache_dir: Path | None = None
     whitening: Path | None = None
 

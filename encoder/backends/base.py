@@ -30,6 +30,7 @@ class Backend(Protocol):
     variant: str  # what else decides the vectors (the int8 recipe); "" for none
     dim: int
     has_pooler: bool
+    parallel_requests: int  # calls that may run at once to keep it busy (OpenVINO streams)
 
     def forward(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, *, need_first: bool

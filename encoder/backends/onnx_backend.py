@@ -19,6 +19,8 @@ class OnnxBackend:
     """One InferenceSession over `folder/model.onnx`, threads set deliberately (not one per core
     per concurrent caller: oversubscription is the classic CPU serving slowdown)."""
 
+    parallel_requests = 1
+
     def __init__(self, folder: Path, name: str, num_threads: int | None = None) -> None:
         import onnxruntime as ort
 

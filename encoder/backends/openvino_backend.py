@@ -22,6 +22,20 @@ PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
 RUNTIME_CACHE_CAPACITY = 16
 
 
+def stream_config(streams: int) -> dict[str, Any]:
+    """OpenVINO's settings for `streams` concurrent requests (0: its own choice for throughput).
+    One stream runs each request on every thread: the lowest latency and one set of buffers.
+    More streams split the threads and run as many requests at once, which wastes less on the
+    synchronisation of small operations: me5-small int8 on 2 cores encodes ~25 % more short
+    sentences a second with 2 streams, while a lone request takes ~20 % longer and each stream
+    holds its own activation buffers."""
+    if streams == 1:
+        return {"PERFORMANCE_HINT": "LATENCY"}
+    if streams == 0:
+        return {"PERFORMANCE_HINT": "THROUGHPUT"}
+    return {"NUM_STREAMS": streams}
+
+
 def cpu_has_bf16() -> bool:
     import openvino as ov
 
@@ -35,10 +49,16 @@ def default_precision() -> str:
 
 class OpenVinoBackend:
     """One compiled model over `folder/model.xml`, threads set deliberately, one infer request
-    per calling thread (a request is not safe to share)."""
+    per calling thread (a request is not safe to share). `parallel_requests` calling threads
+    keep every stream busy (see `stream_config`)."""
 
     def __init__(
-        self, folder: Path, name: str, num_threads: int | None, precision: str | None = None
+        self,
+        folder: Path,
+        name: str,
+        num_threads: int | None,
+        precision: str | None = None,
+        streams: int = 1,
     ) -> None:
         import openvino as ov
 
@@ -62,13 +82,14 @@ class OpenVinoBackend:
         config = {
             "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
             "INFERENCE_NUM_THREADS": num_threads or default_threads(),
-            "PERFORMANCE_HINT": "LATENCY",
             "CPU_RUNTIME_CACHE_CAPACITY": RUNTIME_CACHE_CAPACITY,
+            **stream_config(streams),
         }
         core = ov.Core()
         model = core.read_model(str(folder / meta["model_file"]))
         gather_before_dequantizing(model)
         self.compiled = core.compile_model(model, "CPU", config)
+        self.parallel_requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._local = threading.local()
 
     def forward(

@@ -97,8 +97,10 @@ class Backends:
         device: str,
         num_threads: int | None,
         prefix: str = "",
+        streams: int = 1,
     ) -> None:
         self.model_name = model_name
+        self.streams = streams
         self.prefix = prefix
         self.path = path
         self.cache_dir = cache_dir
@@ -119,11 +121,15 @@ class Backends:
             return TorchBackend(self.model(), self.device, dtype or "float32")
         return self._runner(self.prepare(backend), backend, dtype)
 
-    def _runner(self, folder: Path, backend: str, dtype: str | None = None) -> Backend:
-        """The ONNX Runtime or OpenVINO backend over the export in `folder`."""
+    def _runner(
+        self, folder: Path, backend: str, dtype: str | None = None, streams: int | None = None
+    ) -> Backend:
+        """The ONNX Runtime or OpenVINO backend over the export in `folder`; OpenVINO with
+        `streams` (None: the encoder's)."""
         if backend.startswith("openvino"):
             precision = dtype if dtype in ("float32", "bfloat16") else None
-            return OpenVinoBackend(folder, backend, self.num_threads, precision)
+            streams = self.streams if streams is None else streams
+            return OpenVinoBackend(folder, backend, self.num_threads, precision, streams)
         return OnnxBackend(folder, backend, self.num_threads)
 
     @functools.cached_property
@@ -227,7 +233,7 @@ class Backends:
         assert meta is not None
         check = self.check_id(backend)
         if meta.get("calibration", {}).get("check") != check:
-            runner = self._runner(target, backend)
+            runner = self._runner(target, backend, streams=1)
             with logged_step(logger, f"{self.model_name}: checking {backend} against fp32"):
                 checked = agreement(
                     runner, self.reference(), tokenized_batches(self.tokenizer, self.prefix)
@@ -271,6 +277,8 @@ class Backends:
         what = f"{self.model_name}: backend auto measuring every backend here (once; stored)"
         with logged_step(logger, what):
             choice, candidates = self.measure()
+        if self.streams != 1 and choice.name.startswith("openvino"):
+            choice = self.open(choice.name, choice.dtype)  # measured one request at a time
         record: dict[str, Any] = {"backend": choice.name, "dtype": choice.dtype}
         record["candidates"] = candidates
         record |= {"min_cosine": MIN_COSINE, "calibration": self.check_id(), "recipes": recipes}
@@ -291,8 +299,8 @@ class Backends:
             (bf16, agreement(bf16, reference, batches)),
         ]
         names = ["onnx", "onnx-int8", "openvino"] + (["openvino-int8"] if nncf_installed() else [])
-        for name in names:
-            runner = self.open(name)
+        for name in names:  # one request at a time, as `throughputs` calls them
+            runner = self._runner(self.prepare(name), name, streams=1)
             stored = getattr(runner, "calibration", None)
             assert stored is not None
             candidates.append((runner, Agreement(stored["min_cosine"], stored["mean_cosine"])))

@@ -46,6 +46,7 @@ class TorchBackend:
 
     name = "torch"
     variant = ""
+    parallel_requests = 1
 
     def __init__(self, model: PreTrainedModel, device: str, dtype: str) -> None:
         if dtype not in ("float32", "bfloat16"):

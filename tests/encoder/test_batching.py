@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baihua.encoder import Encoder
-from baihua.encoder.batching import length_sorted_batches
+from baihua.encoder.batching import length_sorted_batches, split_for_streams
 
 
 @given(
@@ -40,3 +40,12 @@ def test_token_bounded_batches_give_the_same_vectors(tiny_bert: Path) -> None:
     bounded = Encoder(str(tiny_bert), device="cpu", max_length=64, max_batch_tokens=64)
     unbounded = Encoder(str(tiny_bert), device="cpu", max_length=64, max_batch_tokens=100_000)
     np.testing.assert_allclose(bounded.encode(texts), unbounded.encode(texts), atol=1e-5)
+
+
+def test_batches_split_so_that_every_stream_gets_work() -> None:
+    assert split_for_streams([[0, 1, 2, 3, 4]], 2) == [[0, 1], [2, 3, 4]]
+    assert split_for_streams([[0, 1, 2, 3], [4]], 3) == [[0, 1], [2, 3], [4]]
+    assert split_for_streams([[0], [1]], 4) == [[0], [1]]  # one text each: nothing to split
+    assert split_for_streams([], 2) == []
+    many = [[0, 1], [2, 3], [4]]
+    assert split_for_streams(many, 2) == many

@@ -56,3 +56,22 @@ def test_vectors_do_not_depend_on_threads_or_batch_composition(
     one_thread = encode(1)
     assert min_cosine(one_thread, encode(2)) >= 0.99999
     assert min_cosine(one_thread, encode(2, batch_size=7, order=slice(None, None, -1))) >= 0.99999
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["openvino", "openvino-int8"])
+def test_openvino_streams_give_the_vectors_of_one_request_at_a_time(
+    shared_data: Path, backend: str
+) -> None:
+    """Bulk encoding runs a call's batches side by side on OpenVINO streams (one thread each):
+    the same vectors, in input order, as one request at a time on every thread."""
+    texts = sts_sentences(shared_data)
+
+    def encode(streams: int, parallel: int | None) -> np.ndarray:
+        encoder = Encoder("me5-small", backend=backend, device="cpu", batch_size=8, streams=streams)
+        assert parallel is None or encoder.runner.parallel_requests == parallel
+        return encoder.encode(texts)
+
+    one = encode(1, parallel=1)
+    assert min_cosine(one, encode(2, parallel=2)) >= 0.99999
+    assert min_cosine(one, encode(0, parallel=None)) >= 0.99999  # OpenVINO's own choice

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from baihua.core.errors import UsageError
 from baihua.encoder import POOLINGS, Encoder
 from baihua.encoder.backends.calibration import MIN_COSINE
 from baihua.encoder.backends.export import MODEL_FILE, PARTIAL_SUFFIX
@@ -223,3 +224,22 @@ def test_openvino_backends_on_the_real_default_model() -> None:
     for backend in ("openvino", "openvino-int8"):
         encoder = Encoder("me5-small", device="cpu", backend=backend)  # type: ignore[arg-type]
         assert cosines(encoder.encode(ME5_TEXTS), reference).min() >= MIN_COSINE
+
+
+def test_streams_run_a_calls_batches_side_by_side_on_openvino_only(
+    tiny_bert: Path, cache: Path, reference: Encoder
+) -> None:
+    """Two OpenVINO streams answer in input order with one stream's vectors; a backend that runs
+    one request at a time refuses more than one stream by name; a negative count is refused."""
+    one = Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache, batch_size=2)
+    two = Encoder(
+        str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache, batch_size=2, streams=2
+    )
+    assert (one.runner.parallel_requests, two.runner.parallel_requests) == (1, 2)
+    assert two.runner.compiled.get_property("NUM_STREAMS") == 2  # type: ignore[attr-defined]
+    np.testing.assert_allclose(two.encode(TEXTS), one.encode(TEXTS), atol=1e-5)
+    for backend in ("torch", "onnx"):
+        with pytest.raises(UsageError, match=f"streams=2 needs an OpenVINO backend; {backend}"):
+            Encoder(str(tiny_bert), device="cpu", backend=backend, cache_dir=cache, streams=2)
+    with pytest.raises(UsageError, match="streams must be 0"):
+        Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache, streams=-1)

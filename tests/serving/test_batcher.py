@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from baihua.encoder import Embedded, EmbeddingPipeline
+from baihua.encoder import Embedded, EmbeddingPipeline, Encoder
 from baihua.serving.batcher import (
     ClientOverLimit,
     EmbedOptions,
@@ -211,3 +212,25 @@ def test_close_fails_what_is_queued(pipeline: EmbeddingPipeline) -> None:
     # t0 was encoding and t1 handed to the encoder thread behind it: both finish
     assert all(isinstance(r, Embedded) for r in results[:2])
     assert all(isinstance(r, EncoderUnavailable) for r in results[2:])
+
+
+def test_two_streams_encode_two_batches_at_once_with_the_same_vectors(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """With an OpenVINO encoder of two streams the batcher runs two encoder calls at once and
+    every request still gets its own texts' vectors."""
+    encoder = Encoder(
+        str(tiny_bert), device="cpu", backend="openvino", streams=2, cache_dir=tmp_path
+    )
+    pipeline = EmbeddingPipeline(encoder)
+    requests = [[f"text {i} {j}" for j in range(i % 5 + 1)] for i in range(40)]
+
+    async def scenario() -> list[Embedded]:
+        batcher = await started(pipeline, max_batch_size=8, max_wait_ms=1)
+        assert batcher.parallel == 2
+        results = await asyncio.gather(*(batcher.embed(texts, OPTIONS) for texts in requests))
+        await batcher.close()
+        return results
+
+    for texts, result in zip(requests, run(scenario()), strict=True):
+        np.testing.assert_allclose(result.vectors, pipeline.embed(texts).vectors, atol=1e-5)
