@@ -136,8 +136,9 @@ def index_reembed(
     """Re-encode the index's stored documents in another space (model, whitening, pooling) and
     switch to it atomically; rerun to resume. The old index keeps serving until the switch and
     is kept in <data-dir>/index.previous."""
+    from baihua.index import StoreSettingError
     from baihua.jobs.reembed import ReembedJob
-    from baihua.serving.components import build_pipeline, resolve_max_length
+    from baihua.serving.components import build_pipeline, faiss_setting_error, resolve_max_length
 
     settings = load_settings(
         config,
@@ -149,9 +150,15 @@ def index_reembed(
         batch_size=batch_size,
     )
     settings, _ = resolve_max_length(settings, index=False)  # the new space: not the index's
-    job = ReembedJob(
-        settings.data_dir, build_pipeline(settings, bulk=True), factory=settings.index_factory
-    )
+    try:
+        job = ReembedJob(
+            settings.data_dir,
+            build_pipeline(settings, bulk=True),
+            factory=settings.index_factory,
+            search_params=settings.index_search_params,
+        )
+    except StoreSettingError as error:
+        raise faiss_setting_error(error) from None
     total, done = job.total(), job.done()
     if done:
         typer.echo(f"resuming: {done}/{total} documents already re-embedded", err=True)

@@ -39,7 +39,14 @@ GPU_MAX_K = 2048  # FAISS GPU k-selection limit
 # efConstruction 80 reached recall@10 0.82 at efSearch 128 and 0.94 at 1024; efConstruction 200
 # reaches 0.946 at 256, 0.960 at 384 (p99 8.5 ms, one client) and 0.969 at 512, for a build
 # ~2.5x slower than at 80.
-HNSW_DEFAULTS = {"efConstruction": "200", "efSearch": "384"}
+HNSW_DEFAULTS: dict[str, float] = {"efConstruction": 200, "efSearch": 384}
+# FAISS's own nprobe, restated: a snapshot keeps the nprobe it was saved with, and a store reopened
+# without search_params must not go on probing that many lists.
+IVF_DEFAULTS: dict[str, float] = {"nprobe": 1}
+# Parameters that count (lists, graph neighbours): FAISS truncates a fraction and wraps a value
+# past its int, and nprobe=-1 becomes 2**64 - 1, all without a word.
+_COUNTS = ("nprobe", "efSearch", "efConstruction")
+_MAX_COUNT = 2**31 - 1
 
 
 class FaissIndex:
@@ -62,6 +69,7 @@ class FaissIndex:
         self.dim = dim
         self.factory = factory
         self.search_params = search_params
+        self._search_settings = _parse_search_params(search_params)
         self.min_train = _min_training_size(self.new_factory_index())
         self._refills = 0  # counts index replacements, so a training aside knows it is stale
         self._last_mask = None
@@ -243,10 +251,7 @@ class FaissIndex:
     def probes_lists(self) -> bool:
         """An IVF index (not its exact stand-in): a search scans the probed lists whatever a
         selector allows, where a graph walks ever further to find allowed nodes."""
-        index = faiss.downcast_index(self.index)
-        if isinstance(index, faiss.IndexPreTransform):
-            index = faiss.downcast_index(index.index)
-        return isinstance(index, faiss.IndexIVF)
+        return isinstance(_inner(self.index), faiss.IndexIVF)
 
     def held_vectors(
         self, ids: npt.NDArray[np.int64]
@@ -305,23 +310,21 @@ class FaissIndex:
         self._last_mask = None
 
     def _apply_search_params(self, index: Any, *, on_gpu: bool) -> None:
-        settings = dict(HNSW_DEFAULTS) if _is_hnsw(index) else {}
-        for part in filter(None, self.search_params.split(",")):
-            name, _, value = part.partition("=")
-            settings[name.strip()] = value.strip()
-        if not settings:
-            return
+        """The store's defaults for this kind of index, then ``search_params``, one at a time so
+        that a name the index lacks is named."""
+        settings = {**_defaults(index), **self._search_settings}
         space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
-        try:
-            # faiss's stub lacks the overload taking a "name=value,..." string.
-            text = ",".join(f"{name}={value}" for name, value in settings.items())
-            space.set_index_parameters(index, text)  # type: ignore[arg-type]
-        except RuntimeError as error:
-            raise StoreSettingError(
-                "search_params",
-                self.search_params,
-                f"search_params {self.search_params!r} do not apply to {self.factory!r}: {error}",
-            ) from None
+        for name, value in settings.items():
+            try:
+                space.set_index_parameter(index, name, value)
+            except RuntimeError:
+                raise StoreSettingError(
+                    "search_params",
+                    self.search_params,
+                    f"FAISS search parameters {self.search_params!r} do not fit "
+                    f"{self.factory!r}, which has no parameter {name!r} (it takes "
+                    f"{', '.join(_parameter_names(index, space)) or 'none: leave them empty'})",
+                ) from None
 
     def _to_device(self, index: Any) -> tuple[Any, bool]:
         """The index moved to GPU 0 when GPU use is on and FAISS has a GPU version of it."""
@@ -347,11 +350,60 @@ def _flat_storage(index: Any) -> Any:
     return index if isinstance(index, faiss.IndexFlat) else None
 
 
-def _is_hnsw(index: Any) -> bool:
+def _parse_search_params(text: str) -> dict[str, float]:
+    """``"efSearch=384,efConstruction=200"`` as {name: value}; a malformed part or count raises
+    here, when the store opens, instead of FAISS taking it silently or at the first search."""
+    settings: dict[str, float] = {}
+    for part in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = (piece.strip() for piece in part.partition("="))
+        number = _finite(value)
+        if not name or number is None:
+            raise StoreSettingError(
+                "search_params",
+                text,
+                f"FAISS search parameters {text!r}: {part!r} is not name=number; write them as "
+                "efSearch=384 (HNSW) or nprobe=16 (IVF), comma-separated",
+            )
+        if name in _COUNTS and not (number.is_integer() and 1 <= number <= _MAX_COUNT):
+            raise StoreSettingError(
+                "search_params",
+                text,
+                f"FAISS search parameters {text!r}: {name} must be a whole number from 1 to "
+                f"{_MAX_COUNT}, got {value}",
+            )
+        settings[name] = number
+    return settings
+
+
+def _finite(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _inner(index: Any) -> Any:
+    """The index itself, or the one behind its vector transforms (PCA, OPQ)."""
     index = faiss.downcast_index(index)
     if isinstance(index, faiss.IndexPreTransform):
         index = faiss.downcast_index(index.index)
-    return isinstance(index, faiss.IndexHNSW)
+    return index
+
+
+def _defaults(index: Any) -> dict[str, float]:
+    """The settings the store gives this kind of index where search_params leave them out."""
+    if isinstance(_inner(index), faiss.IndexHNSW):
+        return HNSW_DEFAULTS
+    return IVF_DEFAULTS if faiss.try_extract_index_ivf(index) is not None else {}
+
+
+def _parameter_names(index: Any, space: Any) -> list[str]:
+    """What FAISS can tune on ``index`` (its ParameterSpace's names), efConstruction for HNSW."""
+    space.initialize(index)
+    ranges: Any = space.parameter_ranges  # a SWIG vector; faiss's stub calls it a list
+    names = [ranges.at(i).name for i in range(ranges.size())]
+    return names + ["efConstruction"] if isinstance(_inner(index), faiss.IndexHNSW) else names
 
 
 def _selection_parameters(index: Any, selector: Any) -> Any:

@@ -89,7 +89,11 @@ class FaissStore(StoreBase):
         None: use GPU 0 when this faiss build has GPU support and sees a device, CPU otherwise
         (index types without a GPU version, such as HNSW, then stay on CPU). True: require it.
     search_params : str
-        FAISS ParameterSpace settings applied to the index, e.g. "nprobe=16" or "efSearch=128".
+        FAISS ParameterSpace settings applied to the index, e.g. "nprobe=16" or "efSearch=128";
+        left out, an HNSW index gets ``faiss_index.HNSW_DEFAULTS`` and an IVF one nprobe=1.
+        Checked when the store opens (``StoreSettingError`` for a parameter the factory lacks or
+        a malformed value) and applied to the index loaded then, so they may change from one
+        open to the next; efConstruction shapes only the vectors added after it.
     spec : EmbeddingSpec or None
         The space of the vectors that will be written and searched. A store holding documents
         records its space and refuses another (``SpecMismatchError``, listing the fields); an empty

@@ -36,6 +36,7 @@ from baihua.core.spec import check_space
 from baihua.encoder import EmbeddingPipeline
 from baihua.index import FaissStore, StoreLockedError
 from baihua.index.database import read_documents, read_meta
+from baihua.index.faiss_index import FaissIndex
 from baihua.index.locks import lock_directory
 from baihua.index.store import Document
 
@@ -56,13 +57,20 @@ class ReembedJob:
     data_dir : the service's data folder.
     pipeline : the target space (model, pooling, transform...).
     factory : FAISS index_factory string of the new index.
+    search_params : FAISS search settings of the new index (its efConstruction shapes the graph
+        the documents are added to).
     chunk_size : documents per encoded chunk and progress record.
     """
 
     data_dir: Path
     pipeline: EmbeddingPipeline
     factory: str = "Flat"
+    search_params: str = ""
     chunk_size: int = 1024
+
+    def __post_init__(self) -> None:
+        # the new index's factory and search params, refused before anything is encoded
+        FaissIndex(self.pipeline.dim, self.factory, use_gpu=False, search_params=self.search_params)
 
     @property
     def source(self) -> Path:
@@ -203,7 +211,11 @@ class ReembedJob:
         if self._progress() is None:
             shutil.rmtree(self.target, ignore_errors=True)  # leftovers of an unrecorded start
         return FaissStore.open(
-            self.target, dim=self.pipeline.dim, factory=self.factory, spec=self.pipeline.spec
+            self.target,
+            dim=self.pipeline.dim,
+            factory=self.factory,
+            search_params=self.search_params,
+            spec=self.pipeline.spec,
         )
 
     def _embed_into(

@@ -6,15 +6,18 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from baihua.core.errors import UsageError
+from baihua.core.errors import BaihuaError, UsageError
 from baihua.core.spec import EmbeddingSpec
 from baihua.encoder import EmbeddingPipeline, Encoder, encoder_spec, resolve_model
 from baihua.encoder.models import model_token_limit
-from baihua.index import FaissStore, Store
+from baihua.index import FaissStore, Store, StoreSettingError
 from baihua.index.segment import Segmenter
 from baihua.index.sparse import SparseIndex
-from baihua.serving.settings import Settings
+from baihua.serving.settings import Settings, SettingsError
 from baihua.serving.storage import storage_errors
+
+# FaissStore's arguments -> the settings that give them
+_FAISS_SETTINGS = {"factory": "index_factory", "search_params": "index_search_params"}
 
 
 def recorded_max_length(settings: Settings, *, index: bool = True) -> tuple[int, str] | None:
@@ -118,12 +121,25 @@ def open_store(settings: Settings, pipeline: EmbeddingPipeline) -> Store:
     with storage_errors(local_store_directory(settings), "open"):
         if settings.index_backend == "milvus":
             return open_milvus_store(settings, pipeline.dim, pipeline.spec)
-        return FaissStore.open(
-            settings.data_dir / "index",
-            dim=pipeline.dim,
-            factory=settings.index_factory,
-            spec=pipeline.spec,
-        )
+        try:
+            return FaissStore.open(
+                settings.data_dir / "index",
+                dim=pipeline.dim,
+                factory=settings.index_factory,
+                search_params=settings.index_search_params,
+                spec=pipeline.spec,
+            )
+        except StoreSettingError as error:
+            raise faiss_setting_error(error) from None
+
+
+def faiss_setting_error(error: StoreSettingError) -> BaihuaError:
+    """A FAISS store's refusal of its factory or search params, naming the setting that gave
+    them (the store knows them by its own argument names); other refusals as they are."""
+    setting = _FAISS_SETTINGS.get(error.setting)
+    if setting is None:
+        return error
+    return SettingsError(f"{setting} (BAIHUA_{setting.upper()}): {error}")
 
 
 def local_store_directory(settings: Settings) -> Path | None:

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     port: int = 8000
     data_dir: Path = Path("data")
     index_factory: str = "Flat"
+    # FAISS ParameterSpace settings for index_factory, "name=value,...": efSearch=384 (HNSW; the
+    # store's default, with efConstruction=200), nprobe=16 (IVF); checked when the index opens,
+    # free to change between starts (efConstruction only shapes vectors added after it)
+    index_search_params: str = ""
     # the index engine: FAISS over SQLite in <data_dir>/index, or a Milvus collection
     index_backend: Literal["faiss", "milvus"] = "faiss"
     # a BM25 index over jieba words beside the FAISS one, in <data_dir>/sparse (not on Milvus)
@@ -103,6 +107,15 @@ class Settings(BaseSettings):
                     f"{', '.join(given)} set but index_backend is {self.index_backend!r}; set "
                     "index_backend=milvus (BAIHUA_INDEX_BACKEND) or drop them"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _faiss_settings_need_faiss(self) -> Settings:
+        if self.index_backend != "faiss" and "index_search_params" in self.model_fields_set:
+            raise ValueError(
+                f"index_search_params set but index_backend is {self.index_backend!r}; Milvus "
+                'takes milvus_search_params (BAIHUA_MILVUS_SEARCH_PARAMS), such as {"nprobe": 16}'
+            )
         return self
 
     @property

@@ -54,10 +54,17 @@ def whitening_artifact(model: Path, path: Path, shift: int, max_length: int | No
     return path
 
 
-def serve(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def serve(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [str(BAIHUA), "serve", "--port", str(free_port()), *args]
     return subprocess.run(
-        command, capture_output=True, text=True, env=ENV, timeout=timeout, stdin=subprocess.DEVNULL
+        command,
+        capture_output=True,
+        text=True,
+        env={**ENV, **(env or {})},
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -72,6 +79,24 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 def test_a_missing_artifact_exits_at_once_with_one_line(tiny_bert: Path, tmp_path: Path) -> None:
     result = serve("--model", str(tiny_bert), "--data-dir", str(tmp_path), "--whitening", "nosuch")
     assert "nosuch does not exist" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("factory", "params", "says"),
+    [
+        ("Flat", "efSearch=512", "do not fit 'Flat', which has no parameter 'efSearch'"),
+        ("IVF16,Flat", "nprobe=abc", "'nprobe=abc' is not name=number"),
+    ],
+)
+def test_unusable_index_search_params_exit_at_once_with_one_line(
+    tiny_bert: Path, tmp_path: Path, factory: str, params: str, says: str
+) -> None:
+    env = {"BAIHUA_INDEX_FACTORY": factory, "BAIHUA_INDEX_SEARCH_PARAMS": params}
+    result = serve("--model", str(tiny_bert), "--data-dir", str(tmp_path), env=env)
+    line = one_error_line(result)
+    assert line.startswith("baihua: error: index_search_params (BAIHUA_INDEX_SEARCH_PARAMS): ")
+    assert says in line
+    assert not (tmp_path / "index").exists()  # refused before the index directory was made
 
 
 def test_an_index_built_with_another_model_of_the_same_dim_is_refused(

@@ -168,5 +168,23 @@ def test_an_unusable_index_factory_is_one_line_and_exit_code_1(
               "--model", str(tiny_bert)], env={"BAIHUA_INDEX_FACTORY": "Bogus"},
     )  # fmt: skip
     assert result.exit_code == 1
-    assert result.stderr.startswith("baihua: error: FAISS cannot build factory 'Bogus'")
+    assert result.stderr.startswith(
+        "baihua: error: index_factory (BAIHUA_INDEX_FACTORY): FAISS cannot build factory 'Bogus'"
+    )
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_unusable_index_search_params_are_one_line_and_exit_code_1(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    corpus = write_jsonl(tmp_path / "docs.jsonl", 3)
+    result = runner.invoke(
+        cli, ["index", "build", "--input", str(corpus), "--data-dir", str(tmp_path / "d"),
+              "--model", str(tiny_bert)],
+        env={"BAIHUA_INDEX_FACTORY": "HNSW16", "BAIHUA_INDEX_SEARCH_PARAMS": "efSearch=0"},
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "baihua: error: index_search_params (BAIHUA_INDEX_SEARCH_PARAMS): FAISS search "
+        "parameters 'efSearch=0': efSearch must be a whole number from 1 to 2147483647, got 0\n"
+    )

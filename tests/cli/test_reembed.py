@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -186,3 +187,24 @@ def test_reembedding_into_the_same_space_or_without_an_index_says_so(
         ReembedJob(data, same).run()
     with pytest.raises(UsageError, match="no index at"):
         ReembedJob(tmp_path / "empty", same).run()
+
+
+def test_reembed_builds_the_new_index_with_the_index_settings(
+    data: Path, tiny_bert: Path, other_bert: Path
+) -> None:
+    args = ["index", "reembed", "--data-dir", str(data), "--model", str(other_bert)]
+    env = {"BAIHUA_INDEX_FACTORY": "HNSW16", "BAIHUA_INDEX_SEARCH_PARAMS": "efConstruction=40"}
+    result = CliRunner(env=env).invoke(cli, [*args, "--pooling", "last-avg"])
+    assert result.exit_code == 0, result.output
+    (snapshot,) = (data / "index").glob("index-*.faiss")  # FAISS keeps efConstruction in it
+    assert faiss.downcast_index(faiss.read_index(str(snapshot))).hnsw.efConstruction == 40
+
+    env["BAIHUA_INDEX_SEARCH_PARAMS"] = "nprobe=16"  # back to tiny_bert: a new target again
+    args = ["index", "reembed", "--data-dir", str(data), "--model", str(tiny_bert)]
+    result = CliRunner(env=env).invoke(cli, [*args, "--pooling", "last-avg"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "baihua: error: index_search_params (BAIHUA_INDEX_SEARCH_PARAMS): FAISS search "
+        "parameters 'nprobe=16' do not fit 'HNSW16', which has no parameter 'nprobe'"
+    )
+    assert result.stderr.count("\n") == 1

@@ -15,6 +15,14 @@ HAS_GPU = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 DIM = 32
 
 
+def faiss_search_settings(store: FaissStore) -> dict[str, int]:
+    """The search settings FAISS reports for the store's index: HNSW's ef*, else IVF's nprobe."""
+    index = faiss.downcast_index(store._index.index)
+    if isinstance(index, faiss.IndexHNSW):
+        return {"efSearch": index.hnsw.efSearch, "efConstruction": index.hnsw.efConstruction}
+    return {"nprobe": faiss.extract_index_ivf(index).nprobe}
+
+
 def unit_vectors(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
     x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)

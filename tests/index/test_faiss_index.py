@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 import baihua.index.faiss_index
-from baihua.index import FaissStore
+from baihua.index import FaissStore, StoreSettingError
 from baihua.index.faiss_index import FaissIndex
 from tests.index.support import (
     DIM,
     HAS_GPU,
     assert_matches_brute_force,
     brute_force,
+    faiss_search_settings,
     filled_store,
     recall_at_k,
     unit_vectors,
@@ -91,6 +92,46 @@ def test_deleted_documents_never_appear_in_search(factory: str) -> None:
 def test_unusable_factory_raises_value_error(factory: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         FaissStore(8, factory)
+
+
+@pytest.mark.parametrize(
+    ("factory", "params", "expected"),
+    [
+        ("HNSW16", "", {"efSearch": 384, "efConstruction": 200}),  # the store's HNSW defaults
+        ("HNSW16", "efSearch=77, efConstruction=50", {"efSearch": 77, "efConstruction": 50}),
+        ("IVF16,Flat", "", {"nprobe": 1}),
+        ("IVF16,Flat", "nprobe=16", {"nprobe": 16}),
+        ("PCA16,IVF16,Flat", "nprobe=3", {"nprobe": 3}),
+    ],
+)
+def test_search_params_are_what_faiss_reports(
+    factory: str, params: str, expected: dict[str, int]
+) -> None:
+    store, _ = filled_store(1000, factory, search_params=params)  # IVF16 trains from 624
+
+    assert store.is_trained
+    assert faiss_search_settings(store) == expected
+
+
+@pytest.mark.parametrize(
+    ("factory", "params", "message"),
+    [
+        ("Flat", "efSearch=512", "'Flat', which has no parameter 'efSearch' (it takes none"),
+        ("HNSW16", "efsearch=64", "no parameter 'efsearch' (it takes efSearch, efConstruction)"),
+        ("IVF16,Flat", "nprobe=abc", "'nprobe=abc' is not name=number"),
+        ("IVF16,Flat", "nprobe", "'nprobe' is not name=number"),
+        ("IVF16,Flat", "nprobe=-1", "nprobe must be a whole number from 1"),
+        ("HNSW16", "efSearch=12.5", "efSearch must be a whole number from 1"),
+    ],
+)
+def test_unusable_search_params_are_refused_when_the_store_opens(
+    factory: str, params: str, message: str
+) -> None:
+    with pytest.raises(StoreSettingError) as caught:
+        FaissStore(DIM, factory, search_params=params)
+
+    assert (caught.value.setting, caught.value.value) == ("search_params", params)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_importing_the_store_lets_batched_flat_search_use_blas() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from baihua.index import FaissStore
 from baihua.index.faiss_index import FaissIndex
-from tests.index.support import DIM, assert_matches_brute_force, unit_vectors
+from tests.index.support import DIM, assert_matches_brute_force, faiss_search_settings, unit_vectors
 
 
 @pytest.mark.parametrize(
@@ -41,6 +41,30 @@ def test_reopened_store_returns_identical_results(
         assert reopened.is_trained
         assert len(reopened) == 1000 - 143
         assert reopened.search(queries, 10) == before
+
+
+@pytest.mark.parametrize(
+    ("factory", "first", "then", "expected"),
+    [
+        ("HNSW16", "efSearch=64", "efSearch=128,efConstruction=100", (128, 100)),
+        ("HNSW16", "efSearch=64,efConstruction=60", "", (384, 200)),  # the store's defaults
+        ("IVF16,Flat", "nprobe=4", "nprobe=16", (16,)),
+        ("IVF16,Flat", "nprobe=4", "", (1,)),  # FAISS's own, not the nprobe the snapshot kept
+    ],
+)
+def test_a_reopened_store_searches_with_the_search_params_given_now(
+    tmp_path: Path, factory: str, first: str, then: str, expected: tuple[int, ...]
+) -> None:
+    vectors = unit_vectors(1000)
+    with FaissStore.open(tmp_path / "store", DIM, factory, search_params=first) as store:
+        store.add(np.arange(1000), vectors, ["t"] * 1000)
+        assert store.wait_trained()
+        store.save()
+
+    with FaissStore.open(tmp_path / "store", DIM, factory, search_params=then) as reopened:
+        assert tuple(faiss_search_settings(reopened).values()) == expected
+        reopened.add(np.arange(1000, 1100), unit_vectors(100, seed=1), ["t"] * 100)
+        assert [hits[0].id for hits in reopened.search(vectors[:5], 1)] == list(range(5))
 
 
 def test_reopen_without_save_rebuilds_from_committed_documents(tmp_path: Path) -> None:
