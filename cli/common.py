@@ -50,6 +50,15 @@ def show_steps() -> None:
         handler.setFormatter(logging.Formatter("baihua: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    root = logging.getLogger()
+    if not root.handlers:
+        # Other libraries' warnings still print; and a library that calls logging.basicConfig()
+        # on import (ONNX Runtime's quantiser does) finds a handler there and so no longer
+        # prints baihua's lines a second time.
+        others = logging.StreamHandler(sys.stderr)
+        others.setLevel(logging.WARNING)
+        others.addFilter(lambda record: not record.name.startswith("baihua"))
+        root.addHandler(others)
 
 
 class _StepHandler(logging.StreamHandler):  # type: ignore[type-arg]
