@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 from baihua.encoder.backends.export import MODEL_FILE, OPSET, OUTPUTS, QUANTIZATION, read_meta
 
 
-class _WithFirstLayer(torch.nn.Module):
+class WithFirstLayer(torch.nn.Module):
     """The model with the outputs every pooling needs as plain graph outputs."""
 
     def __init__(self, model: PreTrainedModel) -> None:
@@ -35,7 +35,7 @@ class _WithFirstLayer(torch.nn.Module):
 
 def export_fp32(model: PreTrainedModel, out: Path) -> dict[str, Any]:
     """Write `out/model.onnx` with dynamic batch and sequence axes; returns its metadata."""
-    wrapper = _WithFirstLayer(model).eval()
+    wrapper = WithFirstLayer(model).eval()
     outputs = list(OUTPUTS if wrapper.has_pooler else OUTPUTS[:2])
     ids = torch.ones((2, 8), dtype=torch.long)
     mask = torch.ones((2, 8), dtype=torch.long)

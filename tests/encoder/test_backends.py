@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from baihua.encoder.backends import BACKENDS
 from baihua.encoder.backends.calibration import MIN_COSINE
 from baihua.encoder.backends.export import MODEL_FILE, PARTIAL_SUFFIX
 from baihua.encoder.backends.openvino_backend import cpu_has_bf16
+from baihua.encoder.backends.prepare import auto_pick
 from tests.conftest import build_tiny_bert
 
 TEXTS = ["hello world", "我在中国", "bert 的一是不了人 " * 6, "a b c", "hello", "world bert"] * 3
@@ -97,8 +99,36 @@ def test_auto_resolves_to_a_real_backend_and_stores_its_measurement(
         ("openvino", "bfloat16" if cpu_has_bf16() else "float32"), ("openvino-int8", "int8"),
     }  # fmt: skip
     allowed = [r for r in rows if r["min_cosine"] >= MIN_COSINE]
-    fastest = max(allowed, key=lambda r: r["sentences_per_s"])
-    assert (fastest["backend"], fastest["dtype"]) == (encoder.backend, encoder.dtype)
+    top = max(r["sentences_per_s"] for r in allowed)
+    tied = [r for r in allowed if r["sentences_per_s"] >= 0.95 * top]
+    size = {"int8": 1, "bfloat16": 2, "float32": 4}
+    smallest = min(tied, key=lambda r: (size[r["dtype"]], -r["sentences_per_s"]))
+    assert (smallest["backend"], smallest["dtype"]) == (encoder.backend, encoder.dtype)
+
+
+def _row(backend: str, dtype: str, speed: float, min_cosine: float = 0.999) -> dict[str, Any]:
+    return {"backend": backend, "dtype": dtype, "sentences_per_s": speed, "min_cosine": min_cosine}
+
+
+@pytest.mark.parametrize(
+    ("rows", "picked"),
+    [
+        # a tie on speed (within 5 %) goes to the smaller weights
+        ([_row("torch", "float32", 100), _row("openvino", "bfloat16", 515),
+          _row("openvino-int8", "int8", 500)], 2),
+        # int8 more than 5 % slower: the fastest wins
+        ([_row("torch", "float32", 100), _row("openvino", "bfloat16", 515),
+          _row("openvino-int8", "int8", 480)], 1),
+        # the fastest is out of MIN_COSINE: never picked, even with the smallest weights
+        ([_row("torch", "float32", 100), _row("openvino", "bfloat16", 300),
+          _row("onnx-int8", "int8", 900, min_cosine=0.98)], 1),
+        # of two tied int8 backends, the faster
+        ([_row("torch", "float32", 100), _row("onnx-int8", "int8", 490),
+          _row("openvino-int8", "int8", 500)], 2),
+    ],
+)  # fmt: skip
+def test_auto_pick_ties_go_to_the_smaller_model(rows: list[dict[str, Any]], picked: int) -> None:
+    assert auto_pick(rows) == picked
 
 
 def test_auto_follows_the_stored_choice_without_measuring_again(

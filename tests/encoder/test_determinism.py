@@ -1,6 +1,9 @@
 """One spec, one set of vectors, on the real model: every backend `auto` may pick gives the same
 vectors (cosine ≥ 0.99999 per text) with 1 or 2 threads and whatever batch a text shares.
-(onnx-int8 runs each text alone for this: see OnnxBackend._run_each_text.)
+(onnx-int8 runs each text alone for this: see OnnxBackend._run_each_text.) One exception,
+measured: openvino in bf16, whose graph comes from OpenVINO's PyTorch frontend, moves a few texts
+with their batch's padding (12 of these 96 by 1 - cosine up to 1.2e-5, a bf16 rounding step);
+threads still change nothing, and its bar for batch composition is 0.99998.
 
 bench/thread_determinism.py measures the same on more sentences and with 4 threads too.
 """
@@ -13,6 +16,7 @@ import numpy as np
 import pytest
 
 from baihua.encoder import Encoder
+from baihua.encoder.backends.openvino_backend import cpu_has_bf16
 
 BACKENDS = [
     ("torch", "float32"),
@@ -55,7 +59,9 @@ def test_vectors_do_not_depend_on_threads_or_batch_composition(
 
     one_thread = encode(1)
     assert min_cosine(one_thread, encode(2)) >= 0.99999
-    assert min_cosine(one_thread, encode(2, batch_size=7, order=slice(None, None, -1))) >= 0.99999
+    other_batches = encode(2, batch_size=7, order=slice(None, None, -1))
+    bf16_openvino = backend == "openvino" and cpu_has_bf16()
+    assert min_cosine(one_thread, other_batches) >= (0.99998 if bf16_openvino else 0.99999)
 
 
 @pytest.mark.slow

@@ -124,8 +124,10 @@ def test_embedding_rows_are_dequantized_after_the_lookup_with_the_same_results(
 
 
 def test_copies_are_built_once_and_reused(tiny_bert: Path, tmp_path: Path) -> None:
-    for backend in ("openvino", "openvino-int8"):
-        Encoder(str(tiny_bert), device="cpu", backend=backend, cache_dir=tmp_path)
+    Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=tmp_path)
+    # converted from the PyTorch model: no ONNX export is built for it (int8 quantises that)
+    assert [p.parent.name for p in mtimes(tmp_path)] == ["openvino"]
+    Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=tmp_path)
     built = mtimes(tmp_path)
     assert sorted(p.parent.name for p in built) == ["onnx", "openvino", "openvino-int8"]
     for backend in ("openvino-int8", "openvino", "onnx"):
