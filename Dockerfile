@@ -60,8 +60,13 @@ RUN /opt/baihua/bin/python -m pip uninstall --yes --quiet \
  && /opt/baihua/bin/python -m pip uninstall --yes --quiet pip \
  && /opt/baihua/bin/baihua models prepare me5-small --backend auto
 
+# MALLOC_ARENA_MAX: glibc gives every thread that allocates its own heap arena (up to 8 per core),
+# and the server's event loop, batcher, encoder and store threads each keep one's free memory:
+# 2 arenas held the idle server (me5-small, openvino-int8, after its first request) at 566 MB
+# against 586 MB, and after a 30 s `/embed` soak at 624 MB against 667 MB (bench/serve_memory.py).
 FROM ${BASE_IMAGE}
 ENV PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     PATH=/opt/baihua/bin:$PATH \
     BAIHUA_CACHE_DIR=/cache \
     BAIHUA_DATA_DIR=/data \

@@ -3,9 +3,9 @@ OpenVINO IR, and the ONNX graph's int8 post-training static quantisation by NNCF
 
 The fp32 copy is converted from the PyTorch model by OpenVINO's own PyTorch frontend, not from
 the ONNX export: it keeps attention as one ScaledDotProductAttention node, which the CPU plugin
-runs as a fused kernel, where the ONNX graph spells attention out in a dozen nodes. Measured on
-me5-small in bf16 against the IR read from the ONNX export (same outputs to 1e-5): 1.06x on
-32-token batches, 1.20x at 128 tokens, 1.23x at 256, 1.35x at 512.
+runs as a fused kernel, where the ONNX graph spells attention out in a dozen nodes. me5-small in
+bf16 against torch bf16 in one run of bench/encode_throughput.py: 1.14x / 1.03x / 1.08x at 128 /
+256 / 512 tokens, where the copy read from ONNX gave 1.24x / 0.87x / 0.68x.
 
 Layout: `<cache>/models/<model>.onnx/<key>/{openvino,openvino-int8}/{model.xml, model.bin,
 meta.json}`, next to the ONNX folders of the same key (so a changed model or library rebuilds
