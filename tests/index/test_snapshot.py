@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import faiss
 import numpy as np
 import pytest
 
-from baihua.index import FaissStore
+from baihua.index import FaissStore, snapshot
 from baihua.index.faiss_index import FaissIndex
 from tests.index.support import DIM, assert_matches_brute_force, faiss_search_settings, unit_vectors
 
@@ -209,3 +210,32 @@ def test_payload_writes_and_searches_proceed_while_a_save_copies_the_index(
     store.close()
     with FaissStore.open(tmp_path / "store", DIM, "HNSW16") as reopened:
         assert reopened.get(7).payload == {"g": 1}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="nice is a per-thread setting on Linux only")
+def test_a_save_writes_its_files_from_a_thread_of_lower_cpu_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So that on a busy machine searches and writes get the cores before the snapshot does."""
+    writers: list[tuple[int, int]] = []
+    write_atomic = snapshot.write_atomic
+
+    def watched(path: Path, content: Any) -> None:
+        thread = threading.get_native_id()
+        writers.append((thread, os.getpriority(os.PRIO_PROCESS, thread)))
+        write_atomic(path, content)
+
+    monkeypatch.setattr(snapshot, "write_atomic", watched)
+    caller = threading.get_native_id()
+    niceness = os.getpriority(os.PRIO_PROCESS, caller)
+    vectors = unit_vectors(100)
+    with FaissStore.open(tmp_path / "store", DIM, "HNSW16") as store:
+        store.add(np.arange(100), vectors, ["t"] * 100)
+        store.save()
+
+    lowered = min(19, niceness + snapshot.SNAPSHOT_NICENESS)
+    assert len(writers) == 3  # index, labels, manifest
+    assert all(thread != caller and nice == lowered for thread, nice in writers)
+    assert os.getpriority(os.PRIO_PROCESS, caller) == niceness
+    with FaissStore.open(tmp_path / "store", DIM, "HNSW16") as reopened:
+        assert [h.id for h in reopened.search(vectors[3:4], 1)[0]] == [3]
