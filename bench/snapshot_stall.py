@@ -1,6 +1,6 @@
 """How long searches and payload writes stall while a FAISS store of bench/scale.py saves its
-snapshot: the snapshot written from a thread at lower CPU priority (what ``FaissStore.save`` does)
-against the same files written from the calling thread at its own priority (what it did before).
+snapshot: the index file fsynced every ``snapshot.SYNC_EVERY_BYTES`` while it is written (what
+``FaissStore.save`` does) against one fsync at the end (what it did before).
 
     .venv/bin/python bench/snapshot_stall.py --max-real 10000 --size 1000000 --dim 128 \\
         --engine faiss-hnsw32-efc200 --repeats 3 --out docs/results-snapshot-stall.json
@@ -26,20 +26,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # as scale.py's store process
 sys.path.insert(0, str(Path(__file__).parent))
 import scale  # noqa: E402
 
-from baihua.index import faiss_store, snapshot  # noqa: E402
+from baihua.index import snapshot  # noqa: E402
 
-WAYS = {"lower priority": snapshot.write_snapshot, "caller's thread": snapshot._write_files}
+STEPS = snapshot.SYNC_EVERY_BYTES
+WAYS = {f"fsync every {STEPS >> 20} MB": STEPS, "one fsync at the end": 0}
 
 
 def save_with(way: str, store: Any, queries: Any, size: int) -> dict[str, Any]:
-    faiss_store.write_snapshot = WAYS[way]  # type: ignore[attr-defined]
+    snapshot.SYNC_EVERY_BYTES = WAYS[way]
     try:
         scale.cmd_touch(store, [int(time.time_ns() % size)])
         return {"way": way, "load_average": os.getloadavg()[0]} | scale.cmd_snapshot(
             store, queries, size, margin_s=1.0, write_rate=20.0
         )
     finally:
-        faiss_store.write_snapshot = snapshot.write_snapshot  # type: ignore[attr-defined]
+        snapshot.SYNC_EVERY_BYTES = STEPS
 
 
 def main() -> None:

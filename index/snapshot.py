@@ -13,13 +13,10 @@ import hashlib
 import json
 import logging
 import os
-import sys
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import faiss
 import numpy as np
@@ -30,9 +27,11 @@ from baihua.core.files import write_atomic
 logger = logging.getLogger(__name__)
 
 MANIFEST = "snapshot.json"
-# How many nice levels below its caller a snapshot is written: a background job's share of a busy
-# CPU, so that searches and writes are not kept waiting for a core by its writing and hashing.
-SNAPSHOT_NICENESS = 10
+# The index file is fsynced every this many bytes while it is written, not once at the end: on
+# ext4 a commit of the document database (its WAL fsync) waits for the dirty blocks of a file
+# being written, so one flush of ~800 MB at the end (HNSW32, 1M x 128) held a payload write,
+# and the searches queued behind the database's lock, for 200-300 ms.
+SYNC_EVERY_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -60,33 +59,7 @@ class SnapshotDamaged(ValueError):
 
 
 def write_snapshot(path: Path, snapshot: Snapshot, store_id: str) -> None:
-    """Write the snapshot's files, then the manifest; drop older snapshots' files.
-
-    The writing runs in a thread of its own at ``SNAPSHOT_NICENESS`` below the caller's priority
-    (HNSW32 at 1M x 128: ~800 MB to serialise, fsync and hash), and this waits for it.
-    """
-    with ThreadPoolExecutor(
-        1, thread_name_prefix="baihua-snapshot", initializer=lower_thread_priority
-    ) as writer:
-        writer.submit(_write_files, path, snapshot, store_id).result()
-
-
-def lower_thread_priority(steps: int = SNAPSHOT_NICENESS) -> None:
-    """Lower the calling thread's CPU priority by ``steps`` nice levels (at most to 19).
-
-    Only on Linux, where nice is a property of each thread; elsewhere it would slow the whole
-    process. A system that refuses is logged and the thread keeps its priority."""
-    if sys.platform != "linux":
-        return
-    thread = threading.get_native_id()
-    try:
-        niceness = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness + steps))
-    except OSError as error:
-        logger.debug("thread priority not lowered: %s", error)
-
-
-def _write_files(path: Path, snapshot: Snapshot, store_id: str) -> None:
+    """Write the snapshot's files, then the manifest; drop older snapshots' files."""
     token = uuid.uuid4().hex
     index_name, labels_name = f"index-{token}.faiss", f"labels-{token}.npy"
     write_atomic(path / index_name, lambda p: _write_index(snapshot.index, p))
@@ -105,9 +78,28 @@ def _write_files(path: Path, snapshot: Snapshot, store_id: str) -> None:
 
 def _write_index(index: Any, path: Path) -> None:
     """``faiss.write_index`` through a Python file: a full disk raises ``OSError`` (ENOSPC),
-    which callers can tell apart, instead of FAISS's RuntimeError."""
+    which callers can tell apart, instead of FAISS's RuntimeError. Synced in steps."""
     with open(path, "wb") as file:
-        faiss.write_index(index, faiss.PyCallbackIOWriter(file.write))  # type: ignore[attr-defined]
+        writer = _SyncingWriter(file, SYNC_EVERY_BYTES)
+        faiss.write_index(index, faiss.PyCallbackIOWriter(writer))  # type: ignore[attr-defined]
+
+
+class _SyncingWriter:
+    """``file.write`` that fsyncs after every ``every`` bytes (0: never; the caller syncs)."""
+
+    def __init__(self, file: IO[bytes], every: int) -> None:
+        self.file = file
+        self.every = every
+        self.unsynced = 0
+
+    def __call__(self, data: bytes) -> int:
+        written = self.file.write(data)
+        self.unsynced += written
+        if self.every and self.unsynced >= self.every:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.unsynced = 0
+        return written
 
 
 def read_manifest(path: Path) -> Manifest | None:
