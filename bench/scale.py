@@ -817,17 +817,23 @@ def plot(results: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 4, figsize=(18, 8))
+    engines = sorted({key.split("@")[0] for key in results["runs"]})
+    colours = {engine: plt.get_cmap("tab10")(i % 10) for i, engine in enumerate(engines)}
+    own_dim = max(int(key.split("@")[1]) for key in results["runs"])  # the rest are whitened
     for ax, (title, value) in zip(axes.flat, PLOTTED.items(), strict=True):
         for key, by_size in sorted(results["runs"].items()):
             rows = sorted(by_size.values(), key=lambda r: r["n"])
-            ax.plot([r["n"] for r in rows], [max(value(r), 1e-3) for r in rows], "o-", label=key)
+            engine, dim = key.split("@")
+            style = "o-" if int(dim) < own_dim else "s--"
+            ax.plot([r["n"] for r in rows], [max(value(r), 1e-3) for r in rows], style,
+                    color=colours[engine], label=key)  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(title)
         ax.set_xlabel("documents")
         ax.grid(True, which="both", alpha=0.3)
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"baihua stores against size ({results.get('machine', '')})")
+    fig.suptitle("baihua stores against size (solid: whitened dims, dashed: the encoder's own)")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
