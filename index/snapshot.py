@@ -30,7 +30,7 @@ MANIFEST = "snapshot.json"
 # The index file is fsynced every this many bytes while it is written, not once at the end: on
 # ext4 a commit of the document database (its WAL fsync) waits for the dirty blocks of a file
 # being written, so one flush of ~800 MB at the end (HNSW32, 1M x 128) held a payload write,
-# and the searches queued behind the database's lock, for 200-300 ms.
+# and the searches queued behind the database's lock, for 170-350 ms.
 SYNC_EVERY_BYTES = 16 << 20
 
 
