@@ -4,7 +4,8 @@ queries with top_k 10 against 2000 stored documents). Reports useful throughput 
 200 within the client timeout) as a ratio to the unloaded peak, p50/p99 latency of successes,
 status counts, queue depth, server RSS over time, and where the server's time went (mean
 seconds per stage: arrival to the encoder queue, the queue, an encoder call, and the app's
-whole answer to a 200; what the client saw beyond that waited outside the app).
+whole answer to a 200; what the client saw beyond that waited outside the app), and the cores
+the server and the client kept busy in each phase (they share the machine).
 
     nice -n 10 .venv/bin/python bench/overload.py                       # this checkout
     nice -n 10 .venv/bin/python bench/overload.py --server-python /tmp/before/.venv/bin/python
@@ -13,8 +14,11 @@ The server is the real `baihua serve` in its own process (`--server-python` pick
 interpreter, hence the checkout, that runs it; the client side always runs from here). First the
 unloaded peak: `--clients` closed-loop clients for `--peak-s` seconds. Then an open loop at
 `--factor` x the peak request rate for `--duration-s` seconds, each request with a
-`--client-timeout-s` timeout. `--env KEY=VALUE` passes settings to the server (e.g.
-`BAIHUA_REQUEST_TIMEOUT_S=2`); ones an older checkout does not know are ignored by it.
+`--client-timeout-s` timeout; then the unloaded peak again, since one 10-20 s peak varies by
+10 % or more between phases: the useful throughput is set against the peak before
+(`useful_vs_peak`) and against the mean of both (`useful_vs_peaks`). `--env KEY=VALUE` passes
+settings to the server (e.g. `BAIHUA_REQUEST_TIMEOUT_S=2`); ones an older checkout does not
+know are ignored by it.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Phase:
     queue_depth: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
     client_lag_s: list[float] = field(default_factory=list)  # the client's own event loop
+    cores_used: dict[str, float] = field(default_factory=dict)  # while requests were sent
 
     def summary(self, peak_texts_per_s: float | None) -> dict[str, Any]:
         useful = self.texts_ok / self.duration_s
@@ -81,6 +86,25 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the process has used so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cores_used(server_pid: int, since: tuple[float, float, float]) -> dict[str, float]:
+    """Cores the server and this client kept busy since `since` = `cpu_marks(server_pid)`."""
+    server, client, wall = (
+        now - then for now, then in zip(cpu_marks(server_pid), since, strict=True)
+    )
+    return {"server": round(server / wall, 2), "client": round(client / wall, 2)}
+
+
+def cpu_marks(server_pid: int) -> tuple[float, float, float]:
+    return cpu_s(server_pid), time.process_time(), time.monotonic()
 
 
 async def queue_depth(http: httpx.AsyncClient) -> float:
@@ -237,6 +261,7 @@ async def open_loop(
         httpx.AsyncClient(base_url=url, timeout=10) as probe,
     ):
         sampler = asyncio.create_task(sample(probe))
+        marks = cpu_marks(pid)
         tasks = []
         n = int(rps * seconds)
         for i in range(n):
@@ -245,9 +270,19 @@ async def open_loop(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(http, work[i % len(work)])))
         phase.sent_rps = n / (time.monotonic() - start)
+        phase.cores_used = cores_used(pid, marks)
         await asyncio.gather(*tasks)
         await sampler
     return phase
+
+
+async def drain(url: str) -> None:
+    """Wait (up to 2 minutes) for a backlog to drain (an old server keeps encoding it)."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
+        for _ in range(120):
+            if (await queue_depth(probe)) == 0:
+                break
+            await asyncio.sleep(1)
 
 
 def start(
@@ -290,7 +325,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             load_documents(url, args.documents)
             for route in args.routes.split(","):
                 await closed_loop_peak(url, route, work, args.clients, 3)  # warm-up
+                marks = cpu_marks(server.pid)
                 peak = await closed_loop_peak(url, route, work, args.clients, args.peak_s)
+                peak_cores = cores_used(server.pid, marks)
                 rps = args.factor * peak / args.texts_per_request
                 print(
                     f"{route}: unloaded peak {peak:.1f} texts/s; offering {rps:.1f} requests/s",
@@ -302,10 +339,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         url, route, work, rps, args.duration_s, args.client_timeout_s, server.pid
                     )
                     after = await server_stages(probe, route)
+                await drain(url)
+                peak_after = await closed_loop_peak(url, route, work, args.clients, args.peak_s)
                 summary = phase.summary(peak)
+                summary["peak_after_texts_per_s"] = round(peak_after, 1)
+                summary["useful_vs_peaks"] = round(
+                    summary["useful_texts_per_s"] / ((peak + peak_after) / 2), 3
+                )
                 summary["server_mean_s"] = stage_means(before, after)
                 summary["server_app_p99_under_s"] = server_p99(before, after)
                 summary["peak_texts_per_s"] = round(peak, 1)
+                summary["cores_used"] = {"peak": peak_cores, "overload": phase.cores_used}
                 summary["queue_depth_over_time"] = phase.queue_depth
                 summary["rss_mb_over_time"] = [round(x) for x in phase.rss_mb]
                 results[route] = summary
@@ -313,12 +357,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     json.dumps({k: v for k, v in summary.items() if not k.endswith("over_time")}),
                     flush=True,
                 )
-                # let a backlog drain before the next phase (the old server keeps encoding it)
-                async with httpx.AsyncClient(base_url=url, timeout=10) as probe:
-                    for _ in range(120):
-                        if (await queue_depth(probe)) == 0:
-                            break
-                        await asyncio.sleep(1)
+                await drain(url)
         finally:
             stop(server)
     return results
