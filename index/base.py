@@ -148,17 +148,32 @@ class StoreBase(ABC):
         """The ``top_k`` best documents per query row, best first; ``filter`` (the language of
         ``index.filters``) keeps the documents whose payload matches (``FilterError`` when
         malformed)."""
+        q, top_k, tree = self._search_args(queries, top_k, filter)
+        if not len(q):
+            return []
+        with self._reading():
+            return self._search(q, top_k, tree)
+
+    def search_ids(
+        self, queries: npt.ArrayLike, top_k: int, filter: dict[str, Any] | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """As ``search``, each hit only as (id, score): no text or payload is read."""
+        q, top_k, tree = self._search_args(queries, top_k, filter)
+        if not len(q):
+            return []
+        with self._reading():
+            return self._search_ids(q, top_k, tree)
+
+    def _search_args(
+        self, queries: npt.ArrayLike, top_k: int, filter: dict[str, Any] | None
+    ) -> tuple[npt.NDArray[np.float32], int, Filter | None]:
         q = check_vectors(queries, self.dim, "queries")
         top_k = check_top_k(top_k)
         if self.max_top_k is not None and top_k > self.max_top_k:
             raise StoreInputError(
                 "top_k", f"top_k must be at most {self.max_top_k} with {self._engine}; got {top_k}"
             )
-        tree = parse_filter(filter)
-        if not len(q):
-            return []
-        with self._reading():
-            return self._search(q, top_k, tree)
+        return q, top_k, parse_filter(filter)
 
     def get(self, id: int) -> Document | None:
         """The stored document with this id, or None."""
@@ -295,6 +310,12 @@ class StoreBase(ABC):
         self, queries: npt.NDArray[np.float32], top_k: int, tree: Filter | None
     ) -> list[list[Hit]]:
         """One list of hits per query row (at least one row), best first."""
+
+    @abstractmethod
+    def _search_ids(
+        self, queries: npt.NDArray[np.float32], top_k: int, tree: Filter | None
+    ) -> list[list[tuple[int, float]]]:
+        """One list of (id, score) per query row (at least one row), best first."""
 
     @abstractmethod
     def _documents(self, ids: Collection[int]) -> dict[int, Document]:

@@ -326,11 +326,16 @@ class FaissStore(StoreBase):
     def _search(
         self, queries: npt.NDArray[np.float32], top_k: int, tree: Filter | None
     ) -> list[list[Hit]]:
-        found = planning.search(self._index, self._db, queries, top_k, tree)
+        found = self._search_ids(queries, top_k, tree)
         docs = self._db.documents({i for hits in found for i, _ in hits})
         return [
             [Hit(i, score, docs[i].text, docs[i].payload) for i, score in hits] for hits in found
         ]
+
+    def _search_ids(
+        self, queries: npt.NDArray[np.float32], top_k: int, tree: Filter | None
+    ) -> list[list[tuple[int, float]]]:
+        return planning.search(self._index, self._db, queries, top_k, tree)
 
     def _documents(self, ids: Collection[int]) -> dict[int, Document]:
         return self._db.documents(ids)

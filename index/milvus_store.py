@@ -507,24 +507,41 @@ class MilvusStore(StoreBase):
     def _search(
         self, queries: npt.NDArray[np.float32], top_k: int, tree: Filter | None
     ) -> list[list[Hit]]:
-        results = self._client.search(
-            self.collection,
-            data=queries.tolist(),
-            limit=top_k,
-            filter="" if tree is None else to_milvus(tree),
-            output_fields=["text", "payload"],
-            search_params={"metric_type": "IP", "params": self.search_params},
-            anns_field="vector",
-            consistency_level=_CONSISTENCY,
-        )
-        hits = [
+        results = self._search_rows(queries, top_k, tree, ["text", "payload"])
+        return [
             [
                 Hit(int(r["id"]), float(r["distance"]), r["entity"]["text"], r["entity"]["payload"])
                 for r in row
             ]
             for row in results
         ]
-        return hits + [[] for _ in range(len(queries) - len(hits))]
+
+    def _search_ids(
+        self, queries: npt.NDArray[np.float32], top_k: int, tree: Filter | None
+    ) -> list[list[tuple[int, float]]]:
+        results = self._search_rows(queries, top_k, tree, [])
+        return [[(int(r["id"]), float(r["distance"])) for r in row] for row in results]
+
+    def _search_rows(
+        self,
+        queries: npt.NDArray[np.float32],
+        top_k: int,
+        tree: Filter | None,
+        output_fields: list[str],
+    ) -> list[list[dict[str, Any]]]:
+        """Milvus's result rows, one list per query row (Milvus leaves out trailing empty ones)."""
+        results = self._client.search(
+            self.collection,
+            data=queries.tolist(),
+            limit=top_k,
+            filter="" if tree is None else to_milvus(tree),
+            output_fields=output_fields,
+            search_params={"metric_type": "IP", "params": self.search_params},
+            anns_field="vector",
+            consistency_level=_CONSISTENCY,
+        )
+        rows = [list(row) for row in results]
+        return rows + [[] for _ in range(len(queries) - len(rows))]
 
     def _documents(self, ids: Collection[int]) -> dict[int, Document]:
         found: dict[int, Document] = {}

@@ -125,6 +125,13 @@ class Store(Protocol):
         language of ``index.filters``; ``FilterError`` when malformed)."""
         ...
 
+    def search_ids(
+        self, queries: npt.ArrayLike, top_k: int, filter: dict[str, Any] | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """As ``search``, each hit only as (id, score): no text or payload is read (hybrid
+        search's dense candidates, most of which the fusion drops)."""
+        ...
+
     def vectors(self, ids: IdsLike) -> npt.NDArray[np.float32]:
         """Stored vectors of ``ids`` in that order; KeyError if one is missing."""
         ...

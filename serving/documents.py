@@ -265,14 +265,14 @@ class DocumentIndex:
     ) -> list[list[RankedHit]]:
         assert self.sparse is not None
         depth = max(top_k, HYBRID_DEPTH)
-        dense_search = self._search_geodesic if rerank == "geodesic" else self.store.search
-        dense = dense_search(vectors, depth, filter)
+        if rerank == "geodesic":
+            reranked = self._search_geodesic(vectors, depth, filter)
+            dense = [[(h.id, h.score) for h in hits] for hits in reranked]
+        else:  # ids and scores only: the fusion keeps top_k of 2 x depth candidates
+            dense = self.store.search_ids(vectors, depth, filter)
         allowed = None if filter is None else self._matching_ids(filter)
         sparse = [[(h.id, h.score) for h in self.sparse.search(q, depth, allowed)] for q in queries]
-        fused = [
-            fuse([(h.id, h.score) for h in d], s, fusion, top_k)
-            for d, s in zip(dense, sparse, strict=True)
-        ]
+        fused = [fuse(d, s, fusion, top_k) for d, s in zip(dense, sparse, strict=True)]
         docs = self._documents(f.id for hits in fused for f in hits)
         return [
             [

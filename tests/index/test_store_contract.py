@@ -127,6 +127,23 @@ def test_search_equals_brute_force(open_store: OpenStore) -> None:
     assert [len(row) for row in open_store(8, "empty").search(np.ones((2, 8)), 3)] == [0, 0]
 
 
+def test_search_ids_are_the_ids_and_scores_of_search(open_store: OpenStore) -> None:
+    store = open_store()
+    vectors = unit_vectors(300, DIM)
+    store.add(np.arange(300), vectors, ["t"] * 300, catalogue(300))
+    queries = unit_vectors(5, DIM, seed=2)
+
+    for filter in [None, {"lang": "zh"}, {"tag": {"$in": []}}]:
+        hits = store.search(queries, 12, filter=filter)
+        found = store.search_ids(queries, 12, filter=filter)
+        assert [[i for i, _ in row] for row in found] == [[h.id for h in row] for row in hits]
+        np.testing.assert_allclose(
+            [s for row in found for _, s in row], [h.score for row in hits for h in row], rtol=1e-6
+        )
+        assert all(type(i) is int and type(s) is float for row in found for i, s in row)
+    assert open_store(8, "empty").search_ids(np.ones((2, 8)), 3) == [[], []]
+
+
 FILTERS: list[dict[str, Any]] = [
     {"lang": "zh"},
     {"lang": {"$ne": "zh"}},
