@@ -20,6 +20,7 @@ CALIBRATION_SET = 1  # bump when the texts, the length limit or the measure chan
 MIN_COSINE = 0.99  # auto's bar: every calibration vector this close to fp32 torch
 CALIBRATION_MAX_LENGTH = 128
 CALIBRATION_BATCH = 32
+OUT_OF_RACE = 0.5  # a first timed pass under this share of the fastest ends a backend's timing
 
 _SUBJECTS = ["我", "他们", "老师", "这家公司", "小明", "我的朋友", "银行客服", "很多网友"]
 _VERBS = ["喜欢", "不想", "正在", "昨天开始", "为什么要", "可以帮我", "打算", "已经"]
@@ -65,7 +66,7 @@ def tokenized_batches(
     ]
 
 
-def _pooled(backend: Backend, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def pooled(backend: Backend, batches: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Every pooling's vectors side by side, so one cosine bound covers them all."""
     parts = []
     for input_ids, attention_mask in batches:
@@ -92,27 +93,40 @@ class Agreement:
 
 
 def agreement(
-    backend: Backend, reference: Backend, batches: Sequence[tuple[np.ndarray, np.ndarray]]
+    backend: Backend, reference: np.ndarray, batches: Sequence[tuple[np.ndarray, np.ndarray]]
 ) -> Agreement:
-    """Cosine between the backend's and the reference's vectors, over texts × poolings."""
-    ours, theirs = _pooled(backend, batches), _pooled(reference, batches)
+    """Cosine between the backend's vectors and the reference's (`pooled` over the same
+    batches, computed once for every backend checked), over texts × poolings."""
+    ours, theirs = pooled(backend, batches), reference
     norms = np.linalg.norm(ours, axis=-1) * np.linalg.norm(theirs, axis=-1)
     cos = (ours * theirs).sum(axis=-1) / np.maximum(norms, 1e-8)
     return Agreement(float(cos.min()), float(cos.mean()))
 
 
 def throughputs(
-    backends: Sequence[Backend], batches: Sequence[tuple[np.ndarray, np.ndarray]], repeats: int = 5
-) -> list[float]:
-    """Sentences per second of each backend over the calibration batches: the median of
-    `repeats` passes after a warm-up, the backends taking turns within each repeat so that a
-    change of load on a shared machine hits them all alike."""
+    backends: Sequence[Backend],
+    batches: Sequence[tuple[np.ndarray, np.ndarray]],
+    contenders: Sequence[bool],
+    repeats: int = 5,
+) -> list[tuple[float, int]]:
+    """Sentences per second of each backend over the calibration batches, and the passes it
+    was timed: the median of `repeats` passes after a warm-up, the backends taking turns within
+    each repeat so that a change of load on a shared machine hits them all alike.
+
+    Only the `contenders` (those auto may choose) are timed in full: a backend that cannot be
+    chosen, or whose first timed pass ran under `OUT_OF_RACE` of the fastest contender's, is
+    timed that once (no noise turns a speed under half into a tie), which cuts ~15 s of a first
+    start's measuring of six backends."""
     n = sum(len(ids) for ids, _ in batches)
     times: list[list[float]] = [[] for _ in backends]
-    for _ in range(repeats + 1):
-        for backend, own in zip(backends, times, strict=True):
+    timed = list(range(len(backends)))
+    for repeat in range(repeats + 1):
+        for i in timed:
             start = time.perf_counter()
             for input_ids, attention_mask in batches:
-                backend.forward(input_ids, attention_mask, need_first=False)
-            own.append(time.perf_counter() - start)
-    return [n / statistics.median(own[1:]) for own in times]
+                backends[i].forward(input_ids, attention_mask, need_first=False)
+            times[i].append(time.perf_counter() - start)
+        if repeat == 1:
+            fastest = min(times[i][1] for i in timed if contenders[i])
+            timed = [i for i in timed if contenders[i] and fastest / times[i][1] >= OUT_OF_RACE]
+    return [(n / statistics.median(own[1:]), len(own) - 1) for own in times]

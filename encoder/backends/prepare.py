@@ -14,6 +14,8 @@ from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from baihua.core.errors import UsageError
 from baihua.core.progress import logged_step
 from baihua.encoder.backends.base import BACKEND_CHOICES, Backend, ModelLoadError, default_threads
@@ -22,6 +24,7 @@ from baihua.encoder.backends.calibration import (
     MIN_COSINE,
     Agreement,
     agreement,
+    pooled,
     throughputs,
     tokenized_batches,
 )
@@ -228,7 +231,7 @@ class Backends:
             with logged_step(logger, f"{self.model_name}: quantising to onnx-int8 in {target}"):
                 build_atomically(target, lambda tmp: quantize_int8(fp32, tmp))
         elif not built and backend.startswith("openvino"):
-            batches = tokenized_batches(self.tokenizer, self.prefix)
+            batches = self.calibration_batches
 
             def build(tmp: Path) -> dict[str, Any]:
                 if int8:
@@ -243,9 +246,7 @@ class Backends:
         if meta.get("calibration", {}).get("check") != check:
             runner = self._runner(target, backend, streams=1)
             with logged_step(logger, f"{self.model_name}: checking {backend} against fp32"):
-                checked = agreement(
-                    runner, self.reference(), tokenized_batches(self.tokenizer, self.prefix)
-                )
+                checked = agreement(runner, self.reference_vectors, self.calibration_batches)
             update_meta(target, calibration=checked.as_dict() | {"check": check})
         return target
 
@@ -261,6 +262,16 @@ class Backends:
         from baihua.encoder.backends.torch_backend import TorchBackend
 
         return TorchBackend(self.model(), "cpu", "float32")
+
+    @functools.cached_property
+    def calibration_batches(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return tokenized_batches(self.tokenizer, self.prefix)
+
+    @functools.cached_property
+    def reference_vectors(self) -> np.ndarray:
+        """fp32 torch's vectors of the calibration set, which every backend is checked against:
+        computed once, not once per check."""
+        return pooled(self.reference(), self.calibration_batches)
 
     def auto(self) -> Backend:
         """The stored choice for this machine; else one stored on another machine for the same
@@ -299,12 +310,12 @@ class Backends:
 
     def measure(self) -> tuple[Backend, list[dict[str, Any]]]:
         """Time every backend on the calibration set; `auto_pick` chooses."""
-        batches = tokenized_batches(self.tokenizer, self.prefix)
+        batches = self.calibration_batches
         reference = self.reference()
         bf16 = self.open("torch", "bfloat16")
         candidates: list[tuple[Backend, Agreement]] = [
             (reference, Agreement(1.0, 1.0)),
-            (bf16, agreement(bf16, reference, batches)),
+            (bf16, agreement(bf16, self.reference_vectors, batches)),
         ]
         names = ["onnx", "onnx-int8", "openvino"] + (["openvino-int8"] if nncf_installed() else [])
         for name in names:  # one request at a time, as `throughputs` calls them
@@ -312,12 +323,13 @@ class Backends:
             stored = getattr(runner, "calibration", None)
             assert stored is not None
             candidates.append((runner, Agreement(stored["min_cosine"], stored["mean_cosine"])))
-        speeds = throughputs([backend for backend, _ in candidates], batches)
+        allowed = [checked.min_cosine >= MIN_COSINE for _, checked in candidates]
+        speeds = throughputs([backend for backend, _ in candidates], batches, allowed)
         rows = [
-            {"backend": backend.name, "dtype": backend.dtype, "sentences_per_s": speed}
-            | checked.as_dict()
-            for (backend, checked), speed in zip(candidates, speeds, strict=True)
-        ]
+            {"backend": backend.name, "dtype": backend.dtype, "sentences_per_s": speed,
+             "timed_passes": passes} | checked.as_dict()
+            for (backend, checked), (speed, passes) in zip(candidates, speeds, strict=True)
+        ]  # fmt: skip
         best = candidates[auto_pick(rows)][0]
         return best, rows
 

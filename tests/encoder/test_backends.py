@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from baihua.encoder import POOLINGS, Encoder
 from baihua.encoder.backends import BACKENDS
-from baihua.encoder.backends.calibration import MIN_COSINE
+from baihua.encoder.backends.calibration import MIN_COSINE, throughputs
 from baihua.encoder.backends.export import MODEL_FILE, PARTIAL_SUFFIX
 from baihua.encoder.backends.openvino_backend import cpu_has_bf16
 from baihua.encoder.backends.prepare import auto_pick
@@ -104,6 +105,29 @@ def test_auto_resolves_to_a_real_backend_and_stores_its_measurement(
     size = {"int8": 1, "bfloat16": 2, "float32": 4}
     smallest = min(tied, key=lambda r: (size[r["dtype"]], -r["sentences_per_s"]))
     assert (smallest["backend"], smallest["dtype"]) == (encoder.backend, encoder.dtype)
+    assert smallest["timed_passes"] == 5  # the chosen one ran the whole race
+    assert {r["timed_passes"] for r in rows} <= {1, 5}
+
+
+class Sleeper:
+    """Stands in for a backend whose every batch takes `seconds`: the race's rules, not a
+    model's speed, are under test."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, need_first: bool) -> None:
+        time.sleep(self.seconds)
+
+
+def test_the_race_times_in_full_only_contenders_within_half_the_fastest() -> None:
+    batch = (np.ones((4, 8), dtype=np.int64), np.ones((4, 8), dtype=np.int64))
+    runners = [Sleeper(0.004), Sleeper(0.006), Sleeper(0.002), Sleeper(0.04)]
+    contenders = [True, True, False, True]  # the fastest cannot be chosen (its cosine)
+    result = throughputs(runners, [batch, batch], contenders)  # type: ignore[arg-type]
+    assert [passes for _, passes in result] == [5, 5, 1, 1]
+    speeds = [speed for speed, _ in result]
+    assert 0 < 5 * speeds[3] < speeds[0]  # out of the race, still measured once
 
 
 def _row(backend: str, dtype: str, speed: float, min_cosine: float = 0.999) -> dict[str, Any]:
