@@ -93,6 +93,33 @@ def test_int8_copy_is_quantised_and_checked_against_fp32(tiny_bert: Path, cache:
     assert MIN_COSINE <= meta["calibration"]["min_cosine"] <= meta["calibration"]["mean_cosine"]
 
 
+def test_int8_keeps_ffn_outputs_and_attention_probs_times_values_in_float(
+    tiny_bert: Path, cache: Path
+) -> None:
+    """The two products int8 loses most on (outliers; probabilities of long texts) get no
+    quantised input; the other projections and the attention scores do."""
+    import openvino as ov
+
+    encoder = Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=cache)
+    folder = encoder.runner.folder  # type: ignore[attr-defined]
+    quantised = {
+        op.get_friendly_name(): any(
+            i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs()
+        )
+        for op in ov.Core().read_model(str(folder / IR_FILE)).get_ops()
+        if op.get_type_name() == "MatMul"
+    }
+    layers = {name.split("/")[3] for name in quantised if "/layer." in name}
+    assert len(layers) == 2  # the tiny BERT's
+    for layer in layers:
+        prefix = f"/model/encoder/{layer}"
+        assert not quantised[f"{prefix}/output/dense/MatMul"]
+        assert not quantised[f"{prefix}/attention/self/MatMul_1"]
+        assert quantised[f"{prefix}/attention/self/MatMul"]
+        assert quantised[f"{prefix}/attention/self/query/MatMul"]
+        assert quantised[f"{prefix}/intermediate/dense/MatMul"]
+
+
 def test_embedding_rows_are_dequantized_after_the_lookup_with_the_same_results(
     tiny_bert: Path, cache: Path
 ) -> None:
