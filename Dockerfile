@@ -46,7 +46,10 @@ RUN pip-install --no-deps . && if [ -n "$EXTRAS" ]; then pip-install ".[$EXTRAS]
 # The default model as a serving copy: auto measures every backend on the build machine and
 # records its choice; then only that backend's export, the tokenizer and the model's
 # fingerprint are kept (the fp32 weights and the other exports are ~2 GB).
-RUN /opt/baihua/bin/baihua models prepare me5-small --backend auto --serving-only
+# OpenVINO's converter and NNCF send anonymous usage telemetry unless a consent file says "0"
+# (what `opt_in_out --opt_out` writes, after trying to report the opt-out itself).
+RUN mkdir -p "$HOME/intel" && echo 0 > "$HOME/intel/openvino_telemetry" \
+ && /opt/baihua/bin/baihua models prepare me5-small --backend auto --serving-only
 
 # A serving copy runs without these, and the runtime stage copies the environment without them:
 # torch (and sympy, mpmath, networkx, jinja2, which only it needs here), transformers (kernels,
