@@ -39,7 +39,11 @@ from baihua.encoder.backends.export import (
     update_meta,
 )
 from baihua.encoder.backends.onnx_backend import INT8_RUN, OnnxBackend
-from baihua.encoder.backends.openvino_backend import OpenVinoBackend, default_precision
+from baihua.encoder.backends.openvino_backend import (
+    BF16_VOCABULARY,
+    OpenVinoBackend,
+    default_precision,
+)
 from baihua.encoder.backends.openvino_export import (
     OV_CONVERSION,
     OV_QUANTIZATION,
@@ -348,7 +352,8 @@ def auto_pick(rows: list[dict[str, Any]]) -> int:
 def auto_recipes() -> str:
     """The quantisation recipes and library versions a stored auto choice was measured with."""
     versions = openvino_versions(int8=True) if nncf_installed() else openvino_versions(False)
-    return f"{QUANTIZATION}; {INT8_RUN}; {OV_CONVERSION}; {OV_QUANTIZATION}; {versions}"
+    recipes = [QUANTIZATION, INT8_RUN, OV_CONVERSION, BF16_VOCABULARY, OV_QUANTIZATION]
+    return "; ".join([*recipes, str(versions)])
 
 
 def chosen(backend: Backend, how: str) -> Backend:
