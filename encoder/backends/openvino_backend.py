@@ -75,10 +75,12 @@ class OpenVinoBackend:
         # int8 graphs report int8 (their float parts run in `precision`, named in the variant).
         self.dtype: str = meta["dtype"] if meta["dtype"] == "int8" else precision
         quantization = meta.get("quantization")
-        small_table = quantization is None and precision == "bfloat16"
-        self.variant: str = BF16_VOCABULARY if small_table else ""
+        int8_table = quantization is None and precision == "bfloat16"
+        self.variant: str = ""
         if quantization:
             self.variant = f"{quantization}; float parts in {precision}"
+        elif int8_table:
+            self.variant = BF16_VOCABULARY
         self.dim: int = meta["dim"]
         self.has_pooler: bool = meta["has_pooler"]
         self.folder = folder
@@ -92,10 +94,10 @@ class OpenVinoBackend:
         }
         core = ov.Core()
         # read into memory rather than mapped, so the fp32 table replaced below is freed
-        core.set_property({"ENABLE_MMAP": not small_table})
+        core.set_property({"ENABLE_MMAP": not int8_table})
         model = core.read_model(str(folder / meta["model_file"]))
         gather_before_dequantizing(model)
-        if small_table:
+        if int8_table:
             int8_vocabulary_table(model)
         self.compiled = core.compile_model(model, "CPU", config)
         self.parallel_requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
@@ -146,10 +148,10 @@ def gather_before_dequantizing(model: Any) -> int:
 def int8_vocabulary_table(model: Any) -> int:
     """Keep the vocabulary table (the lookup indexed by `input_ids`) in int8 with one scale a
     row, and dequantize the rows looked up. The CPU plugin gathers from the fp32 table even when
-    it runs in bf16, so a bf16 server held it whole (me5-small: 250,037 x 384, 384 MB of a 1,002
-    MB server); int8 rows differ from fp32 by less than bf16's own rounding of what follows (min
-    cosine to fp32 0.999984 against 0.999985). Position and token-type tables are small and stay
-    float. Returns how many lookups were rewritten."""
+    it runs in bf16, so a bf16 server held it whole (me5-small: 250,037 x 384; the idle server
+    973 MB, 702 MB this way, by bench/serve_memory.py); int8 rows differ from fp32 by less than
+    bf16's own rounding of what follows (its vectors stay ≥ 0.9999 to fp32). Position and
+    token-type tables are small and stay float. Returns how many lookups were rewritten."""
     import openvino.opset13 as ops
 
     rewritten = 0
@@ -163,9 +165,7 @@ def int8_vocabulary_table(model: Any) -> int:
         scale = np.maximum(np.abs(weights).max(axis=1, keepdims=True), 1e-12) / 127
         codes = np.round(weights / scale).astype(np.int8)
         del weights
-        lookup = dequantized_lookup(
-            ops.constant(codes), ops.constant(scale.astype(np.float32)), gather, "f32"
-        )
+        lookup = dequantized_lookup(ops.constant(codes), ops.constant(scale), gather, "f32")
         gather.output(0).replace(lookup)
         rewritten += 1
     return rewritten
