@@ -293,7 +293,7 @@ class Encoder:
         prefix tokenised alone, less a closing special token), as sentence-transformers counts."""
         if not prefix:
             return 0
-        ids = self.tokenizer.encode_one(prefix).ids
+        [ids], _ = self.tokenizer.encode([prefix], self.max_length)
         return len(ids) - (1 if ids and ids[-1] in self.tokenizer.special_ids else 0)
 
     def _forward(
