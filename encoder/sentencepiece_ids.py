@@ -3,7 +3,7 @@
 `tokenizers` holds a Unigram vocabulary as a trie of hash maps, one per byte of every piece: for
 XLM-R's 250,002 pieces (me5-small, multilingual-e5, bge-m3) that is ~265 MB of a serving
 process, more than the int8 model itself. sentencepiece, whose models these vocabularies came
-from, runs the same Viterbi over a double-array trie in ~55 MB, releases the GIL and is faster.
+from, runs the same Viterbi over a double-array trie in ~55 MB and releases the GIL.
 The pipeline it reproduces is the one Hugging Face's converter writes for sentencepiece models
 (precompiled charsmap, runs of spaces collapsed, a metaspace before every word, special tokens
 matched in the raw text); a `tokenizer.json` with anything else gets `None` and stays on
