@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,17 +55,18 @@ class SentencePieceUnigram:
                 piece.type = piece_type.UNKNOWN
             elif i in added_ids:
                 piece.type = piece_type.CONTROL  # matched in the raw text, never by the model
-        spec_n = proto.normalizer_spec
-        spec_n.precompiled_charsmap = base64.b64decode(
+        normalizer = proto.normalizer_spec
+        normalizer.precompiled_charsmap = base64.b64decode(
             spec["normalizer"]["normalizers"][0]["precompiled_charsmap"]
         )
-        spec_n.add_dummy_prefix = spec_n.escape_whitespaces = spec_n.remove_extra_whitespaces = True
+        normalizer.add_dummy_prefix = True
+        normalizer.escape_whitespaces = True
+        normalizer.remove_extra_whitespaces = True
         self._model = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
         # the same map without stripping, to see whether a text ends in a space after it
         self._keeps_ends = spm.SentencePieceNormalizer(
-            normalizer_spec=spec_n.SerializeToString(), remove_extra_whitespaces=False
+            normalizer_spec=normalizer.SerializeToString(), remove_extra_whitespaces=False
         )
-        del proto
         self._space_id = int(self._model.piece_to_id(METASPACE))
         self._added_pattern = _added_tokens_pattern(added)
         self._added_ids = {token["content"]: int(token["id"]) for token in added}
@@ -96,7 +96,7 @@ class SentencePieceUnigram:
             and pre.get("prepend_scheme", "always" if pre.get("add_prefix_space") else None)
             == "always"
             and all(
-                not token["normalized"] and not token["single_word"]
+                not token.get("normalized") and not token.get("single_word")
                 for token in spec.get("added_tokens", [])
             )
             # a piece with a metaspace inside would span the words tokenizers splits first
@@ -184,19 +184,11 @@ def _template_ids(processor: dict[str, Any] | None) -> tuple[list[int], list[int
     if kinds.count("Sequence") != 1 or set(kinds) - {"Sequence", "SpecialToken"}:
         return None
     split = kinds.index("Sequence")
-    ids = [
-        int(specials[step["SpecialToken"]["id"]]["ids"][0]) for step in processor["single"][:split]
+    steps = processor["single"]
+
+    def special_id(step: dict[str, Any]) -> int:
+        return int(specials[step["SpecialToken"]["id"]]["ids"][0])
+
+    return [special_id(step) for step in steps[:split]], [
+        special_id(step) for step in steps[split + 1 :]
     ]
-    tail = [
-        int(specials[step["SpecialToken"]["id"]]["ids"][0])
-        for step in processor["single"][split + 1 :]
-    ]
-    return ids, tail
-
-
-def load(path: Path) -> SentencePieceUnigram | None:
-    """The sentencepiece encoder of a `tokenizer.json`, or None when its pipeline is another."""
-    import json
-
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    return SentencePieceUnigram(spec) if SentencePieceUnigram.supports(spec) else None
