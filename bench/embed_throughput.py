@@ -1,6 +1,8 @@
 """Throughput of `POST /embed` under 8 concurrent clients for each backend, as ratios: to
-`pipeline.embed` called in process on the same batches (what the HTTP layer and micro-batching
-cost or gain), and of each backend's /embed to the first one's (auto against forced fp32); and, on
+`pipeline.embed` called in process on the same batches one after another, and to one
+`pipeline.embed` call on all of them (what the HTTP layer and micro-batching cost or gain against
+the encoder's best in-process rate, its batches side by side on every stream), and of each
+backend's /embed to the first one's (auto against forced fp32); and, on
 the first backend in the same rounds, TEI-shaped (`{"inputs": [...]}`, answered with a bare list)
 and OpenAI-shaped requests (`/v1/embeddings`, float and base64) as ratios to native `/embed`.
 
@@ -50,6 +52,13 @@ def in_process_seconds(pipeline: EmbeddingPipeline, work: list[list[str]]) -> fl
     start = time.perf_counter()
     for texts in work:
         pipeline.embed(texts)
+    return time.perf_counter() - start
+
+
+def one_call_seconds(pipeline: EmbeddingPipeline, work: list[list[str]]) -> float:
+    texts = [text for batch in work for text in batch]
+    start = time.perf_counter()
+    pipeline.embed(texts)
     return time.perf_counter() - start
 
 
@@ -142,19 +151,23 @@ def main() -> None:
             pipelines[b].embed(work[0])  # warm-up: first calls allocate
             http_seconds(urls[b], work[: args.clients], args.clients)
         local: dict[str, list[float]] = {b: [] for b in names}
+        one_call: dict[str, list[float]] = {b: [] for b in names}
         http: dict[str, list[float]] = {b: [] for b in names}
         shapes: dict[str, list[float]] = {shape: [] for shape in SHAPES if shape != "native"}
         for round in range(args.rounds):
             for b in names:
                 local[b].append(n / in_process_seconds(pipelines[b], work))
+                one_call[b].append(n / one_call_seconds(pipelines[b], work))
                 before = encoder_counters(urls[b])
                 wall = http_seconds(urls[b], work, args.clients)
                 http[b].append(n / wall)
                 spent = where_time_went(before, encoder_counters(urls[b]), wall)
                 encoder = pipelines[b].encoder
                 print(f"round {round + 1}, {b} ({encoder.backend} {encoder.dtype}): in process "
-                      f"{local[b][-1]:7.1f} sentences/s, /embed with {args.clients} clients "
-                      f"{http[b][-1]:7.1f} sentences/s ({http[b][-1] / local[b][-1]:.2f}); "
+                      f"{local[b][-1]:7.1f} sentences/s, in one call {one_call[b][-1]:7.1f}, "
+                      f"/embed with {args.clients} clients {http[b][-1]:7.1f} sentences/s "
+                      f"({http[b][-1] / local[b][-1]:.2f} of in process, "
+                      f"{http[b][-1] / one_call[b][-1]:.2f} of one call); "
                       f"server: {spent}")  # fmt: skip
             for shape, ratios in shapes.items():  # the first backend's server, this round
                 speed = n / http_seconds(urls[names[0]], work, args.clients, shape)
@@ -165,7 +178,8 @@ def main() -> None:
     for b in names:
         speed = statistics.median(http[b])
         print(f"{b}: /embed {speed:7.1f} sentences/s, {speed / reference:.2f}x {names[0]}'s "
-              f"/embed, {speed / statistics.median(local[b]):.2f} of in-process")  # fmt: skip
+              f"/embed, {speed / statistics.median(local[b]):.2f} of in-process, "
+              f"{speed / statistics.median(one_call[b]):.2f} of one in-process call")  # fmt: skip
     for shape, ratios in shapes.items():
         print(f"{shape} throughput / native /embed throughput ({names[0]}): "
               f"{statistics.median(ratios):.2f}")  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,11 +18,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(port: int, data_dir: Path, *flags: str) -> subprocess.Popen[bytes]:
-    """`baihua serve --port PORT --data-dir DATA_DIR FLAGS…`, access log silenced."""
+def start_server(
+    port: int, data_dir: Path, *flags: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`baihua serve --port PORT --data-dir DATA_DIR FLAGS…`, access log silenced; `env` adds
+    to this process's environment (settings such as BAIHUA_STREAMS)."""
     command = [sys.executable, "-c", "from baihua.cli.main import main; main()", "serve"]
     command += ["--port", str(port), "--data-dir", str(data_dir), *flags]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
 
 def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 600) -> None:

@@ -90,7 +90,7 @@ def embed(
         dtype=dtype,
     )
     settings, _ = resolve_max_length(settings, index=False)
-    vectors = build_pipeline(settings, bulk=True).embed(texts, text_type=kind).vectors
+    vectors = build_pipeline(settings).embed(texts, text_type=kind).vectors
     sink = output.open("wb") if output else sys.stdout.buffer
     try:
         if fmt == "npy":

@@ -71,7 +71,7 @@ def run_per_model(
     results: list[R] = []
     for name in split_list(models):
         settings = load_settings(config, model=name, **overrides)
-        encoder = build_encoder(settings, bulk=True)
+        encoder = build_encoder(settings)
         with progress_bar(f"encode {name}") as bar:
             results += grid(settings, encoder, bar.update)
     return results

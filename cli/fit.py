@@ -110,7 +110,7 @@ def fit(
         "cap_n_components": cap_n_components,
     }
     check_fit(input, out, total, **options)  # so do bad paths and options
-    job = FitJob(input, out, build_encoder(settings, bulk=True), text_type=kind, **options)
+    job = FitJob(input, out, build_encoder(settings), text_type=kind, **options)
     done = job.plan(total)
     if ray is not None:
         from baihua.jobs.ray import ray_fit

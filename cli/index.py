@@ -80,7 +80,7 @@ def index_build(
         dtype=dtype,
     )
     settings, _ = resolve_max_length(settings)
-    pipeline = build_pipeline(settings, bulk=True)
+    pipeline = build_pipeline(settings)
     index_dir = settings.data_dir / "index"
     with (
         open_held_store(settings, pipeline) as store,
@@ -153,7 +153,7 @@ def index_reembed(
     try:
         job = ReembedJob(
             settings.data_dir,
-            build_pipeline(settings, bulk=True),
+            build_pipeline(settings),
             factory=settings.index_factory,
             search_params=settings.index_search_params,
         )

@@ -81,10 +81,11 @@ class Encoder:
         are float32 either way.
     num_threads : intra-op threads of torch, ONNX Runtime and OpenVINO; None: the CPUs this
         process may run on (torch keeps its own default).
-    streams : OpenVINO requests run at once, sharing `num_threads`: 1 answers each call fastest
-        and holds one set of buffers (a server's choice); 2 or more, or 0 for OpenVINO's own
-        throughput choice, encode more texts a second in bulk (the batches of one `encode` call
-        run side by side). Other backends run one request at a time: more than 1 is refused.
+    streams : OpenVINO requests run at once, sharing `num_threads`: 1 answers a lone call
+        fastest and holds one set of buffers; 2 or more, or 0 for OpenVINO's own throughput
+        choice, encode more texts a second, in bulk (the batches of one `encode` call run side
+        by side) and in a server (concurrent calls run side by side). Other backends run one
+        request at a time: more than 1 is refused.
 
     Attributes
     ----------

@@ -57,10 +57,8 @@ def resolve_max_length(settings: Settings, *, index: bool = True) -> tuple[Setti
     return settings.model_copy(update={"max_length": length}), why
 
 
-def build_encoder(settings: Settings, *, bulk: bool = False) -> Encoder:
-    """Unset `max_length` is the model's own limit: the service reads whole documents. Unset
-    `streams` is 1 for serving (latency, memory) and OpenVINO's throughput choice for `bulk`
-    work (a command that encodes a corpus)."""
+def build_encoder(settings: Settings) -> Encoder:
+    """Unset `max_length` is the model's own limit: the service reads whole documents."""
     spec = resolve_model(settings.model)
     return Encoder(
         spec,
@@ -72,18 +70,18 @@ def build_encoder(settings: Settings, *, bulk: bool = False) -> Encoder:
         backend=settings.backend,
         dtype=settings.dtype,
         num_threads=settings.num_threads,
-        streams=settings.streams if settings.streams is not None else (0 if bulk else 1),
+        streams=settings.streams,
         cache_dir=settings.cache_dir,
     )
 
 
-def build_pipeline(settings: Settings, *, bulk: bool = False) -> EmbeddingPipeline:
+def build_pipeline(settings: Settings) -> EmbeddingPipeline:
     """The encoder (see `build_encoder`) plus the configured transform artifact, checked against
     each other (the artifact first, so a bad path fails before the model loads)."""
     from baihua.whitening import check_compatible, load_transform
 
     transform = load_transform(settings.whitening) if settings.whitening else None
-    encoder = build_encoder(settings, bulk=bulk)
+    encoder = build_encoder(settings)
     if transform is not None:
         check_compatible(transform.metadata, encoder_spec(encoder), path=settings.whitening)
     return EmbeddingPipeline(encoder, transform)

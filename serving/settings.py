@@ -42,9 +42,9 @@ class Settings(BaseSettings):
     backend: BackendName = "auto"
     dtype: DtypeName | None = None  # None: the backend's own
     num_threads: int | None = Field(None, ge=1)
-    # OpenVINO requests run at once (0: OpenVINO's throughput choice); None: 1 for `serve` (each
-    # request fastest, one set of buffers), 0 for bulk commands (index build, embed, fit)
-    streams: int | None = Field(None, ge=0)
+    # OpenVINO requests run at once; 0: OpenVINO's throughput choice (2 streams of a thread on 2
+    # cores), for `serve` and the bulk commands alike; 1: a lone request fastest, one set of buffers
+    streams: int = Field(0, ge=0)
     cache_dir: Path | None = None
     whitening: Path | None = None
 
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(256, ge=1)
     max_chars_per_text: int = Field(2000, ge=1)
     max_batch_size: int = Field(64, ge=1)
-    max_wait_ms: float = Field(5.0, ge=0)
+    max_wait_ms: float = Field(0.0, ge=0)  # > 0: hold a batch that long for more requests
 
     # bounded work: every limit is a 413 / 422 / 429 / 503 naming it, never unbounded memory or time
     max_request_bytes: int = Field(8 * 2**20, ge=1024)  # body size, checked before parsing (413)

@@ -25,17 +25,20 @@ OPTIONS = EmbedOptions()
 
 
 class SlowPipeline(EmbeddingPipeline):
-    """The real pipeline, `delay` seconds slower per call; counts the texts it encoded."""
+    """The real pipeline, `delay` seconds slower per call; records the texts it encoded and
+    each call's size."""
 
     def __init__(self, inner: EmbeddingPipeline, delay: float) -> None:
         super().__init__(inner.encoder, inner.transform)
         self.delay = delay
         self.encoded: list[str] = []
+        self.calls: list[int] = []
 
     def embed(self, texts: Sequence[str], **options: Any) -> Embedded:
         time.sleep(self.delay)
         embedded = super().embed(texts, **options)
         self.encoded.extend(texts)
+        self.calls.append(len(texts))
         return embedded
 
 
@@ -91,6 +94,28 @@ def test_an_encoder_that_fails_on_everything_is_an_encoder_error(
 
     error = run(scenario())
     assert isinstance(error, EncoderError) and "out of memory" in str(error)
+
+
+def test_a_free_encoder_takes_a_lone_request_at_once_and_a_busy_one_lets_requests_pile_up(
+    pipeline: EmbeddingPipeline,
+) -> None:
+    """The default takes what is queued when a thread is free, without holding the batch for
+    more: "a" goes alone, "b" (50 ms later) alone into the batch handed over behind it, and the
+    four that come while both are taken share the next call."""
+    slow = SlowPipeline(pipeline, 0.3)
+
+    async def scenario() -> None:
+        batcher = await started(slow, max_batch_size=64)
+        first = asyncio.ensure_future(batcher.embed(["a"], OPTIONS))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(batcher.embed(["b"], OPTIONS))
+        await asyncio.sleep(0.05)
+        rest = [batcher.embed([f"c{i}"], OPTIONS) for i in range(4)]
+        await asyncio.gather(first, second, *rest)
+        await batcher.close()
+
+    run(scenario())
+    assert slow.calls == [1, 1, 4]
 
 
 def test_cancelled_requests_are_dropped_before_the_encoder(pipeline: EmbeddingPipeline) -> None:
