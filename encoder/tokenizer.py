@@ -83,13 +83,15 @@ class TextTokenizer:
         folder = Path(source)
         path = folder / TOKENIZER_FILE
         if path.is_file():
-            spec = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            spec = json.loads(text)
             if SentencePieceUnigram.supports(spec):
                 unigram = SentencePieceUnigram(spec)
                 pad_id = _pad_id(unigram.token_to_id, spec.get("padding"), folder)
-                del spec
+                del spec, text
                 return cls(lambda: Tokenizer.from_file(str(path)), pad_id, unigram=unigram)
-            backend = Tokenizer.from_file(str(path))
+            del spec
+            backend = Tokenizer.from_str(text)
             return cls(backend, _pad_id(backend.token_to_id, backend.padding, folder))
         from transformers import AutoTokenizer
 
