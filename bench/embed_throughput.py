@@ -1,9 +1,9 @@
 """Throughput of `POST /embed` under 8 concurrent clients for each backend, as ratios: to
-`pipeline.embed` called in process on the same batches one after another, and to one
-`pipeline.embed` call on all of them (what the HTTP layer and micro-batching cost or gain against
-the encoder's best in-process rate, its batches side by side on every stream), and of each
-backend's /embed to the first one's (auto against forced fp32); and, on
-the first backend in the same rounds, TEI-shaped (`{"inputs": [...]}`, answered with a bare list)
+`pipeline.embed` called in process on the same batches one after another, from as many threads
+as clients at once, and in one call on all of them (what the HTTP layer and micro-batching cost or
+gain against the encoder's best in-process rate, its batches side by side on every stream), and
+of each backend's /embed to the first one's (auto against forced fp32); and, on the first backend
+in the same rounds, TEI-shaped (`{"inputs": [...]}`, answered with a bare list)
 and OpenAI-shaped requests (`/v1/embeddings`, float and base64) as ratios to native `/embed`.
 
     .venv/bin/python bench/embed_throughput.py                 # me5-small, auto vs torch fp32
@@ -52,6 +52,15 @@ def in_process_seconds(pipeline: EmbeddingPipeline, work: list[list[str]]) -> fl
     start = time.perf_counter()
     for texts in work:
         pipeline.embed(texts)
+    return time.perf_counter() - start
+
+
+def threaded_seconds(pipeline: EmbeddingPipeline, work: list[list[str]], clients: int) -> float:
+    """`clients` threads calling `pipeline.embed` on the batches at once, as the server's clients
+    do: what the encoder gives concurrent callers without HTTP and without merging batches."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(pipeline.embed, work))
     return time.perf_counter() - start
 
 
@@ -152,21 +161,25 @@ def main() -> None:
             http_seconds(urls[b], work[: args.clients], args.clients)
         local: dict[str, list[float]] = {b: [] for b in names}
         one_call: dict[str, list[float]] = {b: [] for b in names}
+        threaded: dict[str, list[float]] = {b: [] for b in names}
         http: dict[str, list[float]] = {b: [] for b in names}
         shapes: dict[str, list[float]] = {shape: [] for shape in SHAPES if shape != "native"}
         for round in range(args.rounds):
             for b in names:
                 local[b].append(n / in_process_seconds(pipelines[b], work))
                 one_call[b].append(n / one_call_seconds(pipelines[b], work))
+                threaded[b].append(n / threaded_seconds(pipelines[b], work, args.clients))
                 before = encoder_counters(urls[b])
                 wall = http_seconds(urls[b], work, args.clients)
                 http[b].append(n / wall)
                 spent = where_time_went(before, encoder_counters(urls[b]), wall)
                 encoder = pipelines[b].encoder
                 print(f"round {round + 1}, {b} ({encoder.backend} {encoder.dtype}): in process "
-                      f"{local[b][-1]:7.1f} sentences/s, in one call {one_call[b][-1]:7.1f}, "
+                      f"{local[b][-1]:7.1f} sentences/s, from {args.clients} threads "
+                      f"{threaded[b][-1]:7.1f}, in one call {one_call[b][-1]:7.1f}, "
                       f"/embed with {args.clients} clients {http[b][-1]:7.1f} sentences/s "
                       f"({http[b][-1] / local[b][-1]:.2f} of in process, "
+                      f"{http[b][-1] / threaded[b][-1]:.2f} of threads, "
                       f"{http[b][-1] / one_call[b][-1]:.2f} of one call); "
                       f"server: {spent}")  # fmt: skip
             for shape, ratios in shapes.items():  # the first backend's server, this round
@@ -179,6 +192,7 @@ def main() -> None:
         speed = statistics.median(http[b])
         print(f"{b}: /embed {speed:7.1f} sentences/s, {speed / reference:.2f}x {names[0]}'s "
               f"/embed, {speed / statistics.median(local[b]):.2f} of in-process, "
+              f"{speed / statistics.median(threaded[b]):.2f} of in-process threads, "
               f"{speed / statistics.median(one_call[b]):.2f} of one in-process call")  # fmt: skip
     for shape, ratios in shapes.items():
         print(f"{shape} throughput / native /embed throughput ({names[0]}): "
