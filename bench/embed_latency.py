@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from embed_throughput import batches
 
-from serving import free_port, start_server, wait_ready
+from serving import free_port, rss_mb, start_server, wait_ready
 
 PASSAGE = "长文本检索需要把整段内容编码成一个向量，"  # 20 characters; repeated to 512 tokens
 
@@ -45,13 +45,6 @@ def lone_latencies(url: str, sizes: list[int], requests: int) -> dict[str, list[
                 http.post("/embed", json={"texts": texts}).raise_for_status()
                 seconds.append(time.perf_counter() - start)
     return out
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 from embed_throughput import batches
 
-from serving import free_port, wait_ready
+from serving import free_port, rss_mb, wait_ready
 
 
 @dataclass
@@ -79,13 +79,6 @@ class Phase:
                 round(self.rss_mb[-1]) if self.rss_mb else None,
             ],
         }
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def cpu_s(pid: int) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from serving import free_port, rss_mb
 
 SENTENCES = [
     "今天天气很好，我们去公园散步吧。",
@@ -34,19 +35,6 @@ SENTENCES = [
     "花呗逾期一天会影响征信吗？",
     "他昨天晚上十点才回家，因为公司临时加班开会讨论下个季度的预算。",
 ]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def post(url: str, body: dict) -> None:

@@ -40,3 +40,11 @@ def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 600) 
             pass
         time.sleep(0.2)
     raise TimeoutError(f"the server at {url} was not ready after {timeout:.0f} s")
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory (VmRSS) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid} (has it exited?)")
