@@ -12,6 +12,13 @@ import numpy as np
 from baihua.core.errors import UsageError
 from baihua.encoder.backends.base import default_threads
 from baihua.encoder.backends.export import read_meta
+from baihua.encoder.backends.openvino_graph import (
+    INT8_VOCABULARY_IR,
+    gather_before_dequantizing,
+    int8_vocabulary_ir,
+    int8_vocabulary_table,
+    release_mapped_pages,
+)
 from baihua.encoder.pooling import HiddenStates
 
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
@@ -22,6 +29,12 @@ PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
 RUNTIME_CACHE_CAPACITY = 16
 # What the float copy's bf16 run does to the vocabulary table (see `int8_vocabulary_table`).
 BF16_VOCABULARY = "bf16: vocabulary table in int8, one scale a row, rows dequantised after lookup"
+# Texts of at most this many tokens run on a second compile of a float graph without the CPU
+# plugin's fused attention kernel ("snippets"): on short texts that kernel costs more than the
+# plain MatMul-Softmax-MatMul it replaces (me5-small bf16, 2 streams, 1,000 STS-B sentences:
+# 1,250 -> 1,520 a second), on long ones it saves much more (passages of 512 tokens: 30.8 against
+# 22.0 a second; the two are level at 80-96 tokens). The int8 graph gains nothing either way.
+SHORT_TEXT_TOKENS = 64
 
 
 def stream_config(streams: int) -> dict[str, Any]:
@@ -50,9 +63,10 @@ def default_precision() -> str:
 
 
 class OpenVinoBackend:
-    """One compiled model over `folder/model.xml`, threads set deliberately, one infer request
+    """The graph in `folder` compiled for the CPU, threads set deliberately, one infer request
     per calling thread (a request is not safe to share). `parallel_requests` calling threads
-    keep every stream busy (see `stream_config`)."""
+    keep every stream busy (see `stream_config`). A float graph is compiled twice, for short
+    texts and for long ones (see `SHORT_TEXT_TOKENS`)."""
 
     def __init__(
         self,
@@ -93,24 +107,74 @@ class OpenVinoBackend:
             **stream_config(streams),
         }
         core = ov.Core()
-        # read into memory rather than mapped, so the fp32 table replaced below is freed
-        core.set_property({"ENABLE_MMAP": not int8_table})
-        model = core.read_model(str(folder / meta["model_file"]))
-        gather_before_dequantizing(model)
+        graph = folder / meta["model_file"]
         if int8_table:
+            graph = int8_vocabulary_ir(folder, meta["model_file"]) or graph
+        rewrite_in_memory = int8_table and graph.name != INT8_VOCABULARY_IR
+        # mapped unless the fp32 table is rewritten in memory (then read, so that it is freed)
+        core.set_property({"ENABLE_MMAP": not rewrite_in_memory})
+        model = core.read_model(str(graph))
+        gather_before_dequantizing(model)
+        if rewrite_in_memory:
             int8_vocabulary_table(model)
         self.compiled = core.compile_model(model, "CPU", config)
+        # compiled from the same graph, the two share its weights; each packs its own copy of
+        # them (~40 MB for me5-small in bf16) when it first runs
+        self.compiled_short = (
+            None
+            if quantization
+            else core.compile_model(model, "CPU", {**config, "SNIPPETS_MODE": "DISABLE"})
+        )
+        if not rewrite_in_memory:
+            # the plugin packs its weights on a compiled model's first run: after that, the
+            # mapped originals are only read again for the vocabulary rows looked up
+            for compiled in (self.compiled, self.compiled_short):
+                if compiled is not None:
+                    run_once(compiled)
+            release_mapped_pages(graph.with_suffix(".bin"))
         self.parallel_requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._local = threading.local()
 
     def forward(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, *, need_first: bool
     ) -> HiddenStates:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        results = request.infer({"input_ids": input_ids, "attention_mask": attention_mask})
-        values = {name: results[self.compiled.output(name)] for name in self.outputs}
+        """Texts of up to `SHORT_TEXT_TOKENS` tokens run on `compiled_short`, longer ones on
+        `compiled`: the choice follows each text's own length, never its batch mates', so a
+        text gets the same vector in any batch."""
+        if self.compiled_short is None:
+            return self._infer(self.compiled, input_ids, attention_mask, need_first)
+        lengths = attention_mask.sum(axis=1)
+        short = lengths <= SHORT_TEXT_TOKENS
+        if short.all():
+            return self._infer(self.compiled_short, input_ids, attention_mask, need_first)
+        if not short.any():
+            return self._infer(self.compiled, input_ids, attention_mask, need_first)
+        width = int(lengths[short].max())
+        parts = (
+            self._infer(
+                self.compiled_short,
+                input_ids[short, :width],
+                attention_mask[short, :width],
+                need_first,
+            ),
+            self._infer(self.compiled, input_ids[~short], attention_mask[~short], need_first),
+        )
+        return merge_rows(parts, (short, ~short), input_ids.shape[1])
+
+    def _infer(
+        self,
+        compiled: Any,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        need_first: bool,
+    ) -> HiddenStates:
+        requests = self._local.__dict__.setdefault("requests", {})
+        if compiled not in requests:
+            requests[compiled] = compiled.create_infer_request()
+        results = requests[compiled].infer(
+            {"input_ids": input_ids, "attention_mask": attention_mask}
+        )
+        values = {name: results[compiled.output(name)] for name in self.outputs}
         first = values.get("first_hidden_state") if need_first else None
         pooler = values.get("pooler_output")
         return HiddenStates(
@@ -120,81 +184,35 @@ class OpenVinoBackend:
         )
 
 
-def gather_before_dequantizing(model: Any) -> int:
-    """Look up embedding rows in the int8 table, then dequantize the rows: NNCF leaves
-    ``Gather(Convert(table_i8) * scale, ids)``, which the CPU plugin folds into a float copy of
-    the whole table at compile time (me5-small: 250,037 x 384, compiled RSS 633 MB against 175 MB
-    this way). The same products of the same numbers, so the vectors are bit-identical. Returns
-    how many lookups were rewritten."""
-    rewritten = 0
-    for gather in model.get_ops():
-        if gather.get_type_name() != "Gather":
-            continue
-        table = gather.input_value(0).get_node()
-        if table.get_type_name() != "Multiply":
-            continue
-        convert, scale = (table.input_value(i).get_node() for i in (0, 1))
-        if convert.get_type_name() != "Convert" or scale.get_type_name() != "Constant":
-            continue
-        weights = convert.input_value(0).get_node()
-        if weights.get_type_name() != "Constant" or scale.get_output_partial_shape(0).rank != 2:
-            continue
-        lookup = dequantized_lookup(weights, scale, gather, convert.get_output_element_type(0))
-        gather.output(0).replace(lookup)
-        rewritten += 1
-    return rewritten
+def run_once(compiled: Any) -> None:
+    """One two-token text through `compiled`, which packs its weights on a first run."""
+    ids = np.zeros((1, 2), dtype=np.int64)
+    compiled.create_infer_request().infer({"input_ids": ids, "attention_mask": np.ones_like(ids)})
 
 
-def int8_vocabulary_table(model: Any) -> int:
-    """Keep the vocabulary table (the lookup indexed by `input_ids`) in int8 with one scale a
-    row, and dequantize the rows looked up. The CPU plugin gathers from the fp32 table even when
-    it runs in bf16, so a bf16 server held it whole (me5-small: 250,037 x 384; the idle server
-    973 MB, 702 MB this way, by bench/serve_memory.py); int8 rows differ from fp32 by less than
-    bf16's own rounding of what follows (its vectors stay ≥ 0.9999 to fp32). Position and
-    token-type tables are small and stay float. Returns how many lookups were rewritten."""
-    import openvino.opset13 as ops
+def merge_rows(
+    parts: tuple[HiddenStates, ...], rows: tuple[np.ndarray, ...], width: int
+) -> HiddenStates:
+    """One batch's states from parts that each ran some of its `rows` (boolean masks) at their
+    own width; per-token states are zero past a part's width, where the attention mask is 0."""
 
-    rewritten = 0
-    for gather in model.get_ops():
-        if gather.get_type_name() != "Gather" or not looks_up_input_ids(gather):
-            continue
-        table = gather.input_value(0).get_node()
-        if table.get_type_name() != "Constant" or table.get_output_partial_shape(0).rank != 2:
-            continue
-        codes, scale = int8_rows(np.asarray(table.get_data(), dtype=np.float32))
-        lookup = dequantized_lookup(ops.constant(codes), ops.constant(scale), gather, "f32")
-        gather.output(0).replace(lookup)
-        rewritten += 1
-    return rewritten
+    def merged(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+        if any(array is None for array in arrays):
+            return None
+        out: np.ndarray | None = None
+        for array, mask in zip(arrays, rows, strict=True):
+            assert array is not None
+            if out is None:
+                per_token = array.ndim == 3
+                shape = (
+                    (len(mask), width, *array.shape[2:])
+                    if per_token
+                    else (len(mask), *array.shape[1:])
+                )
+                out = np.zeros(shape, dtype=np.float32)
+            out[mask, : array.shape[1]] = array
+        return out
 
-
-def int8_rows(weights: np.ndarray, rows_at_once: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Each row as int8 codes and one float scale (max |w| / 127), a block of rows at a time:
-    whole-table temporaries (384 MB each for me5-small) took 1-3 s to fault in, blocks 0.15 s."""
-    codes = np.empty(weights.shape, dtype=np.int8)
-    scale = np.empty((len(weights), 1), dtype=np.float32)
-    for start in range(0, len(weights), rows_at_once):
-        rows = slice(start, start + rows_at_once)
-        block = np.abs(weights[rows])
-        scale[rows] = np.maximum(block.max(axis=1, keepdims=True), 1e-12) / 127
-        np.divide(weights[rows], scale[rows], out=block)
-        codes[rows] = np.rint(block, out=block)
-    return codes, scale
-
-
-def dequantized_lookup(codes: Any, scale: Any, gather: Any, float_type: Any) -> Any:
-    """`gather`'s rows taken from the int8 `codes` and their `scale`s, then multiplied: the
-    lookup in int8, the product in float."""
-    import openvino.opset13 as ops
-
-    ids, axis = gather.input_value(1), gather.input_value(2)
-    rows = ops.convert(ops.gather(codes.output(0), ids, axis), float_type)
-    return ops.multiply(rows, ops.gather(scale.output(0), ids, axis)).output(0)
-
-
-def looks_up_input_ids(gather: Any) -> bool:
-    """Whether a Gather's indices are the `input_ids` parameter (through Converts)."""
-    node = gather.input_value(1).get_node()
-    while node.get_type_name() == "Convert":
-        node = node.input_value(0).get_node()
-    return node.get_type_name() == "Parameter" and "input_ids" in node.output(0).get_names()
+    last = merged([part.last for part in parts])
+    assert last is not None
+    return HiddenStates(last, merged([p.first for p in parts]), merged([p.pooler for p in parts]))

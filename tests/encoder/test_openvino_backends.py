@@ -11,6 +11,7 @@ import sys
 import textwrap
 from importlib.metadata import PackageNotFoundError
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,12 +22,34 @@ from baihua.encoder.backends.calibration import MIN_COSINE
 from baihua.encoder.backends.export import MODEL_FILE, PARTIAL_SUFFIX
 from baihua.encoder.backends.openvino_backend import (
     BF16_VOCABULARY,
+    SHORT_TEXT_TOKENS,
     cpu_has_bf16,
     default_precision,
-    int8_vocabulary_table,
 )
 from baihua.encoder.backends.openvino_export import IR_FILE, OV_QUANTIZATION
+from baihua.encoder.backends.openvino_graph import INT8_VOCABULARY_IR, int8_vocabulary_table
 from tests.encoder.test_backends import ME5_TEXTS, TEXTS, cosines
+from tests.serve_process import read_only
+
+
+def mapped_mb(graph: Path) -> float:
+    """Resident MB of this process's mappings of `graph`'s weights file."""
+    name, kb, current = str(graph.with_suffix(".bin").resolve()), 0, ""
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):
+            current = fields[5] if len(fields) == 6 else ""
+        elif fields[0] == "Rss:" and current == name:
+            kb += int(fields[1])
+    return kb / 1024
+
+
+def layer_types(compiled: Any) -> set[str]:
+    """The kinds of layer a compiled model runs."""
+    return {
+        str(op.get_rt_info()["layerType"].astype(str))
+        for op in compiled.get_runtime_model().get_ops()
+    }
 
 
 def copies(cache: Path) -> list[Path]:
@@ -118,6 +141,54 @@ def test_bf16_looks_up_the_vocabulary_in_int8_and_stays_close(tiny_bert: Path, c
     )
     assert cosines(after, before).min() >= 0.9999
     assert not np.allclose(after, before, atol=1e-6)
+
+
+def test_bf16_maps_its_int8_vocabulary_copy_written_once_or_rewrites_where_it_cannot_write(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """A bf16 run writes the graph with its int8 table beside the float copy on first use and
+    maps it after; where the folder is read-only it rewrites in memory: the same vectors."""
+    if not cpu_has_bf16():
+        pytest.skip("the table is rewritten for bf16 runs only; this CPU has no bf16")
+    cache = tmp_path / "cache"
+    first = Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache)
+    copy = first.runner.folder / INT8_VOCABULARY_IR  # type: ignore[attr-defined]
+    written = copy.stat().st_mtime_ns
+    vectors = first.encode(TEXTS)
+    again = Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache)
+    assert copy.stat().st_mtime_ns == written
+    np.testing.assert_array_equal(again.encode(TEXTS), vectors)
+    copy.unlink()
+    copy.with_suffix(".bin").unlink()
+    with read_only(copy.parent):
+        in_memory = Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache)
+        np.testing.assert_array_equal(in_memory.encode(TEXTS), vectors)
+    assert not copy.exists()
+    assert sorted(path.name for path in copy.parent.iterdir()) == [
+        "meta.json",
+        "model.bin",
+        "model.xml",
+    ]
+
+
+def test_short_and_long_texts_run_on_their_own_compile_whatever_their_batch_mates(
+    tiny_bert: Path, cache: Path
+) -> None:
+    """Texts up to SHORT_TEXT_TOKENS run on the compile without fused attention, longer ones on
+    the other; a batch holding both gives each text the vector it gets alone, and each compile
+    is within float rounding of the other."""
+    encoder = Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache)
+    runner: Any = encoder.runner
+    assert "Softmax" not in layer_types(runner.compiled)  # fused into the attention kernel
+    assert "Softmax" in layer_types(runner.compiled_short)
+    long = " ".join(TEXTS * 8)
+    tokens = encoder.tokenizer.encode([long, TEXTS[0]], encoder.max_length)[1]
+    assert tokens[0] > SHORT_TEXT_TOKENS >= tokens[1]
+    together = encoder.encode([TEXTS[0], long, TEXTS[1]])
+    alone = np.vstack([encoder.encode([text]) for text in (TEXTS[0], long, TEXTS[1])])
+    np.testing.assert_array_equal(together, alone)
+    int8 = Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=cache)
+    assert int8.runner.compiled_short is None  # type: ignore[attr-defined]
 
 
 def test_int8_copy_is_quantised_and_checked_against_fp32(tiny_bert: Path, cache: Path) -> None:
@@ -295,6 +366,13 @@ def test_openvino_backends_on_the_real_default_model() -> None:
     if cpu_has_bf16():  # bf16 with its int8 vocabulary table: as close as bf16 alone
         bf16 = Encoder("me5-small", device="cpu", backend="openvino", dtype="bfloat16")
         assert cosines(bf16.encode(ME5_TEXTS), reference).min() >= 0.9999
+        # a passage over SHORT_TEXT_TOKENS beside short texts: each text keeps its own vector
+        passage = "。".join(ME5_TEXTS * 4)
+        mixed = bf16.encode([*ME5_TEXTS, passage])
+        np.testing.assert_array_equal(mixed[:-1], bf16.encode(ME5_TEXTS))
+        np.testing.assert_array_equal(mixed[-1:], bf16.encode([passage]))
+        # the mapped copy's fp32 weights leave memory once the plugin has packed its own
+        assert mapped_mb(bf16.runner.folder / INT8_VOCABULARY_IR) < 30  # type: ignore[attr-defined]
 
 
 def test_streams_run_a_calls_batches_side_by_side_on_openvino_only(

@@ -72,6 +72,13 @@ def test_the_server_runs_a_serving_copy_without_torch(cache: Path, tmp_path: Pat
     full = Encoder(str(folder), device="cpu", backend="openvino", cache_dir=cache, max_length=limit)
     expected = l2_normalize(full.encode(TEXTS, pooling="last-avg"))  # /embed normalises
     make_serving_copy(full, cache)
+    if full.dtype == "bfloat16":  # only the graph with the int8 vocabulary is kept
+        export = full.runner.folder  # type: ignore[attr-defined]
+        assert sorted(path.name for path in export.iterdir()) == [
+            "meta.json",
+            "model-int8-vocabulary.bin",
+            "model-int8-vocabulary.xml",
+        ]
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(NO_TORCH)

@@ -1,0 +1,149 @@
+"""Rewrites of an OpenVINO graph before it is compiled, and the rewritten copy a bf16 run maps
+from disk."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# What a bf16 run of the float graph reads: that graph with its vocabulary table in int8 (see
+# `int8_vocabulary_table`), written beside it on first use.
+INT8_VOCABULARY_IR = "model-int8-vocabulary.xml"
+MADV_DONTNEED = 4
+
+
+def int8_vocabulary_ir(folder: Path, model_file: str) -> Path | None:
+    """`folder`'s float graph with the vocabulary in int8, written once as an IR beside it, so
+    that later runs map it from disk instead of rewriting the fp32 table in memory, and hold
+    only the pages they touch. None where the folder cannot be written (a read-only image):
+    the caller rewrites in memory."""
+    import openvino as ov
+
+    target = folder / INT8_VOCABULARY_IR
+    if target.exists():
+        return target
+    core = ov.Core()
+    # read into memory rather than mapped, so the fp32 table replaced below is freed
+    core.set_property({"ENABLE_MMAP": False})
+    model = core.read_model(str(folder / model_file))
+    int8_vocabulary_table(model)
+    temporary = folder / f".{target.stem}.tmp-{uuid.uuid4().hex}.xml"
+    try:
+        ov.save_model(model, str(temporary), compress_to_fp16=False)
+        # the weights first: a reader that finds the graph finds its weights complete
+        os.replace(temporary.with_suffix(".bin"), target.with_suffix(".bin"))
+        os.replace(temporary, target)
+    except (OSError, RuntimeError):  # OpenVINO reports a file it cannot write as RuntimeError
+        for leftover in (temporary, temporary.with_suffix(".bin")):
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
+        return None
+    return target
+
+
+def release_mapped_pages(path: Path) -> int:
+    """Drop this process's resident pages of the mapped file `path` (Linux; elsewhere nothing):
+    once a compiled model has run, the CPU plugin computes from its own packed copy of the
+    weights, and the mapped fp32 originals would stay resident for nothing (me5-small bf16:
+    ~85 MB). A page touched again is read back from the page cache, so nothing can break.
+    Returns the bytes released."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    released = 0
+    name = str(path.resolve())
+    for line in maps.read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == name:
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            if libc.madvise(start, end - start, MADV_DONTNEED) == 0:
+                released += end - start
+    return released
+
+
+def gather_before_dequantizing(model: Any) -> int:
+    """Look up embedding rows in the int8 table, then dequantize the rows: NNCF leaves
+    ``Gather(Convert(table_i8) * scale, ids)``, which the CPU plugin folds into a float copy of
+    the whole table at compile time (me5-small: 250,037 x 384, compiled RSS 633 MB against 175 MB
+    this way). The same products of the same numbers, so the vectors are bit-identical. Returns
+    how many lookups were rewritten."""
+    rewritten = 0
+    for gather in model.get_ops():
+        if gather.get_type_name() != "Gather":
+            continue
+        table = gather.input_value(0).get_node()
+        if table.get_type_name() != "Multiply":
+            continue
+        convert, scale = (table.input_value(i).get_node() for i in (0, 1))
+        if convert.get_type_name() != "Convert" or scale.get_type_name() != "Constant":
+            continue
+        weights = convert.input_value(0).get_node()
+        if weights.get_type_name() != "Constant" or scale.get_output_partial_shape(0).rank != 2:
+            continue
+        lookup = dequantized_lookup(weights, scale, gather, convert.get_output_element_type(0))
+        gather.output(0).replace(lookup)
+        rewritten += 1
+    return rewritten
+
+
+def int8_vocabulary_table(model: Any) -> int:
+    """Keep the vocabulary table (the lookup indexed by `input_ids`) in int8 with one scale a
+    row, and dequantize the rows looked up. The CPU plugin gathers from the fp32 table even when
+    it runs in bf16, so a bf16 server held it whole (me5-small: 250,037 x 384; the idle server
+    973 MB, 702 MB this way, by bench/serve_memory.py); int8 rows differ from fp32 by less than
+    bf16's own rounding of what follows (its vectors stay ≥ 0.9999 to fp32). Position and
+    token-type tables are small and stay float. Returns how many lookups were rewritten."""
+    import openvino.opset13 as ops
+
+    rewritten = 0
+    for gather in model.get_ops():
+        if gather.get_type_name() != "Gather" or not looks_up_input_ids(gather):
+            continue
+        table = gather.input_value(0).get_node()
+        if table.get_type_name() != "Constant" or table.get_output_partial_shape(0).rank != 2:
+            continue
+        codes, scale = int8_rows(np.asarray(table.get_data(), dtype=np.float32))
+        lookup = dequantized_lookup(ops.constant(codes), ops.constant(scale), gather, "f32")
+        gather.output(0).replace(lookup)
+        rewritten += 1
+    return rewritten
+
+
+def int8_rows(weights: np.ndarray, rows_at_once: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Each row as int8 codes and one float scale (max |w| / 127), a block of rows at a time:
+    whole-table temporaries (384 MB each for me5-small) took 1-3 s to fault in, blocks 0.15 s."""
+    codes = np.empty(weights.shape, dtype=np.int8)
+    scale = np.empty((len(weights), 1), dtype=np.float32)
+    for start in range(0, len(weights), rows_at_once):
+        rows = slice(start, start + rows_at_once)
+        block = np.abs(weights[rows])
+        scale[rows] = np.maximum(block.max(axis=1, keepdims=True), 1e-12) / 127
+        np.divide(weights[rows], scale[rows], out=block)
+        codes[rows] = np.rint(block, out=block)
+    return codes, scale
+
+
+def dequantized_lookup(codes: Any, scale: Any, gather: Any, float_type: Any) -> Any:
+    """`gather`'s rows taken from the int8 `codes` and their `scale`s, then multiplied: the
+    lookup in int8, the product in float."""
+    import openvino.opset13 as ops
+
+    ids, axis = gather.input_value(1), gather.input_value(2)
+    rows = ops.convert(ops.gather(codes.output(0), ids, axis), float_type)
+    return ops.multiply(rows, ops.gather(scale.output(0), ids, axis)).output(0)
+
+
+def looks_up_input_ids(gather: Any) -> bool:
+    """Whether a Gather's indices are the `input_ids` parameter (through Converts)."""
+    node = gather.input_value(1).get_node()
+    while node.get_type_name() == "Convert":
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Parameter" and "input_ids" in node.output(0).get_names()
