@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import tempfile
 import time
 from contextlib import ExitStack
@@ -47,6 +48,12 @@ def lone_latencies(url: str, sizes: list[int], requests: int) -> dict[str, list[
     return out
 
 
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop a server and wait for its drain, so that it snapshots before its folder goes."""
+    server.terminate()
+    server.wait(60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="me5-small", help="preset, local folder or hub id")
@@ -65,7 +72,7 @@ def main() -> None:
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
             port = free_port()
             servers[label] = start_server(port, data_dir, "--model", args.model, env=env)
-            stack.callback(servers[label].terminate)
+            stack.callback(stop, servers[label])  # before its data directory goes
             urls[label] = f"http://127.0.0.1:{port}"
         for label in labels:
             wait_ready(urls[label], servers[label])
