@@ -13,10 +13,8 @@ from baihua.core.errors import UsageError
 from baihua.encoder.backends.base import default_threads
 from baihua.encoder.backends.export import read_meta
 from baihua.encoder.backends.openvino_graph import (
-    INT8_VOCABULARY_IR,
     gather_before_dequantizing,
-    int8_vocabulary_ir,
-    int8_vocabulary_table,
+    int8_vocabulary_graph,
     release_mapped_pages,
 )
 from baihua.encoder.pooling import HiddenStates
@@ -107,16 +105,12 @@ class OpenVinoBackend:
             **stream_config(streams),
         }
         core = ov.Core()
-        graph = folder / meta["model_file"]
         if int8_table:
-            graph = int8_vocabulary_ir(folder, meta["model_file"]) or graph
-        rewrite_in_memory = int8_table and graph.name != INT8_VOCABULARY_IR
-        # mapped unless the fp32 table is rewritten in memory (then read, so that it is freed)
-        core.set_property({"ENABLE_MMAP": not rewrite_in_memory})
-        model = core.read_model(str(graph))
+            model, mapped = int8_vocabulary_graph(folder, meta["model_file"])
+        else:
+            model = core.read_model(str(folder / meta["model_file"]))
+            mapped = (folder / meta["model_file"]).with_suffix(".bin")
         gather_before_dequantizing(model)
-        if rewrite_in_memory:
-            int8_vocabulary_table(model)
         self.compiled = core.compile_model(model, "CPU", config)
         # compiled from the same graph, the two share its weights; each packs its own copy of
         # them (~40 MB for me5-small in bf16) when it first runs
@@ -125,13 +119,13 @@ class OpenVinoBackend:
             if quantization
             else core.compile_model(model, "CPU", {**config, "SNIPPETS_MODE": "DISABLE"})
         )
-        if not rewrite_in_memory:
+        if mapped is not None:
             # the plugin packs its weights on a compiled model's first run: after that, the
             # mapped originals are only read again for the vocabulary rows looked up
             for compiled in (self.compiled, self.compiled_short):
                 if compiled is not None:
                     run_once(compiled)
-            release_mapped_pages(graph.with_suffix(".bin"))
+            release_mapped_pages(mapped)
         self.parallel_requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._local = threading.local()
 

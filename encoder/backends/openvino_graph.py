@@ -18,33 +18,43 @@ INT8_VOCABULARY_IR = "model-int8-vocabulary.xml"
 MADV_DONTNEED = 4
 
 
-def int8_vocabulary_ir(folder: Path, model_file: str) -> Path | None:
-    """`folder`'s float graph with the vocabulary in int8, written once as an IR beside it, so
-    that later runs map it from disk instead of rewriting the fp32 table in memory, and hold
-    only the pages they touch. None where the folder cannot be written (a read-only image):
-    the caller rewrites in memory."""
+def int8_vocabulary_graph(folder: Path, model_file: str) -> tuple[Any, Path | None]:
+    """`folder`'s float graph with the vocabulary in int8, and the weights file it is mapped
+    from. The rewritten graph is written once as an IR beside the fp32 one, so that later runs
+    map it instead of rewriting the fp32 table in memory, and hold only the pages they touch.
+    Where the folder cannot be written (a read-only image) the graph rewritten in memory is
+    returned, with None for the file."""
     import openvino as ov
 
     target = folder / INT8_VOCABULARY_IR
-    if target.exists():
-        return target
-    core = ov.Core()
-    # read into memory rather than mapped, so the fp32 table replaced below is freed
-    core.set_property({"ENABLE_MMAP": False})
-    model = core.read_model(str(folder / model_file))
-    int8_vocabulary_table(model)
-    temporary = folder / f".{target.stem}.tmp-{uuid.uuid4().hex}.xml"
+    if not target.exists():
+        core = ov.Core()
+        # read into memory rather than mapped, so the fp32 table replaced below is freed
+        core.set_property({"ENABLE_MMAP": False})
+        model = core.read_model(str(folder / model_file))
+        int8_vocabulary_table(model)
+        if not save_atomically(model, target):
+            return model, None
+    return ov.Core().read_model(str(target)), target.with_suffix(".bin")
+
+
+def save_atomically(model: Any, target: Path) -> bool:
+    """Write `model` as the IR `target` through temporary siblings renamed into place, the
+    weights first, so a reader that finds the graph finds its weights complete. False where the
+    folder cannot be written."""
+    import openvino as ov
+
+    temporary = target.with_name(f".{target.stem}.tmp-{uuid.uuid4().hex}.xml")
     try:
         ov.save_model(model, str(temporary), compress_to_fp16=False)
-        # the weights first: a reader that finds the graph finds its weights complete
         os.replace(temporary.with_suffix(".bin"), target.with_suffix(".bin"))
         os.replace(temporary, target)
     except (OSError, RuntimeError):  # OpenVINO reports a file it cannot write as RuntimeError
         for leftover in (temporary, temporary.with_suffix(".bin")):
             with contextlib.suppress(OSError):
                 leftover.unlink(missing_ok=True)
-        return None
-    return target
+        return False
+    return True
 
 
 def release_mapped_pages(path: Path) -> int:
