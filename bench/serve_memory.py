@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from serving import free_port, rss_mb
+from serving import free_port, rss_mb, wait_ready
 
 SENTENCES = [
     "今天天气很好，我们去公园散步吧。",
@@ -52,21 +52,6 @@ def post(url: str, body: dict) -> None:
             if error.code not in (429, 503):
                 raise
             time.sleep(float(error.headers.get("Retry-After") or 1))
-
-
-def wait_ready(url: str, process: subprocess.Popen, limit_s: float = 900) -> float:
-    start = time.perf_counter()
-    while time.perf_counter() - start < limit_s:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
-                if response.status == 200:
-                    return time.perf_counter() - start
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("server not ready")
 
 
 def measure(backend: str, minutes: float, clients: int) -> dict[str, float]:

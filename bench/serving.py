@@ -28,14 +28,15 @@ def start_server(
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
 
-def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 600) -> float:
+    """Seconds until the server at `url` answers /readyz 200."""
+    start = time.monotonic()
+    while time.monotonic() < start + timeout:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited with code {server.returncode}")
         try:
             if httpx.get(f"{url}/readyz").status_code == 200:
-                return
+                return time.monotonic() - start
         except httpx.TransportError:
             pass
         time.sleep(0.2)
