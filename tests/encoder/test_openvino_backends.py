@@ -48,21 +48,23 @@ def mapped_mb(graph: Path) -> float:
     return kb / 1024
 
 
+def runtime_layers(compiled: Any) -> list[tuple[str, str]]:
+    """(kind, precision) of each layer a compiled model runs."""
+    infos = [op.get_rt_info() for op in compiled.get_runtime_model().get_ops()]
+    return [
+        (str(info["layerType"].astype(str)), str(info["runtimePrecision"].astype(str)))
+        for info in infos
+    ]
+
+
 def layer_types(compiled: Any) -> set[str]:
     """The kinds of layer a compiled model runs."""
-    return {
-        str(op.get_rt_info()["layerType"].astype(str))
-        for op in compiled.get_runtime_model().get_ops()
-    }
+    return {kind for kind, _ in runtime_layers(compiled)}
 
 
 def runtime_precisions(compiled: Any, layer_type: str) -> set[str]:
     """The precisions a compiled model runs its layers of `layer_type` in."""
-    return {
-        str(op.get_rt_info()["runtimePrecision"].astype(str))
-        for op in compiled.get_runtime_model().get_ops()
-        if str(op.get_rt_info()["layerType"].astype(str)) == layer_type
-    }
+    return {precision for kind, precision in runtime_layers(compiled) if kind == layer_type}
 
 
 def copies(cache: Path) -> list[Path]:
