@@ -13,6 +13,8 @@ from baihua.core.errors import UsageError
 from baihua.encoder.backends.base import default_threads
 from baihua.encoder.backends.export import read_meta
 from baihua.encoder.backends.openvino_graph import (
+    additive_key_mask,
+    attention_scale_in_queries,
     bf16_residual_stream,
     gather_before_dequantizing,
     int8_vocabulary_graph,
@@ -26,10 +28,13 @@ PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
 # shapes, RSS 198 → 1,694 MB; with 16, 588 MB, the same outputs bit for bit, and 6 repeated
 # shapes 5 % slower (0 kept: 25 % slower).
 RUNTIME_CACHE_CAPACITY = 16
+# What a float copy's compile changes in attention (see `attention_scale_in_queries`,
+# `additive_key_mask`).
+FLOAT_ATTENTION = "attention scale folded into the query projection; additive key mask"
 # What the float copy's bf16 run changes (see `int8_vocabulary_table`, `bf16_residual_stream`).
 BF16_RECIPE = (
     "bf16: vocabulary table in int8, one scale a row, rows dequantised after lookup; "
-    "residual stream and layer norms in bf16"
+    f"residual stream and layer norms in bf16; {FLOAT_ATTENTION}"
 )
 # Texts of at most this many tokens run on a second compile of a float graph without the CPU
 # plugin's fused attention kernel ("snippets"): on short texts that kernel costs more than the
@@ -92,11 +97,13 @@ class OpenVinoBackend:
         self.dtype: str = meta["dtype"] if meta["dtype"] == "int8" else precision
         quantization = meta.get("quantization")
         bf16_float_graph = quantization is None and precision == "bfloat16"
-        self.variant: str = ""
-        if quantization:
-            self.variant = f"{quantization}; float parts in {precision}"
-        elif bf16_float_graph:
-            self.variant = BF16_RECIPE
+        self.variant: str = (
+            f"{quantization}; float parts in {precision}"
+            if quantization
+            else BF16_RECIPE
+            if bf16_float_graph
+            else FLOAT_ATTENTION
+        )
         self.dim: int = meta["dim"]
         self.has_pooler: bool = meta["has_pooler"]
         self.folder = folder
@@ -115,6 +122,9 @@ class OpenVinoBackend:
         else:
             model = core.read_model(str(folder / meta["model_file"]))
             mapped = (folder / meta["model_file"]).with_suffix(".bin")
+        if quantization is None:
+            attention_scale_in_queries(model)
+            additive_key_mask(model)
         gather_before_dequantizing(model)
         self.compiled = core.compile_model(model, "CPU", config)
         # compiled from the same graph, the two share its weights; each packs its own copy of

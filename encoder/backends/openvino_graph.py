@@ -180,3 +180,96 @@ def looks_up_input_ids(gather: Any) -> bool:
     while node.get_type_name() == "Convert":
         node = node.input_value(0).get_node()
     return node.get_type_name() == "Parameter" and "input_ids" in node.output(0).get_names()
+
+
+def attentions(model: Any) -> list[Any]:
+    return [op for op in model.get_ops() if op.get_type_name() == "ScaledDotProductAttention"]
+
+
+def attention_scale_in_queries(model: Any) -> int:
+    """Fold each attention's scale (1/√head size) into its query projection's weights and bias
+    and give the attention a scale of 1: the CPU plugin otherwise multiplies every score by it,
+    inside its fused kernel or as a node of its own. Attentions whose query is not a projection
+    of their own (a MatMul by constant weights, a constant bias if any, then reshapes and
+    transposes) are left alone. Returns how many were changed."""
+    import openvino.opset13 as ops
+
+    folded = 0
+    for attention in attentions(model):
+        scale = attention.input_value(4).get_node() if attention.get_input_size() > 4 else None
+        projection = sole_producer(attention.input_value(0), through=("Transpose", "Reshape"))
+        bias_add = projection if projection.get_type_name() == "Add" else None
+        matmul = bias_add.input_value(0).get_node() if bias_add else projection
+        constant_inputs = [(matmul, 1)] + ([(bias_add, 1)] if bias_add else [])
+        if (
+            scale is None
+            or scale.get_type_name() != "Constant"
+            or matmul.get_type_name() != "MatMul"
+            or any(len(node.output(0).get_target_inputs()) > 1 for node, _ in constant_inputs)
+            or any(node.input_value(port).get_node().get_type_name() != "Constant"
+                   for node, port in constant_inputs)
+        ):  # fmt: skip
+            continue
+        factor = np.float32(scale.get_data())
+        for node, port in constant_inputs:
+            constant = node.input_value(port).get_node().get_data()
+            node.input(port).replace_source_output(ops.constant(constant * factor).output(0))
+        attention.input(4).replace_source_output(ops.constant(np.float32(1)).output(0))
+        folded += 1
+    return folded
+
+
+def sole_producer(value: Any, through: tuple[str, ...]) -> Any:
+    """The node behind `value`, passing back through nodes of the `through` types that feed
+    only the next one."""
+    node = value.get_node()
+    while node.get_type_name() in through and len(node.output(0).get_target_inputs()) == 1:
+        node = node.input_value(0).get_node()
+    return node
+
+
+def additive_key_mask(model: Any) -> bool:
+    """Give the attentions one additive mask over keys, [batch, 1, 1, keys] of 0 and -inf made
+    once from `attention_mask`, where the traced graph gives them a boolean [batch, 1, queries,
+    keys] one: the CPU plugin's kernel then adds one row to every row of scores instead of
+    choosing each score from the mask. Replaced only where a run of the traced mask on a probe
+    batch shows it is exactly the key padding (a causal mask, for one, is left alone). Returns
+    whether it was replaced."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    nodes = attentions(model)
+    parameters = {p.get_friendly_name(): p for p in model.get_parameters()}
+    if (
+        not nodes
+        or any(node.get_input_size() < 4 for node in nodes)
+        or set(parameters) != {"input_ids", "attention_mask"}
+    ):
+        return False
+    mask = nodes[0].input_value(3)
+    sources = {
+        (n.input_value(3).get_node().get_name(), n.input_value(3).get_index()) for n in nodes
+    }
+    if (
+        len(sources) > 1
+        or mask.get_element_type() != ov.Type.boolean
+        or nodes[0].input_value(0).get_element_type() != ov.Type.f32
+    ):
+        return False
+    padding = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=np.int64)
+    probe = ov.Core().compile_model(ov.Model([mask], model.get_parameters()), "CPU")
+    traced = probe({"input_ids": np.full_like(padding, 5), "attention_mask": padding})[0]
+    batch, width = padding.shape
+    keys_only = np.broadcast_to(padding[:, None, None, :] != 0, (batch, 1, width, width))
+    if traced.shape not in {keys_only.shape, (batch, 1, 1, width)}:
+        return False
+    if not np.array_equal(np.broadcast_to(traced, keys_only.shape), keys_only):
+        return False
+    attention_mask = parameters["attention_mask"]
+    keep = ops.not_equal(attention_mask, ops.constant(0, attention_mask.get_element_type()))
+    keys = ops.unsqueeze(keep, ops.constant(np.array([1, 2], dtype=np.int64)))
+    additive = ops.select(keys, np.float32(0), np.float32(-np.inf))
+    for attention in nodes:
+        attention.input(3).replace_source_output(additive.output(0))
+    model.validate_nodes_and_infer_types()
+    return True

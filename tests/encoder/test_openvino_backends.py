@@ -22,6 +22,7 @@ from baihua.encoder.backends.calibration import MIN_COSINE
 from baihua.encoder.backends.export import MODEL_FILE, PARTIAL_SUFFIX
 from baihua.encoder.backends.openvino_backend import (
     BF16_RECIPE,
+    FLOAT_ATTENTION,
     SHORT_TEXT_TOKENS,
     cpu_has_bf16,
     default_precision,
@@ -136,7 +137,7 @@ def test_bf16_looks_up_the_vocabulary_in_int8_and_stays_close(tiny_bert: Path, c
     fp32 = Encoder(
         str(tiny_bert), device="cpu", backend="openvino", dtype="float32", cache_dir=cache
     )
-    assert fp32.variant == ""
+    assert fp32.variant == FLOAT_ATTENTION
     path = str(encoder.runner.folder / IR_FILE)  # type: ignore[attr-defined]
     original, rewritten = ov.Core().read_model(path), ov.Core().read_model(path)
     assert int8_vocabulary_table(rewritten) == 1
