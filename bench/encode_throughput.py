@@ -100,15 +100,20 @@ def useful_flops(encoder: Encoder, texts: list[str], max_length: int, text_type:
     return float(layers * (2 * lengths * (4 * h * h + 2 * h * f) + 4 * lengths**2 * h).sum())
 
 
-def matmul_rate(run: Callable[[], object], flops: float, repeats: int = 10) -> float:
-    """The best of `repeats` runs: a peak, which another process's burst only lowers."""
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    """The best of `repeats` runs after a warm-up: a peak, which another process's burst only
+    lowers."""
     run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return flops / min(times)
+    return min(times)
+
+
+def matmul_rate(run: Callable[[], object], flops: float, repeats: int = 10) -> float:
+    return flops / best_seconds(run, repeats)
 
 
 def machine_rates(size: int = 1024) -> dict[str, float]:
