@@ -7,8 +7,10 @@ ceiling on the ratio no choice of graph, batch or stream can pass.
 For each passage length, on one thread: the model's attention (its heads and head size) over a
 batch of passages as OpenVINO's CPU plugin runs it (one ScaledDotProductAttention node, which the
 plugin fuses into one generated kernel; compiled in bf16 and in f32) and as torch runs it
-(`scaled_dot_product_attention`, its flash kernel, bf16 and fp32); and the model's linear layers
-(query, key, value and output projections, FFN in and out) as one-MatMul OpenVINO graphs in bf16.
+(`scaled_dot_product_attention`, its flash kernel, bf16 and fp32), each with an additive mask
+over keys and a scale of 1, as the `openvino` backend gives it (the scale folded into the
+queries); and the model's linear layers (query, key, value and output projections, FFN in with
+its GELU, FFN out) in bf16.
 sentence-transformers encodes the same passages (`passages` of `encode_throughput.py`) on every
 core. The ceiling is sentence-transformers' seconds a passage over (layers × (the faster
 attention kernel + the linear layers)) a passage divided by the cores: every other node (layer
@@ -64,7 +66,7 @@ def attention_seconds(
     h = x_in.output(0)
     for _ in range(layers):
         split = ops.transpose(ops.reshape(h, [batch, length, heads, head_dim], False), [0, 2, 1, 3])
-        mixed = ops.scaled_dot_product_attention(split, split, split, mask_in)
+        mixed = ops.scaled_dot_product_attention(split, split, split, mask_in, np.float32(1))
         merged = ops.transpose(mixed, [0, 2, 1, 3])
         h = ops.reshape(merged, [batch, length, hidden], False).output(0)
     model = ov.Model([h], [x_in, mask_in])
@@ -80,7 +82,9 @@ def attention_seconds(
         def run(t: torch.Tensor = t, m: torch.Tensor = m) -> torch.Tensor:
             with torch.inference_mode():
                 for _ in range(layers):
-                    t = torch.nn.functional.scaled_dot_product_attention(t, t, t, attn_mask=m)
+                    t = torch.nn.functional.scaled_dot_product_attention(
+                        t, t, t, attn_mask=m, scale=1.0
+                    )
             return t
 
         seconds[name] = best_seconds(run, repeats)
