@@ -200,20 +200,19 @@ def attention_scale_in_queries(model: Any) -> int:
         projection = sole_producer(attention.input_value(0), through=("Transpose", "Reshape"))
         bias_add = projection if projection.get_type_name() == "Add" else None
         matmul = bias_add.input_value(0).get_node() if bias_add else projection
-        constant_inputs = [(matmul, 1)] + ([(bias_add, 1)] if bias_add else [])
+        scaled = [matmul, bias_add] if bias_add else [matmul]  # weights, bias: their input 1
         if (
             scale is None
             or scale.get_type_name() != "Constant"
             or matmul.get_type_name() != "MatMul"
-            or any(len(node.output(0).get_target_inputs()) > 1 for node, _ in constant_inputs)
-            or any(node.input_value(port).get_node().get_type_name() != "Constant"
-                   for node, port in constant_inputs)
-        ):  # fmt: skip
+            or any(len(node.output(0).get_target_inputs()) > 1 for node in scaled)
+            or any(node.input_value(1).get_node().get_type_name() != "Constant" for node in scaled)
+        ):
             continue
         factor = np.float32(scale.get_data())
-        for node, port in constant_inputs:
-            constant = node.input_value(port).get_node().get_data()
-            node.input(port).replace_source_output(ops.constant(constant * factor).output(0))
+        for node in scaled:
+            constant = node.input_value(1).get_node().get_data()
+            node.input(1).replace_source_output(ops.constant(constant * factor).output(0))
         attention.input(4).replace_source_output(ops.constant(np.float32(1)).output(0))
         folded += 1
     return folded
