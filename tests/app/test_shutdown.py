@@ -3,6 +3,8 @@ within the grace period, the index is snapshotted, the exit is 0; a second signa
 
 from __future__ import annotations
 
+import http.client
+import json
 import signal
 import subprocess
 import sys
@@ -39,6 +41,7 @@ serve(settings, SlowPipeline(real.encoder, real.transform))
 """
 TEXTS = ["hello world", "我在中国", "bert", "a b c"]  # one encoder call (0.25 s) per request
 DEEP = 20 * len(TEXTS)  # texts queued: 5 s of work, well over the grace period
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 @contextmanager
@@ -89,11 +92,17 @@ def test_sigterm_with_a_deep_queue_answers_everyone_snapshots_and_exits_0(
         assert added.status_code == 201
         futures = post_all(url, pool, 48)
         wait_until(lambda: queue_depth(url) >= DEEP, "the queue never filled", 60)
+        late = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=30)
+        late.connect()
         start = time.monotonic()
         process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # connected before the signal, its request sent after
+        late.request("POST", "/embed", json.dumps({"texts": TEXTS}), JSON_HEADERS)
+        late_status = late.getresponse().status
         returncode = process.wait(timeout=GRACE_S + 30)  # the snapshot, then interpreter exit
         answers = [future.result(timeout=30) for future in futures]
     assert returncode == 0
+    assert late_status == 503  # answered, not reset: new encoder work is refused
     outcomes = [status for status, _ in answers]
     # ConnectError: sent after the listener closed; never a connection dropped unanswered
     assert set(outcomes) <= {200, 503, "ConnectError"}, outcomes
