@@ -6,9 +6,10 @@ ceiling on the ratio no choice of graph, batch or stream can pass.
 
 For each passage length, on one thread: the model's attention (its heads and head size) over a
 batch of passages as OpenVINO's CPU plugin runs it (one ScaledDotProductAttention node, which the
-plugin fuses into one generated kernel; compiled in bf16 and in f32) and as torch runs it
-(`scaled_dot_product_attention`, its flash kernel, bf16 and fp32), each with an additive mask
-over keys and a scale of 1, as the `openvino` backend gives it (the scale folded into the
+plugin fuses into one generated kernel; compiled in bf16 and in f32 for the batch's shape, and
+in bf16 with batch and length known only at run time, as the backend compiles it) and as torch
+runs it (`scaled_dot_product_attention`, its flash kernel, bf16 and fp32), each with an additive
+mask over keys and a scale of 1, as the `openvino` backend gives it (the scale folded into the
 queries); and the model's linear layers (query, key, value and output projections, FFN in with
 its GELU, FFN out) in bf16.
 sentence-transformers encodes the same passages (`passages` of `encode_throughput.py`) on every
@@ -49,31 +50,48 @@ def openvino_run(
     return lambda: request.infer(feeds)
 
 
-def attention_seconds(
-    batch: int, length: int, heads: int, head_dim: int, layers: int, repeats: int
-) -> dict[str, float]:
-    """`layers` attentions in a row over `batch` passages, each engine on one thread: in
-    OpenVINO with the transposes to and from heads around each, as in the model's graph."""
+def attention_model(
+    batch: int, length: int, heads: int, head_dim: int, layers: int, shapes_known: bool
+) -> object:
+    """`layers` attentions in a row in OpenVINO, with the transposes to and from heads around
+    each, as in the model's graph; batch and length fixed at compile time or, as the backend
+    compiles them, known only at run time."""
     import openvino as ov
     import openvino.opset13 as ops
 
     hidden = heads * head_dim
+    rows = [batch, length] if shapes_known else [-1, -1]
+    x_in = ops.parameter([*rows, hidden], np.float32, name="x")
+    mask_in = ops.parameter([rows[0], 1, 1, rows[1]], np.float32, name="mask")
+    h = x_in.output(0)
+    for _ in range(layers):
+        split = ops.transpose(ops.reshape(h, [0, 0, heads, head_dim], True), [0, 2, 1, 3])
+        mixed = ops.scaled_dot_product_attention(split, split, split, mask_in, np.float32(1))
+        merged = ops.transpose(mixed, [0, 2, 1, 3])
+        h = ops.reshape(merged, [0, 0, hidden], True).output(0)
+    return ov.Model([h], [x_in, mask_in])
+
+
+def attention_seconds(
+    batch: int, length: int, heads: int, head_dim: int, layers: int, repeats: int
+) -> dict[str, float]:
+    """`layers` attentions in a row over `batch` passages, each engine on one thread."""
+    hidden = heads * head_dim
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, length, hidden), dtype=np.float32)
     mask = np.zeros((batch, 1, 1, length), dtype=np.float32)
-    x_in = ops.parameter(list(x.shape), np.float32, name="x")
-    mask_in = ops.parameter(list(mask.shape), np.float32, name="mask")
-    h = x_in.output(0)
-    for _ in range(layers):
-        split = ops.transpose(ops.reshape(h, [batch, length, heads, head_dim], False), [0, 2, 1, 3])
-        mixed = ops.scaled_dot_product_attention(split, split, split, mask_in, np.float32(1))
-        merged = ops.transpose(mixed, [0, 2, 1, 3])
-        h = ops.reshape(merged, [batch, length, hidden], False).output(0)
-    model = ov.Model([h], [x_in, mask_in])
     feeds = {"x": x, "mask": mask}
+    shapes = {"": True, " shapes at run time": False}
     seconds = {
-        f"openvino {precision}": best_seconds(openvino_run(model, precision, feeds), repeats)
+        f"openvino {precision}{label}": best_seconds(
+            openvino_run(
+                attention_model(batch, length, heads, head_dim, layers, known), precision, feeds
+            ),
+            repeats,
+        )
         for precision in ("bf16", "f32")
+        for label, known in shapes.items()
+        if known or precision == "bf16"
     }
     heads_first = torch.from_numpy(x).view(batch, length, heads, head_dim).transpose(1, 2)
     for dtype, name in ((torch.bfloat16, "torch bf16"), (torch.float32, "torch fp32")):
@@ -143,9 +161,9 @@ def main() -> None:
                    max_length=max(lengths), max_batch_tokens=MAX_BATCH_TOKENS)  # fmt: skip
     print(f"{args.model}: {layers} layers, {heads} heads of {hidden // heads}, FFN {intermediate}; "
           f"{cores} cores; kernels on one thread, per layer × {layers} layers")  # fmt: skip
-    print("| tokens | s-t ms a passage | attention ns a score: openvino bf16 / f32, torch bf16 / "
-          "fp32 | attention ms a passage (fastest) | linear layers ms a passage | ceiling × s-t "
-          "| openvino on streams × s-t |")  # fmt: skip
+    print("| tokens | s-t ms a passage | attention ns a score: openvino bf16 / bf16 shapes at run "
+          "time / f32, torch bf16 / fp32 | attention ms a passage (fastest) | linear layers ms a "
+          "passage | ceiling × s-t | openvino on streams × s-t |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for length in lengths:
         texts = passages(args.data_dir, tokenizer, spec.passage_prefix, length, args.passages)
