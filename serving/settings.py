@@ -27,8 +27,10 @@ class SettingsError(BaihuaError, ValueError):
 
 
 class Settings(BaseSettings):
+    # An empty BAIHUA_* variable (`BAIHUA_CACHE_DIR=` in an env file) is unset, as for
+    # `default_cache_dir`; taken as a path it would be the working directory.
     model_config = SettingsConfigDict(
-        env_prefix="BAIHUA_", extra="forbid", yaml_file=DEFAULT_CONFIG
+        env_prefix="BAIHUA_", env_ignore_empty=True, extra="forbid", yaml_file=DEFAULT_CONFIG
     )
 
     # encoder
