@@ -75,12 +75,7 @@ def serve(
     """Serve `settings` on its host and port until a signal; returns after a clean stop.
     `pipeline` and `store`, when given, replace what `settings` describe (as in `create_app`)."""
     app = create_app(settings, pipeline, store)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s + 0.999),
-    )
+    config = uvicorn.Config(app, host=settings.host, port=settings.port)
     server = GracefulServer(config, app, settings.shutdown_grace_s)
     server.run()
     if not server.started:
