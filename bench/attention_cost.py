@@ -81,17 +81,19 @@ def attention_seconds(
     x = rng.standard_normal((batch, length, hidden), dtype=np.float32)
     mask = np.zeros((batch, 1, 1, length), dtype=np.float32)
     feeds = {"x": x, "mask": mask}
-    shapes = {"": True, " shapes at run time": False}
+    timed = {  # name: (precision, shapes known at compile time)
+        "openvino bf16": ("bf16", True),
+        "openvino bf16 shapes at run time": ("bf16", False),
+        "openvino f32": ("f32", True),
+    }
     seconds = {
-        f"openvino {precision}{label}": best_seconds(
+        name: best_seconds(
             openvino_run(
                 attention_model(batch, length, heads, head_dim, layers, known), precision, feeds
             ),
             repeats,
         )
-        for precision in ("bf16", "f32")
-        for label, known in shapes.items()
-        if known or precision == "bf16"
+        for name, (precision, known) in timed.items()
     }
     heads_first = torch.from_numpy(x).view(batch, length, heads, head_dim).transpose(1, 2)
     for dtype, name in ((torch.bfloat16, "torch bf16"), (torch.float32, "torch fp32")):
