@@ -345,7 +345,7 @@ def test_second_prepare_returns_at_once_without_rewriting(me5_folder: Path) -> N
     before = {p.name: p.stat().st_mtime_ns for p in me5_folder.iterdir()}
     start = time.perf_counter()
     assert prepare_me5_small(me5_folder) == me5_folder
-    assert time.perf_counter() - start < 0.1
+    assert time.perf_counter() - start < 1.0  # the expansion takes seconds; a check, ms
     assert {p.name: p.stat().st_mtime_ns for p in me5_folder.iterdir()} == before
 
 
