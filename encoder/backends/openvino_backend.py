@@ -16,6 +16,7 @@ from baihua.encoder.backends.openvino_graph import (
     additive_key_mask,
     attention_scale_in_queries,
     bf16_residual_stream,
+    drop_softmax_nan_guard,
     gather_before_dequantizing,
     int8_vocabulary_graph,
     release_mapped_pages,
@@ -36,11 +37,11 @@ BF16_RECIPE = (
     "bf16: vocabulary table in int8, one scale a row, rows dequantised after lookup; "
     f"residual stream and layer norms in bf16; {FLOAT_ATTENTION}"
 )
-# Texts of at most this many tokens run on a second compile of a float graph without the CPU
-# plugin's fused attention kernel ("snippets"): on short texts that kernel costs more than the
-# plain MatMul-Softmax-MatMul it replaces (me5-small bf16, 2 streams, 1,000 STS-B sentences:
-# 1,250 -> 1,520 a second), on long ones it saves much more (passages of 512 tokens: 30.8 against
-# 22.0 a second; the two are level at 80-96 tokens). The int8 graph gains nothing either way.
+# Texts of at most this many tokens run on a second compile without the CPU plugin's fused
+# attention kernel ("snippets"): on short texts that kernel costs more than the plain
+# MatMul-Softmax-MatMul it replaces (me5-small bf16, 2 streams, 1,000 STS-B sentences: 1,250 ->
+# 1,520 a second), on long ones it saves much more (passages of 512 tokens: 30.8 against 22.0 a
+# second; the two are level at 80-96 tokens). The int8 graph, its attention in float, likewise.
 SHORT_TEXT_TOKENS = 64
 
 
@@ -126,20 +127,18 @@ class OpenVinoBackend:
             attention_scale_in_queries(model)
             additive_key_mask(model)
         gather_before_dequantizing(model)
+        drop_softmax_nan_guard(model)
         self.compiled = core.compile_model(model, "CPU", config)
         # compiled from the same graph, the two share its weights; each packs its own copy of
         # them (~40 MB for me5-small in bf16) when it first runs
-        self.compiled_short = (
-            None
-            if quantization
-            else core.compile_model(model, "CPU", {**config, "SNIPPETS_MODE": "DISABLE"})
+        self.compiled_short = core.compile_model(
+            model, "CPU", {**config, "SNIPPETS_MODE": "DISABLE"}
         )
         if mapped is not None:
             # the plugin packs its weights on a compiled model's first run: after that, the
             # mapped originals are only read again for the vocabulary rows looked up
             for compiled in (self.compiled, self.compiled_short):
-                if compiled is not None:
-                    run_once(compiled)
+                run_once(compiled)
             release_mapped_pages(mapped)
         self.parallel_requests = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._local = threading.local()
@@ -150,8 +149,6 @@ class OpenVinoBackend:
         """Texts of up to `SHORT_TEXT_TOKENS` tokens run on `compiled_short`, longer ones on
         `compiled`: the choice follows each text's own length, never its batch mates', so a
         text gets the same vector in any batch."""
-        if self.compiled_short is None:
-            return self._infer(self.compiled, input_ids, attention_mask, need_first)
         lengths = attention_mask.sum(axis=1)
         short = lengths <= SHORT_TEXT_TOKENS
         if short.all():

@@ -182,6 +182,31 @@ def looks_up_input_ids(gather: Any) -> bool:
     return node.get_type_name() == "Parameter" and "input_ids" in node.output(0).get_names()
 
 
+def drop_softmax_nan_guard(model: Any) -> int:
+    """Remove ``Select(IsNaN(p), 0, p)`` after attention's softmax ``p``, which the ONNX export of
+    PyTorch's attention adds for rows whose every key is masked: with a key padding mask that is
+    a text with no token at all, whose vector is undefined anyway (its mean pools nothing), and the
+    guard keeps the CPU plugin from fusing attention into its one kernel. Any other row is the same
+    numbers either way. Returns how many guards were removed."""
+    removed = 0
+    for select in model.get_ops():
+        if select.get_type_name() != "Select":
+            continue
+        condition, replacement, value = select.input_values()
+        is_nan = condition.get_node()
+        if (
+            is_nan.get_type_name() != "IsNaN"
+            or value.get_node().get_type_name() != "Softmax"
+            or is_nan.input_value(0) != value
+            or replacement.get_node().get_type_name() != "Constant"
+            or np.any(replacement.get_node().get_data() != 0)
+        ):
+            continue
+        select.output(0).replace(value)
+        removed += 1
+    return removed
+
+
 def attentions(model: Any) -> list[Any]:
     return [op for op in model.get_ops() if op.get_type_name() == "ScaledDotProductAttention"]
 
