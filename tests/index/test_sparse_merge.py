@@ -71,7 +71,8 @@ def test_searches_and_writes_go_on_while_a_merge_runs(
     # the typical call is short beside the merge; one slow call may be a pause of the machine
     # (CI once saw a single 1.7 s search in a 2.8 s merge, the rest under 10 ms)
     for kind, seconds in latencies.items():
-        assert statistics.median(seconds) < merge_seconds / 20, (kind, seconds, merge_seconds)
+        median = statistics.median(seconds)
+        assert median < merge_seconds / 20, (kind, median, max(seconds), merge_seconds)
     # every write made during the merge is found, in the new delta
     assert [h.id for h in large.search(f"written during {n - 1}", 1)] == [N_DOCS + n]
     assert large._pending() == n
