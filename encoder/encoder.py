@@ -14,7 +14,7 @@ import numpy as np
 
 from baihua.core.errors import UsageError
 from baihua.core.progress import Progress
-from baihua.encoder.backends import Backends, ModelLoadError, check_backend
+from baihua.encoder.backends import Backends, Int8Recipe, ModelLoadError, check_backend
 from baihua.encoder.batching import length_sorted_batches, pad, split_for_streams
 from baihua.encoder.dense import Dense
 from baihua.encoder.fingerprint import model_fingerprint, model_folder
@@ -150,6 +150,9 @@ class Encoder:
             num_threads=num_threads,
             prefix=self.spec.query_prefix,
             streams=streams,
+            int8_recipe=Int8Recipe(
+                self.spec.int8_float_ffn_layers, self.spec.int8_smooth_quant_alpha
+            ),
         )
         self.runner = backends.open(backend, dtype)
         if streams > 1 and self.runner.parallel_requests == 1:

@@ -36,6 +36,9 @@ class ModelSpec:
     pooling : see `pooling.py`.
     max_length : the token limit the model was trained for; None: its position embeddings'.
     licence : the weights' licence as the model's authors state it.
+    int8_float_ffn_layers, int8_smooth_quant_alpha : the openvino-int8 recipe measured for this
+        model (`Int8Recipe`): the layers whose FFN output projection stays in float (None:
+        every layer's) and SmoothQuant's α (None: NNCF's default).
     """
 
     name: str
@@ -45,6 +48,12 @@ class ModelSpec:
     pooling: str = "last-avg"
     max_length: int | None = None
     licence: str = ""
+    int8_float_ffn_layers: tuple[int, ...] | None = None
+    int8_smooth_quant_alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.int8_float_ffn_layers is not None:  # a YAML list
+            object.__setattr__(self, "int8_float_ffn_layers", tuple(self.int8_float_ffn_layers))
 
     @property
     def offline(self) -> bool:

@@ -45,8 +45,9 @@ from baihua.encoder.backends.openvino_backend import (
     default_precision,
 )
 from baihua.encoder.backends.openvino_export import (
+    GENERIC_INT8,
     OV_CONVERSION,
-    OV_QUANTIZATION,
+    Int8Recipe,
     convert_fp32,
     is_current,
     openvino_versions,
@@ -110,8 +111,10 @@ class Backends:
         num_threads: int | None,
         prefix: str = "",
         streams: int = 1,
+        int8_recipe: Int8Recipe = GENERIC_INT8,
     ) -> None:
         self.model_name = model_name
+        self.int8_recipe = int8_recipe
         self.streams = streams
         self.prefix = prefix
         self.path = path
@@ -220,7 +223,10 @@ class Backends:
             built = (read_meta(target) or {}).get("quantization") == QUANTIZATION
         else:
             built = read_meta(target) is not None
-            built = built and (not backend.startswith("openvino") or is_current(target, int8))
+            built = built and (
+                not backend.startswith("openvino")
+                or is_current(target, self.int8_recipe if int8 else None)
+            )
         if not built:
             key = export_key(self.folder(), self.cache_dir)
             remove_stale(key_dir.parent, keep=key_dir.name)
@@ -239,7 +245,7 @@ class Backends:
 
             def build(tmp: Path) -> dict[str, Any]:
                 if int8:
-                    return quantize_static_int8(fp32, tmp, batches)
+                    return quantize_static_int8(fp32, tmp, batches, self.int8_recipe)
                 return {**convert_fp32(self.model(), tmp), "key": key}
 
             with logged_step(logger, f"{self.model_name}: building {backend} in {target}"):
@@ -283,7 +289,7 @@ class Backends:
         else measure every backend and store the choice. The runner's `chosen_by` says which."""
         if self.device != "cpu":
             return self.open("torch", "float32")  # ONNX backends are CPU-only
-        recipes = auto_recipes()
+        recipes = auto_recipes(self.int8_recipe)
         key = machine_key(self.num_threads, f"{self.check_id()}; {recipes}")
         choice_file = self.export_dir() / f"auto-{key}.json"
         try:
@@ -349,10 +355,11 @@ def auto_pick(rows: list[dict[str, Any]]) -> int:
     return min(tied, key=lambda i: (WEIGHT_BYTES[rows[i]["dtype"]], -rows[i]["sentences_per_s"]))
 
 
-def auto_recipes() -> str:
-    """The quantisation recipes and library versions a stored auto choice was measured with."""
+def auto_recipes(int8: Int8Recipe = GENERIC_INT8) -> str:
+    """The quantisation recipes (`int8`: the model's openvino-int8 one) and library versions a
+    stored auto choice was measured with."""
     versions = openvino_versions(int8=True) if nncf_installed() else openvino_versions(False)
-    recipes = [QUANTIZATION, INT8_RUN, OV_CONVERSION, BF16_RECIPE, OV_QUANTIZATION]
+    recipes = [QUANTIZATION, INT8_RUN, OV_CONVERSION, BF16_RECIPE, int8.name]
     return "; ".join([*recipes, str(versions)])
 
 

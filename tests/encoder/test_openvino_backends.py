@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from baihua.core.errors import UsageError
-from baihua.encoder import POOLINGS, Encoder
+from baihua.encoder import POOLINGS, Encoder, ModelSpec
 from baihua.encoder.backends.calibration import MIN_COSINE
 from baihua.encoder.backends.export import MODEL_FILE, PARTIAL_SUFFIX
 from baihua.encoder.backends.openvino_backend import (
@@ -27,7 +27,7 @@ from baihua.encoder.backends.openvino_backend import (
     cpu_has_bf16,
     default_precision,
 )
-from baihua.encoder.backends.openvino_export import IR_FILE, OV_QUANTIZATION
+from baihua.encoder.backends.openvino_export import IR_FILE, OV_QUANTIZATION, Int8Recipe
 from baihua.encoder.backends.openvino_graph import (
     INT8_VOCABULARY_IR,
     bf16_residual_stream,
@@ -249,17 +249,8 @@ def test_int8_copy_is_quantised_and_checked_against_fp32(tiny_bert: Path, cache:
 def test_int8_keeps_ffn_outputs_and_attention_in_float(tiny_bert: Path, cache: Path) -> None:
     """The products int8 loses most on (outliers; probabilities of long texts) and attention's
     scores (so attention fuses) get no quantised input; the other projections do."""
-    import openvino as ov
-
     encoder = Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=cache)
-    folder = encoder.runner.folder  # type: ignore[attr-defined]
-    quantised = {
-        op.get_friendly_name(): any(
-            i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs()
-        )
-        for op in ov.Core().read_model(str(folder / IR_FILE)).get_ops()
-        if op.get_type_name() == "MatMul"
-    }
+    quantised = quantised_matmuls(encoder.runner.folder)  # type: ignore[attr-defined]
     layers = {name.split("/")[3] for name in quantised if "/layer." in name}
     assert len(layers) == 2  # the tiny BERT's
     for layer in layers:
@@ -269,6 +260,52 @@ def test_int8_keeps_ffn_outputs_and_attention_in_float(tiny_bert: Path, cache: P
         assert not quantised[f"{prefix}/attention/self/MatMul"]
         assert quantised[f"{prefix}/attention/self/query/MatMul"]
         assert quantised[f"{prefix}/intermediate/dense/MatMul"]
+
+
+def quantised_matmuls(folder: Path) -> dict[str, bool]:
+    """Each MatMul of the int8 copy in `folder`: whether an input comes from a FakeQuantize."""
+    import openvino as ov
+
+    return {
+        op.get_friendly_name(): any(
+            i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs()
+        )
+        for op in ov.Core().read_model(str(folder / IR_FILE)).get_ops()
+        if op.get_type_name() == "MatMul"
+    }
+
+
+def test_a_presets_int8_recipe_quantises_the_ffn_outputs_it_does_not_name(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """A preset may keep only some layers' FFN outputs in float and set SmoothQuant's α: its
+    copy says so in the variant, and a copy built by the other recipe is rebuilt, not reused."""
+    generic = Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=tmp_path)
+    generic_bytes = (generic.runner.folder / "model.bin").read_bytes()  # type: ignore[attr-defined]
+    recipe = Int8Recipe(float_ffn_layers=(1,), smooth_quant_alpha=0.6)
+    spec = ModelSpec(
+        name=str(tiny_bert),
+        source=str(tiny_bert),
+        int8_float_ffn_layers=recipe.float_ffn_layers,
+        int8_smooth_quant_alpha=recipe.smooth_quant_alpha,
+    )
+    tuned = Encoder(spec, device="cpu", backend="openvino-int8", cache_dir=tmp_path)
+    folder = tuned.runner.folder  # type: ignore[attr-defined]
+    assert tuned.variant.startswith(f"{recipe.name};") and "layers [1]" in recipe.name
+    quantised = quantised_matmuls(folder)
+    assert quantised["/model/encoder/layer.0/output/dense/MatMul"]
+    assert not quantised["/model/encoder/layer.1/output/dense/MatMul"]
+    assert not quantised["/model/encoder/layer.0/attention/self/MatMul"]
+    assert (folder / "model.bin").read_bytes() != generic_bytes
+    assert json.loads((folder / "meta.json").read_text())["calibration"]["min_cosine"] >= MIN_COSINE
+    # α alone changes the copy (SmoothQuant's scales are folded into it)
+    alpha_only = Int8Recipe(smooth_quant_alpha=0.6)
+    spec = ModelSpec(name=str(tiny_bert), source=str(tiny_bert), int8_smooth_quant_alpha=0.6)
+    Encoder(spec, device="cpu", backend="openvino-int8", cache_dir=tmp_path)
+    assert json.loads((folder / "meta.json").read_text())["quantization"] == alpha_only.name
+    assert (folder / "model.bin").read_bytes() != generic_bytes
+    again = Encoder(str(tiny_bert), device="cpu", backend="openvino-int8", cache_dir=tmp_path)
+    assert again.variant.startswith(f"{OV_QUANTIZATION};")
 
 
 def test_embedding_rows_are_dequantized_after_the_lookup_with_the_same_results(
@@ -378,7 +415,7 @@ import os, signal, sys
 from baihua.encoder import Encoder
 import baihua.encoder.backends.prepare as prepare
 
-def killed_while_writing(fp32, out, batches):
+def killed_while_writing(fp32, out, batches, recipe):
     (out / "model.xml").write_bytes(b"half an IR file")
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -428,6 +465,10 @@ def test_openvino_backends_on_the_real_default_model() -> None:
     for backend in ("openvino", "openvino-int8"):
         encoder = Encoder("me5-small", device="cpu", backend=backend)  # type: ignore[arg-type]
         assert cosines(encoder.encode(ME5_TEXTS), reference).min() >= MIN_COSINE
+    # int8 on its preset's recipe: every FFN output in int8 but layer 9's
+    quantised = quantised_matmuls(encoder.runner.folder)  # type: ignore[attr-defined]
+    ffn = [quantised[f"/model/encoder/layer.{i}/output/dense/MatMul"] for i in range(12)]
+    assert ffn == [i != 9 for i in range(12)]
     if cpu_has_bf16():  # bf16 with its int8 vocabulary table: as close as bf16 alone
         bf16 = Encoder("me5-small", device="cpu", backend="openvino", dtype="bfloat16")
         assert cosines(bf16.encode(ME5_TEXTS), reference).min() >= 0.9999
