@@ -31,6 +31,8 @@ from baihua.encoder.backends.openvino_backend import OpenVinoBackend
 from baihua.encoder.backends.openvino_export import quantize_static_int8
 from baihua.encoder.batching import length_sorted_batches, pad
 from baihua.encoder.pooling import masked_mean
+from baihua.eval.datasets import read_split
+from baihua.eval.sts import pair_cosines
 
 
 def parse_recipe(text: str) -> Int8Recipe:
@@ -47,11 +49,12 @@ def parse_recipe(text: str) -> Int8Recipe:
 
 
 def sentences(data_dir: Path, files: list[str], n: int) -> list[str]:
-    """The first `n` distinct sentences of each file."""
+    """The first `n` distinct sentences of each file, in file order."""
     out: list[str] = []
     for name in files:
-        lines = (data_dir / name).read_text(encoding="utf-8").splitlines()
-        out += list(dict.fromkeys(t for line in lines for t in line.split("\t")[:2]))[:n]
+        split = read_split(data_dir / name)
+        pairs = zip(split.text1, split.text2, strict=True)
+        out += list(dict.fromkeys(t for pair in pairs for t in pair))[:n]
     return out
 
 
@@ -112,7 +115,7 @@ def main() -> None:
     print(f"{'recipe':<100} {'min cos':>8} {'mean cos':>9} {'texts/s':>8} {'× first':>7}")
     first = statistics.median(next(iter(times.values())))
     for name, vecs in vectors.items():
-        cos = (vecs * truth).sum(1) / np.linalg.norm(vecs, axis=1) / np.linalg.norm(truth, axis=1)
+        cos = pair_cosines(vecs, truth)
         seconds = statistics.median(times[name])
         print(f"{name:<100} {cos.min():8.5f} {cos.mean():9.6f} {len(texts) / seconds:8.1f} "
               f"{first / seconds:7.2f}")  # fmt: skip
