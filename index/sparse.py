@@ -53,7 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import bm25s
 import numpy as np
@@ -85,8 +85,9 @@ class Bm25Params:
     method: str = "lucene"
 
 
-@dataclass(frozen=True)
-class SparseHit:
+class SparseHit(NamedTuple):
+    """A tuple, so a ranking is the list of (id, score) pairs that `fuse` takes as it is."""
+
     id: int
     score: float
 
@@ -259,7 +260,10 @@ class SparseIndex:
         keep = all_scores > 0
         all_ids, all_scores = all_ids[keep], all_scores[keep]
         order = np.lexsort((all_ids, -all_scores))[:top_k]
-        return [SparseHit(int(all_ids[j]), float(all_scores[j])) for j in order]
+        return [
+            SparseHit(i, score)
+            for i, score in zip(all_ids[order].tolist(), all_scores[order].tolist(), strict=True)
+        ]
 
     def __len__(self) -> int:
         with self._lock.read():

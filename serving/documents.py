@@ -271,7 +271,7 @@ class DocumentIndex:
         else:  # ids and scores only: the fusion keeps top_k of 2 x depth candidates
             dense = self.store.search_ids(vectors, depth, filter)
         allowed = None if filter is None else self._matching_ids(filter)
-        sparse = [[(h.id, h.score) for h in self.sparse.search(q, depth, allowed)] for q in queries]
+        sparse = [self.sparse.search(q, depth, allowed) for q in queries]
         fused = [fuse(d, s, fusion, top_k) for d, s in zip(dense, sparse, strict=True)]
         docs = self._documents(f.id for hits in fused for f in hits)
         return [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from baihua.index.fusion import Fusion, fuse
 
@@ -49,6 +51,30 @@ def test_top_k_cuts_and_one_empty_side_leaves_the_other() -> None:
     assert len(fuse(DENSE, SPARSE, Fusion(), top_k=2)) == 2
     assert [f.id for f in fuse(DENSE, [], Fusion(), top_k=5)] == [1, 2, 3]
     assert [f.id for f in fuse([], SPARSE, Fusion("weighted"), top_k=5)] == [3, 4, 1]
+
+
+def ranking(scores: st.SearchStrategy[float]) -> st.SearchStrategy[list[tuple[int, float]]]:
+    """A best-first list of distinct ids from a small pool, so the two sides overlap, with
+    scores from a few values, so fused scores tie."""
+    return st.lists(
+        st.tuples(st.integers(0, 30), scores), max_size=25, unique_by=lambda h: h[0]
+    ).map(lambda hits: sorted(hits, key=lambda h: -h[1]))
+
+
+@given(
+    dense=ranking(st.sampled_from([0.9, 0.5, 0.1])),
+    sparse=ranking(st.sampled_from([12.0, 3.0, 0.5])),
+    fusion=st.sampled_from([Fusion(), Fusion(k=0), Fusion("weighted"), Fusion("weighted", 0.3)]),
+    top_k=st.integers(1, 12),
+)
+def test_top_k_is_the_head_of_the_whole_fused_ranking(
+    dense: list[tuple[int, float]],
+    sparse: list[tuple[int, float]],
+    fusion: Fusion,
+    top_k: int,
+) -> None:
+    # with top_k above the candidate count nothing is cut before the sort
+    assert fuse(dense, sparse, fusion, top_k) == fuse(dense, sparse, fusion, 100)[:top_k]
 
 
 @pytest.mark.parametrize(
