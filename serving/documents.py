@@ -243,7 +243,7 @@ class DocumentIndex:
     ) -> list[list[RankedHit]]:
         assert self.sparse is not None
         allowed = None if filter is None else self._matching_ids(filter)
-        found = [[(h.id, h.score) for h in self.sparse.search(q, top_k, allowed)] for q in queries]
+        found = [self.sparse.search(q, top_k, allowed) for q in queries]
         docs = self._documents(i for hits in found for i, _ in hits)
         return [
             [
